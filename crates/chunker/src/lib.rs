@@ -1,0 +1,1 @@
+//! rbackup chunker (being written)

@@ -1,0 +1,1 @@
+//! rbackup crypto (being written)

@@ -1,0 +1,1 @@
+//! rbackup engine (being written)

@@ -1,0 +1,1 @@
+//! rbackup store (being written)
