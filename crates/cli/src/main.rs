@@ -1,1 +1,190 @@
-fn main() {}
+//! `rbackup`: the command-line agent. A thin shell over `rbackup-engine`: arguments, the agent
+//! config, progress bars, output and exit codes.
+
+mod config;
+mod ops;
+mod setup;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit status: finished, but some files were skipped or unreadable.
+pub const EXIT_WARNINGS: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rbackup",
+    version,
+    about = "Chunked, deduplicating, encrypted backup agent"
+)]
+pub struct Cli {
+    /// Agent config file.
+    #[arg(long, global = true, env = "RBACKUP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document on stdout; human text goes to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Quieter (no progress).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Louder (debug logging).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a vault or issue its credentials.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// Register this machine with a vault.
+    Register(RegisterArgs),
+    /// Back up files and folders now.
+    Backup(BackupArgs),
+    /// List recovery points, oldest first.
+    RecoveryPoints,
+    /// Restore a recovery point.
+    Restore(RestoreArgs),
+    /// Verify the repository (and with --read-data, every byte of it).
+    Check {
+        /// Decrypt and verify every blob.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Generate or change the encryption passphrase.
+    #[command(subcommand)]
+    Passphrase(PassphraseCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VaultCmd {
+    /// Create a vault and write its first credentials file.
+    Create {
+        /// file:///abs/path (or a plain path), s3://, az://, gs://, memory://
+        url: String,
+        #[arg(long)]
+        credentials_out: PathBuf,
+        /// How long the credentials stay valid, e.g. 48h, 30m, 2d.
+        #[arg(long, default_value = "48h")]
+        valid_for: String,
+    },
+    /// Issue new credentials; every older credentials file becomes invalid.
+    Credentials {
+        url: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "48h")]
+        valid_for: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    #[arg(long)]
+    pub vault_credentials: PathBuf,
+    #[arg(long, conflicts_with_all = ["generate_passphrase", "save_passphrase_to"])]
+    pub passphrase_file: Option<PathBuf>,
+    #[arg(long, requires = "save_passphrase_to")]
+    pub generate_passphrase: bool,
+    #[arg(long, requires = "generate_passphrase")]
+    pub save_passphrase_to: Option<PathBuf>,
+    #[arg(long)]
+    pub machine_name: Option<String>,
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub recovery_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub proxy: Option<String>,
+    #[arg(long)]
+    pub work_days: Option<String>,
+    #[arg(long)]
+    pub work_hours: Option<String>,
+    #[arg(long)]
+    pub work_rate: Option<String>,
+    #[arg(long)]
+    pub non_work_rate: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and folders to back up.
+    pub paths: Vec<PathBuf>,
+    /// Record the recovery point under this job name.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Leave out matching files: a pattern with '/' matches the absolute path, one without
+    /// matches names.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// A recovery point id (a unique prefix is enough) or `latest`.
+    pub recovery_point: String,
+    /// Absolute paths to restore (default: everything).
+    pub paths: Vec<PathBuf>,
+    /// Each path is recreated under this dir at its absolute path.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Staging folder for this restore (default: the configured one).
+    #[arg(long)]
+    pub recovery_dir: Option<PathBuf>,
+    /// Restore another machine's recovery points (needs its passphrase).
+    #[arg(long, requires = "passphrase_file")]
+    pub machine: Option<String>,
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PassphraseCmd {
+    /// Print a new random passphrase.
+    Generate,
+    /// Replace the passphrase; no data is re-encrypted.
+    Change {
+        #[arg(long)]
+        new_passphrase_file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbackup: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("rbackup: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let ctx = ui::Ctx::new(&cli);
+    match cli.command {
+        Command::Vault(cmd) => setup::vault(&ctx, cmd).await,
+        Command::Register(args) => setup::register(&ctx, args).await,
+        Command::Passphrase(cmd) => setup::passphrase(&ctx, cmd).await,
+        Command::Backup(args) => ops::backup(&ctx, args).await,
+        Command::RecoveryPoints => ops::recovery_points(&ctx).await,
+        Command::Restore(args) => ops::restore(&ctx, args).await,
+        Command::Check { read_data } => ops::check(&ctx, read_data).await,
+    }
+}

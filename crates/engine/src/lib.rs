@@ -1,1 +1,99 @@
-//! rbackup engine (being written)
+//! rbackup's engine: the vault and repository format, backup, restore and check — the library
+//! the `rbackup` agent is a thin shell over, and that other programs embed.
+//!
+//! # The one key design choice: the vault never sees anything it could use
+//!
+//! Everything in a machine's repository is sealed with keys that only the passphrase unlocks,
+//! and even the *shape* of the data is hidden: blob ids are keyed BLAKE3 (the store cannot
+//! confirm a guessed file), the chunker's gear table is derived from a secret key (boundaries
+//! do not fingerprint content), and blobs are padded (sizes do not leak). The price is that the
+//! vault cannot help — it cannot deduplicate, verify or prune on its own — so the engine does
+//! all of that client-side, and keeps a local cache of the (still sealed) metadata so that the
+//! common case, an unchanged re-run, downloads nothing.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rbackup_engine::EngineError> {
+//! use std::time::Duration;
+//! use rbackup_engine::{BackupOptions, Registration, Repository, RestoreOptions, Unlock, Vault};
+//! use rbackup_engine::crypto::{KdfParams, Passphrase};
+//!
+//! let store = rbackup_engine::store::open("memory://demo", &Default::default())?;
+//! let (vault, creds) = Vault::create(store, "memory://demo", Duration::from_secs(3600)).await?;
+//! let pass = Passphrase::new("correct horse battery staple")?;
+//! let (machine, _) = vault.register(&creds, Registration {
+//!     name: "laptop".into(),
+//!     hostname: "laptop".into(),
+//!     passphrase: &pass,
+//!     kdf: KdfParams::default(),
+//!     chunker: Default::default(),
+//! }).await?;
+//! let repo = Repository::open(&vault, &machine, Unlock::Passphrase(&pass), None).await?;
+//! let report = repo.backup(BackupOptions::new(["/home/me/documents"])).await?;
+//! println!("recovery point {:?}", report.recovery_point);
+//! repo.restore(RestoreOptions::new("latest", "/tmp/restored", "/tmp/recovery")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `examples/embed.rs` for a runnable version, and ARCHITECTURE.md for the format.
+
+mod backup;
+mod cache;
+mod check;
+pub mod classify;
+mod codec;
+mod credentials;
+mod error;
+mod id;
+mod index;
+mod pack;
+mod progress;
+mod repo;
+mod report;
+mod restore;
+mod snapshot;
+pub mod tree;
+mod vault;
+mod workdir;
+
+pub use backup::{BackupOptions, CACHE_PERCENT, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
+pub use credentials::{CredentialsRecord, VaultCredentials};
+pub use error::{EngineError, Result};
+pub use id::Id;
+pub use pack::BlobKind;
+pub use progress::{NoProgress, Progress};
+pub use repo::{Repository, Unlock};
+pub use report::{BackupReport, CheckReport, RestoreReport, Skipped};
+pub use restore::RestoreOptions;
+pub use snapshot::RecoveryPoint;
+pub use vault::{FORMAT_VERSION, Registration, Vault, VaultMeta};
+
+/// The chunker crate, re-exported so embedders need one dependency.
+pub use rbackup_chunker as chunker;
+/// The crypto crate, re-exported.
+pub use rbackup_crypto as crypto;
+/// The store crate, re-exported.
+pub use rbackup_store as store;
+
+/// Free bytes for an unprivileged user on the file system holding `path`.
+pub fn free_space(path: &std::path::Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(|e| EngineError::io(path, e.into()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// `1.5 GiB`-style sizes for messages.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,141 @@
+//! The agent config (TOML) and where the agent keeps its files.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// `$XDG_CONFIG_HOME` etc., with the usual fallbacks under `$HOME`.
+pub fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => home().join(fallback),
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+pub fn default_config_path() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config").join("rbackup/config.toml")
+}
+
+pub fn default_cache_dir() -> PathBuf {
+    xdg("XDG_CACHE_HOME", ".cache").join("rbackup")
+}
+
+pub fn default_recovery_dir() -> PathBuf {
+    default_cache_dir().join("recovery")
+}
+
+pub fn default_vault_dir() -> PathBuf {
+    xdg("XDG_DATA_HOME", ".local/share").join("rbackup/vault")
+}
+
+/// Work-hours throttling settings (applied by the throttle once it lands; stored now so that
+/// registration records them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Throttle {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_days: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_hours: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_rate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_work_rate: Option<String>,
+}
+
+/// The agent config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// Vault URL.
+    pub vault: String,
+    /// This machine's id in the vault.
+    pub machine_id: String,
+    /// Its name.
+    pub machine_name: String,
+    /// Local file with the machine's master keys (mode 0600): lets scheduled runs work without
+    /// the passphrase. Never stored in the vault.
+    pub key_file: PathBuf,
+    /// Staging and metadata cache.
+    pub cache_dir: PathBuf,
+    /// Where restores are staged.
+    pub recovery_dir: PathBuf,
+    /// HTTP(S) proxy for cloud vaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub throttle: Throttle,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Option<AgentConfig>> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read config {}", path.display()));
+            }
+        };
+        let cfg = toml::from_str(&text)
+            .with_context(|| format!("config {} is not valid: fix or remove it", path.display()))?;
+        Ok(Some(cfg))
+    }
+
+    /// Written to a temp file and renamed, so a crash never leaves half a config.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self)?;
+        write_atomic(path, text.as_bytes(), 0o600)
+    }
+}
+
+/// Writes `bytes` to `path` atomically with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Creates `path` with `mode`, refusing to overwrite (a passphrase file must never be lost).
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(
+                "{} already exists: choose another file (rbackup never overwrites a saved passphrase or key)",
+                path.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

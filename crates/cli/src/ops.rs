@@ -1,0 +1,183 @@
+//! Backup, restore, check and listing.
+
+use anyhow::{Result, anyhow};
+use rbackup_engine::{BackupOptions, Repository, RestoreOptions, Unlock, human_bytes};
+use serde_json::json;
+
+use crate::config::AgentConfig;
+use crate::setup::{open_configured, open_vault, open_with_config, read_passphrase, setup_default};
+use crate::ui::Ctx;
+use crate::{BackupArgs, EXIT_WARNINGS, RestoreArgs};
+
+pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
+    if args.paths.is_empty() {
+        return Err(anyhow!(
+            "nothing to back up: name one or more paths, e.g. `rbackup backup ~/Documents`"
+        ));
+    }
+    let cfg = match AgentConfig::load(&ctx.config_path)? {
+        Some(c) => c,
+        None => setup_default(ctx).await?,
+    };
+    let repo = open_with_config(&cfg).await?;
+    let (progress, bar) = ctx.progress("backup");
+    let mut opts = BackupOptions::new(args.paths);
+    opts.excludes = args.exclude;
+    opts.job = args.job;
+    opts.cache_dir = Some(cfg.cache_dir.clone());
+    opts.progress = progress;
+    let result = repo.backup(opts).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = result?;
+    for s in &report.skipped {
+        ctx.notice(&format!("skipped {}: {}", s.path, s.reason));
+    }
+    for w in &report.warnings {
+        ctx.notice(&format!("warning: {w}"));
+    }
+    ctx.output(&report, || {
+        format!(
+            "recovery point {}\nfiles: {} new, {} changed, {} unchanged; {} skipped\nread {}, added {} to the vault in {:.1}s",
+            report.recovery_point.as_deref().unwrap_or("-"),
+            report.files_new,
+            report.files_changed,
+            report.files_unchanged,
+            report.skipped.len(),
+            human_bytes(report.bytes_read),
+            human_bytes(report.bytes_added),
+            report.duration_s
+        )
+    })?;
+    Ok(if report.has_warnings() {
+        EXIT_WARNINGS
+    } else {
+        0
+    })
+}
+
+pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
+    let (_, repo) = open_configured(ctx).await?;
+    let rps = repo.recovery_points().await?;
+    let list: Vec<_> = rps
+        .iter()
+        .map(|(id, rp)| {
+            json!({"id": id.to_hex(), "time": rp.time, "paths": rp.paths, "files": rp.files,
+                   "dirs": rp.dirs, "size": rp.bytes, "bytes_added": rp.bytes_added, "job": rp.job,
+                   "hostname": rp.hostname})
+        })
+        .collect();
+    ctx.output(&list, || {
+        let mut out = format!(
+            "{:<10} {:<32} {:>10} {:>8}  paths\n",
+            "id", "time", "size", "files"
+        );
+        for (id, rp) in &rps {
+            out += &format!(
+                "{:<10} {:<32} {:>10} {:>8}  {}\n",
+                id.short(),
+                rp.time,
+                human_bytes(rp.bytes),
+                rp.files,
+                rp.paths.join(" ")
+            );
+        }
+        out += &format!("{} recovery point(s)", rps.len());
+        out
+    })?;
+    Ok(0)
+}
+
+pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
+    let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
+        anyhow!("no agent config at {}: register this machine with the vault first (`rbackup register`), then restore with --machine ID --passphrase-file FILE", ctx.config_path.display())
+    })?;
+    let repo = match (&args.machine, &args.passphrase_file) {
+        (Some(machine), Some(pf)) => {
+            let pass = read_passphrase(pf)?;
+            let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
+            Repository::open(
+                &vault,
+                machine,
+                Unlock::Passphrase(&pass),
+                Some(&cfg.cache_dir),
+            )
+            .await?
+        }
+        _ => open_with_config(&cfg).await?,
+    };
+    let recovery_dir = args
+        .recovery_dir
+        .clone()
+        .unwrap_or_else(|| cfg.recovery_dir.clone());
+    let (progress, bar) = ctx.progress("restore");
+    let mut opts = RestoreOptions::new(&args.recovery_point, &args.target, recovery_dir);
+    opts.paths = args
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    opts.progress = progress;
+    let result = repo.restore(opts).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = result?;
+    for w in &report.warnings {
+        ctx.notice(&format!("warning: {w}"));
+    }
+    for f in &report.failed {
+        ctx.notice(&format!("NOT restored {}: {}", f.path, f.reason));
+    }
+    ctx.output(&report, || {
+        format!(
+            "restored {} files, {} dirs, {} from recovery point {} into {} in {:.1}s",
+            report.files,
+            report.dirs,
+            human_bytes(report.bytes),
+            &report.recovery_point[..8],
+            args.target.display(),
+            report.duration_s
+        )
+    })?;
+    if !report.failed.is_empty() {
+        ctx.notice(&format!(
+            "{} file(s) could not be restored; run `rbackup check --read-data` for details",
+            report.failed.len()
+        ));
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
+    let (_, repo) = open_configured(ctx).await?;
+    let report = repo.check(read_data).await?;
+    for e in &report.errors {
+        ctx.notice(&format!("error: {e}"));
+    }
+    for n in &report.notes {
+        ctx.notice(&format!("note: {n}"));
+    }
+    ctx.output(&report, || {
+        format!(
+            "{} recovery points, {} trees, {} packs, {} blobs{}: {}",
+            report.recovery_points,
+            report.trees,
+            report.packs,
+            report.blobs,
+            if read_data {
+                format!(", {} blobs read and verified", report.blobs_read)
+            } else {
+                String::new()
+            },
+            if report.ok() {
+                "no errors".to_string()
+            } else {
+                format!("{} ERRORS", report.errors.len())
+            }
+        )
+    })?;
+    Ok(if report.ok() { 0 } else { 1 })
+}

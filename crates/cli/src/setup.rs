@@ -1,0 +1,342 @@
+//! Vault creation, registration, passphrases, and opening the configured repository.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use rbackup_engine::crypto::{KdfParams, MasterKeys, Passphrase};
+use rbackup_engine::store::{StoreOptions, VaultUrl};
+use rbackup_engine::{Registration, Repository, Unlock, Vault, VaultCredentials};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::config::{self, AgentConfig, Throttle, write_atomic, write_new};
+use crate::ui::{Ctx, parse_duration};
+use crate::{PassphraseCmd, RegisterArgs, VaultCmd};
+
+const LOST_PASSPHRASE: &str = "Keep a copy of it somewhere safe, away from this machine: it is needed to recover your data on another machine, and a lost passphrase means lost backups (nobody, including rbackup, can recover it).";
+
+/// Canonical URL (a plain path becomes file:///abs).
+fn canonical_url(url: &str) -> Result<String> {
+    Ok(VaultUrl::parse(url)?.to_url_string())
+}
+
+pub async fn open_vault(url: &str, proxy: Option<&str>) -> Result<Vault> {
+    let mut opts = StoreOptions::default();
+    opts.proxy = proxy.map(str::to_string);
+    let store = rbackup_engine::store::open(url, &opts)?;
+    Ok(Vault::open(store, url).await?)
+}
+
+pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
+    match cmd {
+        VaultCmd::Create {
+            url,
+            credentials_out,
+            valid_for,
+        } => {
+            let url = canonical_url(&url)?;
+            let store = rbackup_engine::store::open(&url, &StoreOptions::default())?;
+            let (vault, creds) = Vault::create(store, &url, parse_duration(&valid_for)?).await?;
+            write_credentials(&credentials_out, &creds)?;
+            ctx.output(
+                &json!({"vault": url, "vault_id": vault.id(), "credentials": credentials_out, "expires_at": creds.expires_at}),
+                || format!("Created vault {url}\nCredentials written to {} (valid until {}); use them with `rbackup register --vault-credentials {}`.", credentials_out.display(), creds.expires_at, credentials_out.display()),
+            )?;
+        }
+        VaultCmd::Credentials {
+            url,
+            out,
+            valid_for,
+        } => {
+            let url = canonical_url(&url)?;
+            let mut vault = open_vault(&url, None).await?;
+            let creds = vault.issue_credentials(parse_duration(&valid_for)?).await?;
+            write_credentials(&out, &creds)?;
+            ctx.output(
+                &json!({"vault": url, "credentials": out, "generation": creds.generation, "expires_at": creds.expires_at}),
+                || format!("New credentials written to {} (valid until {}); every older credentials file for this vault is now invalid.", out.display(), creds.expires_at),
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+fn write_credentials(path: &Path, creds: &VaultCredentials) -> Result<()> {
+    write_atomic(path, creds.to_json().as_bytes(), 0o600)
+}
+
+/// Reads a passphrase file: one trailing newline (as `echo` writes) is not part of it.
+pub fn read_passphrase(path: &Path) -> Result<Passphrase> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
+    );
+    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Passphrase::new(trimmed).with_context(|| format!("passphrase in {}", path.display()))
+}
+
+fn read_credentials(path: &Path) -> Result<VaultCredentials> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow!(
+            "cannot read the vault credentials file {}: {e}. Copy the file to a local folder (not a network share or removable disk) and try again",
+            path.display()
+        )
+    })?;
+    Ok(VaultCredentials::from_json(&text)?)
+}
+
+/// The machine's master keys in a local file readable only by its owner.
+#[derive(Serialize, Deserialize)]
+struct LocalKeyFile {
+    machine_id: String,
+    vault_id: String,
+    keys: String,
+}
+
+fn key_file_path(config_path: &Path, machine: &str) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("keys")
+        .join(format!("{machine}.key"))
+}
+
+fn save_local_keys(path: &Path, machine: &str, vault_id: &str, keys: &MasterKeys) -> Result<()> {
+    let body = LocalKeyFile {
+        machine_id: machine.into(),
+        vault_id: vault_id.into(),
+        keys: hex::encode(keys.to_secret_bytes().as_slice()),
+    };
+    let text = Zeroizing::new(serde_json::to_string(&body)?);
+    write_atomic(path, text.as_bytes(), 0o600)
+}
+
+fn load_local_keys(path: &Path) -> Result<MasterKeys> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the machine key file {} (it lets scheduled runs work without the passphrase): restore it from your backup of the config dir, or re-register", path.display())
+    })?);
+    let body: LocalKeyFile = serde_json::from_str(&text)
+        .with_context(|| format!("key file {} is damaged", path.display()))?;
+    let bytes = Zeroizing::new(
+        hex::decode(&body.keys)
+            .with_context(|| format!("key file {} is damaged", path.display()))?,
+    );
+    Ok(MasterKeys::from_secret_bytes(&bytes)?)
+}
+
+pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
+    let creds = read_credentials(&args.vault_credentials)?;
+    if let Some(existing) = AgentConfig::load(&ctx.config_path)? {
+        if existing.vault == creds.vault {
+            ctx.notice(&format!(
+                "This machine is already registered with {} as machine {}; nothing was changed.",
+                existing.vault, existing.machine_id
+            ));
+            ctx.output(&json!({"machine_id": existing.machine_id, "vault": existing.vault, "already_registered": true}), String::new)?;
+            return Ok(0);
+        }
+        bail!(
+            "this agent ({}) is already registered with vault {}: use another --config to register with {}",
+            ctx.config_path.display(),
+            existing.vault,
+            creds.vault
+        );
+    }
+    let (passphrase, saved_to) = match (&args.passphrase_file, &args.save_passphrase_to) {
+        (Some(f), _) => (read_passphrase(f)?, None),
+        (None, Some(out)) => {
+            let p = Passphrase::generate();
+            write_new(out, p.as_str().as_bytes(), 0o600)?;
+            (p, Some(out.clone()))
+        }
+        (None, None) => {
+            bail!("give --passphrase-file FILE, or --generate-passphrase --save-passphrase-to FILE")
+        }
+    };
+    let throttle = Throttle {
+        work_days: args.work_days,
+        work_hours: args.work_hours,
+        work_rate: args.work_rate,
+        non_work_rate: args.non_work_rate,
+    };
+    let cfg = do_register(
+        ctx,
+        &creds,
+        &passphrase,
+        args.machine_name,
+        args.cache_dir,
+        args.recovery_dir,
+        args.proxy,
+        throttle,
+    )
+    .await?;
+    let where_saved = match &saved_to {
+        Some(p) => format!(
+            "The generated passphrase was saved to {} (mode 0600).",
+            p.display()
+        ),
+        None => format!(
+            "The passphrase is the one in {}.",
+            args.passphrase_file
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
+        ),
+    };
+    ctx.notice(&format!(
+        "Registered machine {} ({}) with vault {}.\n{where_saved}\n{LOST_PASSPHRASE}",
+        cfg.machine_id, cfg.machine_name, cfg.vault
+    ));
+    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": saved_to.or(args.passphrase_file), "config": ctx.config_path}), String::new)?;
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn do_register(
+    ctx: &Ctx,
+    creds: &VaultCredentials,
+    passphrase: &Passphrase,
+    name: Option<String>,
+    cache_dir: Option<PathBuf>,
+    recovery_dir: Option<PathBuf>,
+    proxy: Option<String>,
+    throttle: Throttle,
+) -> Result<AgentConfig> {
+    let vault = open_vault(&creds.vault, proxy.as_deref()).await?;
+    let hostname = rustix_hostname();
+    let name = name.unwrap_or_else(|| hostname.clone());
+    let (machine, keys) = vault
+        .register(
+            creds,
+            Registration {
+                name: name.clone(),
+                hostname,
+                passphrase,
+                kdf: KdfParams::default(),
+                chunker: Default::default(),
+            },
+        )
+        .await?;
+    let key_file = key_file_path(&ctx.config_path, &machine);
+    save_local_keys(&key_file, &machine, vault.id(), &keys)?;
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let cfg = AgentConfig {
+        vault: creds.vault.clone(),
+        machine_id: machine,
+        machine_name: name,
+        key_file,
+        cache_dir: abs(cache_dir.unwrap_or_else(config::default_cache_dir)),
+        recovery_dir: abs(recovery_dir.unwrap_or_else(config::default_recovery_dir)),
+        proxy,
+        throttle,
+    };
+    cfg.save(&ctx.config_path)?;
+    Ok(cfg)
+}
+
+fn rustix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The configured repository, unlocked with the local key file.
+pub async fn open_configured(ctx: &Ctx) -> Result<(AgentConfig, Repository)> {
+    let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
+        anyhow!(
+            "no agent config at {}: register with `rbackup register --vault-credentials FILE ...`, or run `rbackup backup PATH` once to set up a local vault",
+            ctx.config_path.display()
+        )
+    })?;
+    let repo = open_with_config(&cfg).await?;
+    Ok((cfg, repo))
+}
+
+pub async fn open_with_config(cfg: &AgentConfig) -> Result<Repository> {
+    let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
+    let keys = load_local_keys(&cfg.key_file)?;
+    Ok(Repository::open(
+        &vault,
+        &cfg.machine_id,
+        Unlock::Keys(keys),
+        Some(&cfg.cache_dir),
+    )
+    .await?)
+}
+
+/// The embedded default of CLI.md: a local vault, a generated passphrase saved 0600.
+pub async fn setup_default(ctx: &Ctx) -> Result<AgentConfig> {
+    let vault_dir = config::default_vault_dir();
+    let url = canonical_url(&vault_dir.display().to_string())?;
+    let store = rbackup_engine::store::open(&url, &StoreOptions::default())?;
+    let creds = match Vault::create(store.clone(), &url, Duration::from_secs(3600)).await {
+        Ok((_, c)) => c,
+        // The vault is ours and local: issuing fresh credentials is what its owner would do.
+        Err(rbackup_engine::EngineError::VaultExists { .. }) => {
+            Vault::open(store, &url)
+                .await?
+                .issue_credentials(Duration::from_secs(3600))
+                .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pass_file = ctx
+        .config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("passphrase.txt");
+    let passphrase = if pass_file.exists() {
+        read_passphrase(&pass_file)?
+    } else {
+        let p = Passphrase::generate();
+        write_new(&pass_file, p.as_str().as_bytes(), 0o600)?;
+        p
+    };
+    let cfg = do_register(
+        ctx,
+        &creds,
+        &passphrase,
+        None,
+        None,
+        None,
+        None,
+        Throttle::default(),
+    )
+    .await?;
+    ctx.notice(&format!(
+        "No agent config found: set up a local vault at {} and registered this machine as {}.\nA generated passphrase was saved to {} (mode 0600). {LOST_PASSPHRASE}",
+        vault_dir.display(),
+        cfg.machine_id,
+        pass_file.display()
+    ));
+    Ok(cfg)
+}
+
+pub async fn passphrase(ctx: &Ctx, cmd: PassphraseCmd) -> Result<u8> {
+    match cmd {
+        PassphraseCmd::Generate => {
+            let p = Passphrase::generate();
+            ctx.output(&json!({"passphrase": p.as_str()}), || {
+                p.as_str().to_string()
+            })?;
+        }
+        PassphraseCmd::Change {
+            new_passphrase_file,
+        } => {
+            let new = read_passphrase(&new_passphrase_file)?;
+            let (cfg, repo) = open_configured(ctx).await?;
+            repo.change_passphrase(&new, KdfParams::default()).await?;
+            ctx.notice(&format!("The passphrase of machine {} is now the one in {}; the old one no longer opens it. {LOST_PASSPHRASE}", cfg.machine_id, new_passphrase_file.display()));
+            ctx.output(
+                &json!({"machine_id": cfg.machine_id, "changed": true}),
+                String::new,
+            )?;
+        }
+    }
+    Ok(0)
+}

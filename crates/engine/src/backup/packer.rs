@@ -1,0 +1,210 @@
+//! The parallel half of the backup pipeline: workers that compress, seal and pack blobs, and
+//! uploaders that move finished packs from the cache dir into the vault and index them.
+//!
+//! Each worker owns its open packs (one per blob kind), so sealing needs no lock and each pack
+//! has its own subkey; a pack is finished when it reaches the target size or when the staging
+//! budget runs short, which is how the cache stays within its 5% without ever failing for it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use rbackup_crypto::{BlobId, MasterKeys};
+use rbackup_store::PutMode;
+use tokio::runtime::Handle;
+
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+use crate::index::{self, IndexFile, IndexPack};
+use crate::pack::{BlobKind, FinishedPack, Framer, PackWriter};
+use crate::repo::{Repository, pack_rel};
+
+/// A blob on its way to a pack.
+#[derive(Debug)]
+pub(crate) struct BlobJob {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub data: Vec<u8>,
+}
+
+/// Bytes staged in the cache dir, bounded; waiting is back-pressure, never failure.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: u64,
+    state: Mutex<(u64, u64)>, // (in use, high-water mark)
+    freed: Condvar,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: u64) -> Budget {
+        Budget {
+            limit,
+            state: Mutex::new((0, 0)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `n` bytes if they fit. An empty budget always admits one blob, so a blob larger
+    /// than the whole budget still makes progress.
+    fn try_acquire(&self, n: u64) -> bool {
+        let mut s = self.lock();
+        if s.0 == 0 || s.0 + n <= self.limit {
+            s.0 += n;
+            s.1 = s.1.max(s.0);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn acquire(&self, n: u64) {
+        let mut s = self.lock();
+        while !(s.0 == 0 || s.0 + n <= self.limit) {
+            s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.0 += n;
+        s.1 = s.1.max(s.0);
+    }
+
+    fn release(&self, n: u64) {
+        let mut s = self.lock();
+        s.0 = s.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    pub(crate) fn high_water(&self) -> u64 {
+        self.lock().1
+    }
+}
+
+/// Settings shared by the workers.
+#[derive(Debug, Clone)]
+pub(crate) struct PackerConfig {
+    pub keys: Arc<MasterKeys>,
+    pub staging: PathBuf,
+    pub pack_target: u64,
+    pub level: i32,
+    pub budget: Arc<Budget>,
+}
+
+/// Receives blobs until the channel closes; sends finished packs to the uploaders.
+pub(crate) fn worker(
+    cfg: PackerConfig,
+    rx: Receiver<BlobJob>,
+    out: Sender<FinishedPack>,
+) -> Result<()> {
+    let mut framer = Framer::new(cfg.level)?;
+    let mut open: [Option<PackWriter>; 2] = [None, None];
+    let send = |p: FinishedPack| {
+        out.send(p)
+            .map_err(|_| EngineError::Internal("uploaders stopped".into()))
+    };
+    for job in rx {
+        let frame = framer.frame(&job.data, true);
+        let need = (frame.len() + rbackup_crypto::SEAL_OVERHEAD) as u64;
+        let slot = job.kind.code() as usize;
+        if !cfg.budget.try_acquire(need) {
+            // Out of budget: ship what we hold so the uploaders can free space, then wait.
+            for pack in open.iter_mut() {
+                if let Some(p) = pack.take_if(|p| !p.is_empty()) {
+                    send(p.finish()?)?;
+                }
+            }
+            cfg.budget.acquire(need);
+        }
+        if open[slot].is_none() {
+            open[slot] = Some(PackWriter::create(&cfg.keys, &cfg.staging)?);
+        }
+        let full = match open[slot].as_mut() {
+            Some(p) => {
+                p.add(job.kind, job.id, &frame, job.data.len() as u32)?;
+                p.len() >= cfg.pack_target
+            }
+            None => false,
+        };
+        if full && let Some(p) = open[slot].take() {
+            send(p.finish()?)?;
+        }
+    }
+    for p in open.into_iter().flatten() {
+        if !p.is_empty() {
+            send(p.finish()?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Index entries of uploaded packs not yet written to an index file.
+#[derive(Debug, Default)]
+pub(crate) struct IndexCollector {
+    pending: Vec<IndexPack>,
+    pub packs: u64,
+    pub bytes: u64,
+    pub blobs: u64,
+}
+
+/// How many packs an index file covers before it is written mid-run: bounds what a killed run
+/// loses without writing a storm of tiny index files.
+const INDEX_FLUSH_PACKS: usize = 64;
+
+impl IndexCollector {
+    /// Writes pending entries as a new index file (packs are already in the vault).
+    pub(crate) async fn flush(&mut self, repo: &Repository) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile {
+            packs: std::mem::take(&mut self.pending),
+        };
+        let name = Id::random();
+        let sealed = index::seal(&repo.keys, &name, &file);
+        self.bytes += sealed.len() as u64;
+        repo.put_immutable(&format!("{}/{}", index::KIND, name.to_hex()), sealed)
+            .await
+    }
+}
+
+/// Uploads finished packs, then records them for the index.
+pub(crate) fn uploader(
+    repo: Repository,
+    handle: Handle,
+    rx: Receiver<FinishedPack>,
+    budget: Arc<Budget>,
+    collector: Arc<tokio::sync::Mutex<IndexCollector>>,
+) -> Result<()> {
+    for pack in rx {
+        let rel = pack_rel(&pack.id);
+        handle.block_on(
+            repo.store
+                .put_file(&repo.path(&rel), &pack.path, PutMode::Create),
+        )?;
+        if let Some(cache) = &repo.cache
+            && pack.entries.iter().any(|e| e.kind == BlobKind::Tree)
+        {
+            cache.copy_in(&rel, &pack.path);
+        }
+        let _ = std::fs::remove_file(&pack.path);
+        // Release what the worker acquired: the sealed blobs (the header was never counted).
+        budget.release(pack.entries.iter().map(|e| u64::from(e.len)).sum());
+        handle.block_on(async {
+            let mut c = collector.lock().await;
+            c.packs += 1;
+            c.bytes += pack.size;
+            c.blobs += pack.entries.len() as u64;
+            c.pending.push(IndexPack {
+                id: pack.id,
+                size: pack.size,
+                blobs: pack.entries,
+            });
+            if c.pending.len() >= INDEX_FLUSH_PACKS {
+                c.flush(&repo).await?;
+            }
+            Ok::<_, EngineError>(())
+        })?;
+    }
+    Ok(())
+}

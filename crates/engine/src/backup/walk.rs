@@ -1,0 +1,403 @@
+//! The sequential half of the backup pipeline: walk the sources in name order, decide per entry
+//! (file-type rules, unchanged-file shortcut), read and chunk what must be read, hash each chunk
+//! and hand only blobs the vault lacks to the workers, and build a tree blob per directory.
+//!
+//! Chunking and keyed BLAKE3 run here, on one thread, because both are several times faster
+//! than zstd and knowing every id in order keeps file content lists trivial; the expensive
+//! steps (compress, seal, write) run on the worker pool.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use rbackup_chunker::Chunker;
+use rbackup_crypto::BlobId;
+use serde_bytes::ByteBuf;
+use tokio::runtime::Handle;
+
+use super::excludes::Excludes;
+use super::packer::BlobJob;
+use crate::classify::{self, Decision, FileClass, Probe};
+use crate::error::{EngineError, Result};
+use crate::index::Index;
+use crate::pack::BlobKind;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::report::{BackupReport, Skipped};
+use crate::tree::{Node, NodeKind, Tree};
+
+/// A file whose stat changes while we read it is read again this many times at most.
+const READ_ATTEMPTS: usize = 3;
+
+/// The sources as a trie of path components from `/`.
+#[derive(Debug, Default)]
+pub(crate) struct SourceTrie {
+    source: bool,
+    children: BTreeMap<Vec<u8>, SourceTrie>,
+}
+
+impl SourceTrie {
+    pub(crate) fn new(paths: &[PathBuf]) -> SourceTrie {
+        let mut root = SourceTrie::default();
+        for p in paths {
+            let mut node = &mut root;
+            for c in p.components().skip(1) {
+                node = node
+                    .children
+                    .entry(c.as_os_str().as_bytes().to_vec())
+                    .or_default();
+            }
+            node.source = true;
+        }
+        root
+    }
+}
+
+pub(crate) struct Walker<'a> {
+    pub repo: &'a Repository,
+    pub handle: Handle,
+    pub index: &'a Index,
+    pub chunker: Chunker,
+    pub tx: Sender<BlobJob>,
+    pub excludes: Excludes,
+    pub progress: Arc<dyn Progress>,
+    pub report: BackupReport,
+    pub sent: HashSet<BlobId>,
+    pub root_dev: Option<(u32, u32)>,
+}
+
+/// The workers went away: the real error is theirs.
+pub(crate) fn aborted() -> EngineError {
+    EngineError::Internal("backup pipeline stopped".into())
+}
+
+impl Walker<'_> {
+    /// Builds the root tree for all sources and returns its id.
+    pub(crate) fn run(&mut self, trie: &SourceTrie, parent_root: Option<&Tree>) -> Result<BlobId> {
+        let tree = self.virtual_dir(Path::new("/"), trie, parent_root)?;
+        self.store_tree(&tree)
+    }
+
+    fn virtual_dir(
+        &mut self,
+        real: &Path,
+        trie: &SourceTrie,
+        parent: Option<&Tree>,
+    ) -> Result<Tree> {
+        let mut nodes = Vec::new();
+        for (name, child) in &trie.children {
+            let path = real.join(OsStr::from_bytes(name));
+            let parent_node = parent.and_then(|t| t.find(name));
+            let probe = classify::probe(&path, None).map_err(|source| EngineError::Source {
+                path: path.clone(),
+                source,
+            })?;
+            if child.source {
+                self.root_dev = Some(probe.dev);
+                if let Some(n) = self.entry(&path, name, probe, parent_node)? {
+                    nodes.push(n);
+                }
+            } else {
+                let sub_parent = self.parent_subtree(parent_node)?;
+                let tree = self.virtual_dir(&path, child, sub_parent.as_ref())?;
+                let mut node = base_node(name, &probe, NodeKind::Dir);
+                node.subtree = Some(self.store_tree(&tree)?);
+                self.report.dirs += 1;
+                nodes.push(node);
+            }
+        }
+        Ok(Tree { nodes })
+    }
+
+    fn parent_subtree(&self, node: Option<&Node>) -> Result<Option<Tree>> {
+        match node.and_then(|n| n.subtree) {
+            Some(id) if self.index.contains(&id) => self
+                .handle
+                .block_on(self.repo.load_tree(self.index, &id))
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn skip(&mut self, path: &Path, reason: impl Into<String>) {
+        self.report.skipped.push(Skipped {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        probe: Probe,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        match classify::classify(&probe.attrs) {
+            Decision::Skip(reason) => {
+                self.skip(path, reason);
+                Ok(None)
+            }
+            Decision::Dir => {
+                let sub_parent = self.parent_subtree(parent.filter(|n| n.kind == NodeKind::Dir))?;
+                let Some(subtree) = self.dir(path, sub_parent.as_ref())? else {
+                    return Ok(None);
+                };
+                let mut node = base_node(name, &probe, NodeKind::Dir);
+                node.subtree = Some(subtree);
+                self.report.dirs += 1;
+                Ok(Some(node))
+            }
+            Decision::File(class) => self.file(path, name, probe, class, parent),
+        }
+    }
+
+    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = match std::fs::read_dir(path) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| (e.file_name().as_bytes().to_vec(), e.path()))
+                .collect(),
+            Err(e) => {
+                self.skip(path, format!("cannot read directory: {e}"));
+                return Ok(None);
+            }
+        };
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (name, child) in entries {
+            if self.excludes.is_excluded(&child) {
+                continue;
+            }
+            let probe = match classify::probe(&child, self.root_dev) {
+                Ok(p) => p,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.skip(&child, "vanished during the backup");
+                    continue;
+                }
+                Err(e) => {
+                    self.skip(&child, format!("cannot read attributes: {e}"));
+                    continue;
+                }
+            };
+            let parent_node = parent.and_then(|t| t.find(&name));
+            if let Some(n) = self.entry(&child, &name, probe, parent_node)? {
+                nodes.push(n);
+            }
+        }
+        self.store_tree(&Tree { nodes }).map(Some)
+    }
+
+    fn store_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        let id = self.repo.keys.blob_id(&bytes);
+        self.submit(BlobKind::Tree, id, bytes)?;
+        Ok(id)
+    }
+
+    fn submit(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        if !self.index.contains(&id) && self.sent.insert(id) {
+            self.report.blobs_new += 1;
+            self.tx
+                .send(BlobJob { kind, id, data })
+                .map_err(|_| aborted())?;
+        }
+        Ok(())
+    }
+
+    fn known(&self, id: &BlobId) -> bool {
+        self.index.contains(id) || self.sent.contains(id)
+    }
+
+    fn file(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        mut probe: Probe,
+        class: FileClass,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        self.progress.file(path);
+        let reusable = parent.filter(|p| {
+            class != FileClass::Encrypted
+                && p.kind == NodeKind::File
+                && p.size == probe.size
+                && p.mtime_ns == probe.mtime_ns
+                && p.ctime_ns == probe.ctime_ns
+                && p.ino == probe.ino
+                && p.content.iter().all(|id| self.known(id))
+        });
+        let mut node = base_node(name, &probe, NodeKind::File);
+        node.class = class.label().map(str::to_string);
+        if let Some(p) = reusable {
+            node.content = p.content.clone();
+            node.segments = p.segments.clone();
+            self.report.files_unchanged += 1;
+            self.progress.bytes(probe.size);
+            self.progress.file_done();
+            return Ok(Some(node));
+        }
+        for attempt in 1..=READ_ATTEMPTS {
+            let outcome = match self.read_file(path, &probe, class) {
+                Ok(o) => o,
+                Err(ReadError::Aborted) => return Err(aborted()),
+                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    self.skip(path, "vanished during the backup");
+                    return Ok(None);
+                }
+                Err(ReadError::Io(e)) => {
+                    self.skip(path, format!("cannot read: {e}"));
+                    return Ok(None);
+                }
+            };
+            let (content, segments, after) = outcome;
+            let stable = after.size == probe.size
+                && after.mtime_ns == probe.mtime_ns
+                && after.ctime_ns == probe.ctime_ns;
+            if stable || attempt == READ_ATTEMPTS {
+                if !stable {
+                    self.report.warnings.push(format!(
+                        "{} changed while it was read ({READ_ATTEMPTS} attempts); the last read was stored and may be inconsistent",
+                        path.display()
+                    ));
+                }
+                node = base_node(name, &after, NodeKind::File);
+                node.class = class.label().map(str::to_string);
+                node.content = content;
+                node.segments = segments;
+                break;
+            }
+            probe = after;
+        }
+        if parent.is_some() {
+            self.report.files_changed += 1;
+        } else {
+            self.report.files_new += 1;
+        }
+        self.progress.file_done();
+        Ok(Some(node))
+    }
+
+    /// Reads and chunks one file; returns its content ids, its data segments (sparse files)
+    /// and its attributes after reading, for change detection.
+    fn read_file(
+        &mut self,
+        path: &Path,
+        probe: &Probe,
+        class: FileClass,
+    ) -> Result<FileRead, ReadError> {
+        let mut file = open_noatime(path)?;
+        let mut content = Vec::new();
+        // For a sparse file the segments are authoritative (none at all = one big hole).
+        let segments = if class == FileClass::Sparse {
+            let segments = data_segments(&file, probe.size)?;
+            for &(offset, len) in &segments {
+                file.seek(SeekFrom::Start(offset))?;
+                self.chunk_into(&mut file, len, &mut content)?;
+            }
+            segments
+        } else {
+            self.chunk_into(&mut file, u64::MAX, &mut content)?;
+            Vec::new()
+        };
+        let m = file.metadata()?;
+        let mut after = *probe;
+        after.size = m.size();
+        after.mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+        after.ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+        after.mode = m.mode();
+        after.uid = m.uid();
+        after.gid = m.gid();
+        Ok((content, segments, after))
+    }
+
+    fn chunk_into(
+        &mut self,
+        file: &mut File,
+        limit: u64,
+        content: &mut Vec<BlobId>,
+    ) -> Result<(), ReadError> {
+        let chunker = self.chunker.clone();
+        for chunk in chunker.stream(file.take(limit)) {
+            let chunk = chunk?;
+            let n = chunk.len() as u64;
+            let id = self.repo.keys.blob_id(&chunk);
+            content.push(id);
+            self.report.bytes_read += n;
+            self.submit(BlobKind::Data, id, chunk)
+                .map_err(|_| ReadError::Aborted)?;
+            self.progress.bytes(n);
+        }
+        Ok(())
+    }
+}
+
+type FileRead = (Vec<BlobId>, Vec<(u64, u64)>, Probe);
+
+enum ReadError {
+    Io(io::Error),
+    Aborted,
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// Opens without updating atime where the kernel lets us (owner or root), so a backup does not
+/// dirty every inode it reads.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    let noatime = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path);
+    match noatime {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path),
+        r => r,
+    }
+}
+
+/// The data segments of a sparse file, from SEEK_DATA / SEEK_HOLE.
+pub(crate) fn data_segments(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{SeekFrom as RSeek, seek};
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match seek(file, RSeek::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole remains
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(file, RSeek::Hole(start))?.min(size);
+        if end > start {
+            out.push((start, end - start));
+        }
+        pos = end;
+    }
+    Ok(out)
+}
+
+pub(crate) fn base_node(name: &[u8], p: &Probe, kind: NodeKind) -> Node {
+    Node {
+        name: ByteBuf::from(name.to_vec()),
+        kind,
+        mode: p.mode,
+        uid: p.uid,
+        gid: p.gid,
+        mtime_ns: p.mtime_ns,
+        ctime_ns: p.ctime_ns,
+        ino: p.ino,
+        size: if kind == NodeKind::File { p.size } else { 0 },
+        content: Vec::new(),
+        segments: Vec::new(),
+        subtree: None,
+        class: None,
+    }
+}

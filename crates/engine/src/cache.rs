@@ -1,0 +1,79 @@
+//! The local cache dir: a copy of the vault's immutable metadata, and the staging area for packs.
+//!
+//! Index files, recovery points and tree packs never change once written, so a copy under their
+//! name is valid forever; that is what lets an unchanged re-run list the vault and download
+//! nothing. The cache holds only sealed bytes exactly as stored in the vault — no plaintext — so
+//! losing or leaking it is no worse than leaking the vault. Writes are atomic (temp + rename) but
+//! not fsynced: a lost cache file is simply fetched again.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{EngineError, Result};
+use crate::id::random_bytes;
+
+/// Read-through cache of immutable vault objects for one machine.
+#[derive(Debug, Clone)]
+pub(crate) struct MetaCache {
+    root: PathBuf,
+}
+
+impl MetaCache {
+    pub(crate) fn new(cache_dir: &Path, vault_id: &str, machine: &str) -> Result<MetaCache> {
+        let root = cache_dir.join("meta").join(vault_id).join(machine);
+        fs::create_dir_all(&root).map_err(|e| EngineError::io(&root, e))?;
+        Ok(MetaCache { root })
+    }
+
+    pub(crate) fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        fs::read(self.root.join(rel)).ok()
+    }
+
+    pub(crate) fn read_range(&self, rel: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let mut f = fs::File::open(self.root.join(rel)).ok()?;
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let mut buf = vec![0u8; len];
+        f.read_exact(&mut buf).ok()?;
+        Some(buf)
+    }
+
+    /// Best effort: a cache that cannot be written only costs downloads later.
+    pub(crate) fn write(&self, rel: &str, bytes: &[u8]) {
+        if let Err(e) = self.try_write(rel, bytes) {
+            tracing::warn!("cannot write cache file {rel}: {e}");
+        }
+    }
+
+    /// Copies a local file into the cache (a tree pack just uploaded from staging).
+    pub(crate) fn copy_in(&self, rel: &str, from: &Path) {
+        match fs::read(from) {
+            Ok(bytes) => self.write(rel, &bytes),
+            Err(e) => tracing::warn!("cannot read {} for the cache: {e}", from.display()),
+        }
+    }
+
+    fn try_write(&self, rel: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let dest = self.root.join(rel);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let tmp = dest.with_extension(format!("tmp-{}", hex::encode(random_bytes::<6>())));
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, &dest)
+    }
+
+    /// Drops cached objects of `dir` whose names are not in `keep` (deleted from the vault).
+    pub(crate) fn retain(&self, dir: &str, keep: &HashSet<String>) {
+        let Ok(entries) = fs::read_dir(self.root.join(dir)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}

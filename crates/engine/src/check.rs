@@ -1,0 +1,265 @@
+//! `check`: is every recovery point restorable? Structure first (index files, packs present at
+//! their size, recovery points and every reachable tree decrypt, every file's blobs indexed);
+//! with `read_data`, every pack is read whole, its header compared with the index and every
+//! blob decrypted and verified against its id, and damage is reported with the files it hits.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use rbackup_crypto::BlobId;
+
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::{self, Index};
+use crate::pack::{self, BlobKind};
+use crate::repo::{Repository, pack_rel};
+use crate::report::CheckReport;
+use crate::tree::NodeKind;
+
+impl Repository {
+    /// Checks the repository; problems are collected in the report, not returned as errors.
+    pub async fn check(&self, read_data: bool) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let index = self.check_index(&mut report).await?;
+        self.check_packs(&index, &mut report).await?;
+        let roots = self.check_recovery_points(&mut report).await?;
+        let damaged: HashSet<BlobId> = if read_data {
+            self.read_all_packs(&index, &mut report).await
+        } else {
+            HashSet::new()
+        };
+        self.check_trees(&index, &roots, &damaged, &mut report)
+            .await;
+        Ok(report)
+    }
+
+    async fn check_index(&self, report: &mut CheckReport) -> Result<Index> {
+        let mut index = Index::default();
+        for id in self.list_ids(index::KIND).await? {
+            let rel = format!("{}/{}", index::KIND, id.to_hex());
+            match self.store.get(&self.path(&rel)).await {
+                Ok(bytes) => match index::open(&self.keys, &id, &bytes) {
+                    Ok(f) => index.add_file(f),
+                    Err(e) => report.errors.push(format!("index file {rel}: {e}")),
+                },
+                Err(e) => report.errors.push(format!("index file {rel}: {e}")),
+            }
+        }
+        report.packs = index.pack_count() as u64;
+        report.blobs = index.blob_count() as u64;
+        Ok(index)
+    }
+
+    async fn check_packs(&self, index: &Index, report: &mut CheckReport) -> Result<()> {
+        let stored: HashMap<String, u64> = self
+            .store
+            .list(&self.path("packs"))
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((m.path.rsplit('/').next()?.to_string(), m.size)))
+            .collect();
+        let mut listed = HashSet::new();
+        for (_, id, size) in index.packs() {
+            let name = id.to_hex();
+            match stored.get(&name) {
+                None => report.errors.push(format!(
+                    "pack {name} is listed in the index but missing from the vault"
+                )),
+                Some(&s) if s != size => report.errors.push(format!(
+                    "pack {name} has {s} bytes in the vault but the index says {size}"
+                )),
+                Some(_) => {}
+            }
+            listed.insert(name);
+        }
+        let unreferenced = stored.keys().filter(|k| !listed.contains(*k)).count() as u64;
+        if unreferenced > 0 {
+            report.notes.push(format!(
+                "{unreferenced} pack(s) are not in any index (left by an interrupted backup): harmless; `rbackup prune` removes them"
+            ));
+        }
+        report.unreferenced_packs = unreferenced;
+        Ok(())
+    }
+
+    async fn check_recovery_points(&self, report: &mut CheckReport) -> Result<Vec<(Id, BlobId)>> {
+        let mut roots = Vec::new();
+        for id in self.list_ids(crate::snapshot::KIND).await? {
+            let rel = format!("{}/{}", crate::snapshot::KIND, id.to_hex());
+            let opened = match self.store.get(&self.path(&rel)).await {
+                Ok(b) => crate::snapshot::open(&self.keys, &id, &b),
+                Err(e) => Err(e.into()),
+            };
+            match opened {
+                Ok(rp) => roots.push((id, rp.tree)),
+                Err(e) => report
+                    .errors
+                    .push(format!("recovery point {}: {e}", id.short())),
+            }
+        }
+        report.recovery_points = roots.len() as u64;
+        Ok(roots)
+    }
+
+    /// Walks every reachable tree once; names each file whose content is missing or damaged.
+    async fn check_trees(
+        &self,
+        index: &Index,
+        roots: &[(Id, BlobId)],
+        damaged: &HashSet<BlobId>,
+        report: &mut CheckReport,
+    ) {
+        let mut seen = HashSet::new();
+        for (rp, root) in roots {
+            let mut stack = vec![(PathBuf::from("/"), *root)];
+            while let Some((dir, id)) = stack.pop() {
+                // A tree seen before was checked with all its files (file paths of shared
+                // subtrees are reported once).
+                if !seen.insert(id) {
+                    continue;
+                }
+                report.trees += 1;
+                let tree = match self.load_tree(index, &id).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        report.errors.push(format!(
+                            "recovery point {}: directory {}: {e}",
+                            rp.short(),
+                            dir.display()
+                        ));
+                        continue;
+                    }
+                };
+                for n in tree.nodes {
+                    let path = dir.join(n.name_os());
+                    match (n.kind, n.subtree) {
+                        (NodeKind::Dir, Some(sub)) => stack.push((path, sub)),
+                        _ => file_problems(index, damaged, rp, &path, &n.content, report),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads every pack; returns the ids of damaged blobs.
+    async fn read_all_packs(&self, index: &Index, report: &mut CheckReport) -> HashSet<BlobId> {
+        let packs: Vec<(Id, Vec<(BlobId, BlobKind, u32, u64, u32)>)> = group_by_pack(index);
+        let results: Vec<_> = futures::stream::iter(packs)
+            .map(|(pack, blobs)| async move {
+                let bytes = self.store.get(&self.path(&pack_rel(&pack))).await;
+                tokio::task::spawn_blocking({
+                    let keys = self.keys.clone();
+                    move || verify_pack(&keys, &pack, bytes.map_err(|e| e.to_string()), &blobs)
+                })
+                .await
+                .unwrap_or_else(|e| (0, vec![(None, format!("pack {}: {e}", pack.to_hex()))]))
+            })
+            .buffer_unordered(2)
+            .collect()
+            .await;
+        let mut damaged = HashSet::new();
+        for (read, problems) in results {
+            report.blobs_read += read;
+            for (blob, msg) in problems {
+                damaged.extend(blob);
+                report.errors.push(msg);
+            }
+        }
+        damaged
+    }
+}
+
+type PackBlobs = Vec<(BlobId, BlobKind, u32, u64, u32)>;
+
+fn group_by_pack(index: &Index) -> Vec<(Id, PackBlobs)> {
+    let mut by_pack: HashMap<u32, PackBlobs> = HashMap::new();
+    for id in index.blob_ids() {
+        if let Some(l) = index.get(id) {
+            by_pack
+                .entry(l.pack)
+                .or_default()
+                .push((*id, l.kind, l.len, l.offset, l.raw_len));
+        }
+    }
+    by_pack
+        .into_iter()
+        .map(|(n, v)| (index.pack_id(n), v))
+        .collect()
+}
+
+/// Verifies one pack; returns blobs verified and problems (with the damaged blob, if one).
+fn verify_pack(
+    keys: &rbackup_crypto::MasterKeys,
+    pack: &Id,
+    bytes: std::result::Result<rbackup_store::Bytes, String>,
+    blobs: &PackBlobs,
+) -> (u64, Vec<(Option<BlobId>, String)>) {
+    let name = pack.to_hex();
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                0,
+                blobs
+                    .iter()
+                    .map(|b| (Some(b.0), format!("pack {name}: {e}")))
+                    .collect(),
+            );
+        }
+    };
+    let mut problems = Vec::new();
+    match pack::read_header(keys, pack, &bytes) {
+        Ok(header) => {
+            let in_header: HashSet<(BlobId, u64)> =
+                header.iter().map(|e| (e.id, e.offset)).collect();
+            for b in blobs {
+                if !in_header.contains(&(b.0, b.3)) {
+                    problems.push((
+                        None,
+                        format!(
+                            "pack {name}: blob {} is in the index but not in the pack header",
+                            b.0
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push((None, e.to_string())),
+    }
+    let key = keys.pack_key(&pack.0);
+    let mut read = 0;
+    for (id, kind, len, offset, raw_len) in blobs {
+        let sealed = bytes
+            .get(*offset as usize..(*offset + u64::from(*len)) as usize)
+            .unwrap_or_default();
+        match pack::open_blob(keys, &key, *kind, id, *raw_len, sealed) {
+            Ok(_) => read += 1,
+            Err(e) => problems.push((Some(*id), format!("pack {name}: blob {id} is damaged: {e}"))),
+        }
+    }
+    (read, problems)
+}
+
+fn file_problems(
+    index: &Index,
+    damaged: &HashSet<BlobId>,
+    rp: &Id,
+    path: &Path,
+    content: &[BlobId],
+    report: &mut CheckReport,
+) {
+    if let Some(id) = content.iter().find(|id| !index.contains(id)) {
+        report.errors.push(format!(
+            "recovery point {}: {} needs blob {id}, which is in no index",
+            rp.short(),
+            path.display()
+        ));
+    } else if content.iter().any(|id| damaged.contains(id)) {
+        report.errors.push(format!(
+            "recovery point {}: {} cannot be restored intact (damaged data)",
+            rp.short(),
+            path.display()
+        ));
+    }
+}

@@ -1,0 +1,268 @@
+//! The MARS file-type rules, as a pure function of a file's attributes, fed by a real `statx`.
+//!
+//! Keeping the decision pure means every combination of attributes can be tested, including
+//! ones no single Linux file system can produce (encrypted + compressed); the probe that fills
+//! in [`FileAttrs`] is the only part that needs real file systems.
+
+use std::path::Path;
+
+use rustix::fs::{AtFlags, CWD, FileType, StatxAttributes, StatxFlags};
+
+/// What kind of directory entry it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryType {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (a reparse point in MARS terms).
+    Symlink,
+    /// Socket, FIFO, block or character device.
+    Special,
+}
+
+/// The attributes the rules look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileAttrs {
+    /// Entry type.
+    pub entry: EntryType,
+    /// Link count.
+    pub nlink: u64,
+    /// fscrypt-encrypted (`STATX_ATTR_ENCRYPTED`).
+    pub encrypted: bool,
+    /// File-system compressed (`STATX_ATTR_COMPRESSED`, btrfs `chattr +c`).
+    pub compressed: bool,
+    /// Fewer blocks allocated than the size needs.
+    pub sparse: bool,
+    /// On another device than its source root (a mount point inside the source).
+    pub other_device: bool,
+    /// An automount point (`STATX_ATTR_AUTOMOUNT`).
+    pub automount: bool,
+}
+
+/// How a backed-up file is treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileClass {
+    /// Incremental, read whole.
+    Normal,
+    /// Backed up in full on every run, never via the unchanged-file shortcut.
+    Encrypted,
+    /// Incremental.
+    Compressed,
+    /// Incremental; only data segments are read and stored, holes recreated on restore.
+    Sparse,
+}
+
+impl FileClass {
+    /// Name recorded in the tree, if the class is not normal.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            FileClass::Normal => None,
+            FileClass::Encrypted => Some("encrypted"),
+            FileClass::Compressed => Some("compressed"),
+            FileClass::Sparse => Some("sparse"),
+        }
+    }
+}
+
+/// The rule's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Back up the file with this treatment.
+    File(FileClass),
+    /// Descend into the directory.
+    Dir,
+    /// Skip it, with the reason reported to the user.
+    Skip(&'static str),
+}
+
+/// The MARS table (see DESIGN.md), top to bottom.
+pub fn classify(a: &FileAttrs) -> Decision {
+    if a.automount {
+        return Decision::Skip("automount point (reparse point): not backed up");
+    }
+    if a.other_device {
+        return Decision::Skip(
+            "mount point inside the source (reparse point): not backed up; name it as a source of its own to back it up",
+        );
+    }
+    match a.entry {
+        EntryType::Symlink => {
+            return Decision::Skip("symbolic link (reparse point): not backed up");
+        }
+        EntryType::Special => {
+            return Decision::Skip("socket, FIFO or device node (special file): not backed up");
+        }
+        EntryType::Dir => return Decision::Dir,
+        EntryType::File => {}
+    }
+    if a.nlink > 1 {
+        return Decision::Skip("hard link (file with more than one link): not backed up");
+    }
+    match (a.encrypted, a.compressed, a.sparse) {
+        (true, true, _) => Decision::Skip("encrypted and compressed file: not backed up"),
+        (true, _, true) => Decision::Skip("encrypted and sparse file: not backed up"),
+        (true, false, false) => Decision::File(FileClass::Encrypted),
+        (false, _, true) => Decision::File(FileClass::Sparse),
+        (false, true, false) => Decision::File(FileClass::Compressed),
+        (false, false, false) => Decision::File(FileClass::Normal),
+    }
+}
+
+/// What `statx` told us, plus the attributes for the rules.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe {
+    pub attrs: FileAttrs,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: (u32, u32),
+}
+
+/// `statx` without following links; `root_dev` is the device of the source root.
+pub(crate) fn probe(path: &Path, root_dev: Option<(u32, u32)>) -> std::io::Result<Probe> {
+    let st = rustix::fs::statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+        StatxFlags::BASIC_STATS,
+    )?;
+    let entry = match FileType::from_raw_mode(st.stx_mode.into()) {
+        FileType::RegularFile => EntryType::File,
+        FileType::Directory => EntryType::Dir,
+        FileType::Symlink => EntryType::Symlink,
+        _ => EntryType::Special,
+    };
+    let dev = (st.stx_dev_major, st.stx_dev_minor);
+    let attr =
+        |a: StatxAttributes| st.stx_attributes_mask.contains(a) && st.stx_attributes.contains(a);
+    // Fewer allocated blocks than the size is only a hint (compression and inline data do it
+    // too); a hole before end of file, as SEEK_HOLE reports it, is the proof.
+    let sparse = entry == EntryType::File
+        && st.stx_size > 0
+        && st.stx_blocks.saturating_mul(512) < st.stx_size
+        && has_hole(path, st.stx_size);
+    Ok(Probe {
+        attrs: FileAttrs {
+            entry,
+            nlink: st.stx_nlink.into(),
+            encrypted: attr(StatxAttributes::ENCRYPTED),
+            compressed: attr(StatxAttributes::COMPRESSED),
+            sparse,
+            other_device: root_dev.is_some_and(|d| d != dev),
+            automount: attr(StatxAttributes::AUTOMOUNT),
+        },
+        mode: st.stx_mode.into(),
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        size: st.stx_size,
+        mtime_ns: ts_ns(&st.stx_mtime),
+        ctime_ns: ts_ns(&st.stx_ctime),
+        ino: st.stx_ino,
+        dev,
+    })
+}
+
+fn has_hole(path: &Path, size: u64) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    matches!(rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)), Ok(pos) if pos < size)
+}
+
+fn ts_ns(t: &rustix::fs::StatxTimestamp) -> i64 {
+    t.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(t.tv_nsec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(encrypted: bool, compressed: bool, sparse: bool) -> FileAttrs {
+        FileAttrs {
+            entry: EntryType::File,
+            nlink: 1,
+            encrypted,
+            compressed,
+            sparse,
+            other_device: false,
+            automount: false,
+        }
+    }
+
+    #[test]
+    fn every_combination_of_the_table() {
+        use Decision::*;
+        use FileClass::*;
+        let expect = |e, c, s| match (e, c, s) {
+            (false, false, false) => "normal",
+            (false, false, true) => "sparse",
+            (false, true, false) => "compressed",
+            (false, true, true) => "sparse", // compressed + sparse is treated as sparse
+            (true, false, false) => "encrypted",
+            _ => "skip", // encrypted + compressed, encrypted + sparse
+        };
+        for bits in 0..8u8 {
+            let (e, c, s) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            let got = match classify(&file(e, c, s)) {
+                File(Normal) => "normal",
+                File(Sparse) => "sparse",
+                File(Compressed) => "compressed",
+                File(Encrypted) => "encrypted",
+                Skip(_) => "skip",
+                Dir => "dir",
+            };
+            assert_eq!(
+                got,
+                expect(e, c, s),
+                "encrypted={e} compressed={c} sparse={s}"
+            );
+        }
+    }
+
+    #[test]
+    fn links_mounts_and_specials_are_skipped_with_reasons() {
+        let mut a = file(false, false, false);
+        a.nlink = 2;
+        assert!(matches!(classify(&a), Decision::Skip(r) if r.contains("hard link")));
+        for (entry, word) in [
+            (EntryType::Symlink, "symbolic link"),
+            (EntryType::Special, "special file"),
+        ] {
+            let a = FileAttrs {
+                entry,
+                ..file(false, false, false)
+            };
+            assert!(
+                matches!(classify(&a), Decision::Skip(r) if r.contains(word)),
+                "{entry:?}"
+            );
+        }
+        let dir = FileAttrs {
+            entry: EntryType::Dir,
+            nlink: 5,
+            ..file(false, false, false)
+        };
+        assert_eq!(
+            classify(&dir),
+            Decision::Dir,
+            "directories have many links and are fine"
+        );
+        let mnt = FileAttrs {
+            other_device: true,
+            ..dir
+        };
+        assert!(matches!(classify(&mnt), Decision::Skip(r) if r.contains("mount point")));
+        let auto = FileAttrs {
+            automount: true,
+            ..dir
+        };
+        assert!(matches!(classify(&auto), Decision::Skip(r) if r.contains("automount")));
+    }
+}

@@ -1,0 +1,336 @@
+//! Packs: the files that hold encrypted blobs.
+//!
+//! ```text
+//! pack    = blob* sealed_header header_len:u32le magic:"RBP1"
+//! blob    = AES-256-GCM(pack subkey, nonce, ad = "rbackup blob v1" | kind | blob id, frame)
+//! frame   = encoding:u8 (0 raw, 1 zstd) payload_len:u32le payload zero-padding
+//! header  = AES-256-GCM(pack subkey, ad = "rbackup pack header v1" | pack id, CBOR [PackEntry])
+//! ```
+//!
+//! Each frame is padded with Padmé (at most 12% and typically 2-3% overhead) so that the length
+//! of a sealed blob does not reveal the exact length of its content. The header sits at the end
+//! so a pack can be written in one pass to the cache dir; the index duplicates it so that normal
+//! operation never reads headers, and `check --read-data` compares the two.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rbackup_crypto::{BlobId, MasterKeys, SealKey};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+
+pub(crate) const MAGIC: &[u8; 4] = b"RBP1";
+const TRAILER_LEN: usize = 8;
+const ENC_RAW: u8 = 0;
+const ENC_ZSTD: u8 = 1;
+const FRAME_HEADER: usize = 5;
+
+/// What kind of content a blob holds; bound into its associated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// A chunk of file content.
+    Data,
+    /// A directory listing ([`crate::tree::Tree`]).
+    Tree,
+}
+
+impl BlobKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        }
+    }
+}
+
+/// One blob's place in a pack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PackEntry {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub offset: u64,
+    pub len: u32,
+    /// Length of the plaintext content (before compression and padding).
+    pub raw_len: u32,
+}
+
+/// Padmé: rounds `len` up so that only O(log log len) bits of it are revealed.
+pub(crate) fn padme(len: usize) -> usize {
+    if len < 2 {
+        return len;
+    }
+    let e = usize::BITS - 1 - len.leading_zeros(); // floor(log2 len)
+    let s = u32::BITS - e.leading_zeros(); // floor(log2 e) + 1
+    let last_bits = e - s;
+    let mask = (1usize << last_bits) - 1;
+    (len + mask) & !mask
+}
+
+/// A reusable compressor: one per worker thread, so its context is allocated once.
+pub(crate) struct Framer {
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl std::fmt::Debug for Framer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Framer")
+    }
+}
+
+impl Framer {
+    pub(crate) fn new(level: i32) -> Result<Framer> {
+        let zstd = zstd::bulk::Compressor::new(level)
+            .map_err(|e| EngineError::Internal(format!("zstd level {level}: {e}")))?;
+        Ok(Framer { zstd })
+    }
+
+    /// Frames `content`, compressing it unless a sample shows it will not shrink: random or
+    /// already-compressed data is half of a typical corpus, and zstd spends real time failing
+    /// on it.
+    pub(crate) fn frame(&mut self, content: &[u8], try_compress: bool) -> Vec<u8> {
+        let compressed = if try_compress && looks_compressible(&mut self.zstd, content) {
+            self.zstd
+                .compress(content)
+                .ok()
+                .filter(|c| c.len() + c.len() / 32 < content.len())
+        } else {
+            None
+        };
+        let (enc, payload) = match &compressed {
+            Some(c) => (ENC_ZSTD, c.as_slice()),
+            None => (ENC_RAW, content),
+        };
+        let total = padme(FRAME_HEADER + payload.len());
+        let mut out = Vec::with_capacity(total + rbackup_crypto::SEAL_OVERHEAD);
+        out.push(enc);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+        out.resize(total, 0);
+        out
+    }
+}
+
+fn looks_compressible(zstd: &mut zstd::bulk::Compressor<'static>, content: &[u8]) -> bool {
+    const SAMPLE: usize = 16 * 1024;
+    if content.len() <= 4 * SAMPLE {
+        return true;
+    }
+    let mid = content.len() / 2;
+    let sample = &content[mid..mid + SAMPLE];
+    match zstd.compress(sample) {
+        Ok(c) => c.len() < SAMPLE - SAMPLE / 16,
+        Err(_) => true,
+    }
+}
+
+/// Undoes [`Framer::frame`].
+pub(crate) fn unframe(frame: &[u8], raw_len_hint: usize) -> std::result::Result<Vec<u8>, String> {
+    if frame.len() < FRAME_HEADER {
+        return Err("frame shorter than its header".into());
+    }
+    let enc = frame[0];
+    let len = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+    let payload = frame
+        .get(FRAME_HEADER..FRAME_HEADER + len)
+        .ok_or("frame payload length past its end")?;
+    match enc {
+        ENC_RAW => Ok(payload.to_vec()),
+        ENC_ZSTD => zstd::bulk::decompress(payload, raw_len_hint.max(1)).map_err(|e| e.to_string()),
+        other => Err(format!("unknown blob encoding {other}")),
+    }
+}
+
+/// Writes one pack into a file in the cache dir.
+pub(crate) struct PackWriter {
+    id: Id,
+    key: SealKey,
+    path: PathBuf,
+    file: BufWriter<File>,
+    offset: u64,
+    entries: Vec<PackEntry>,
+}
+
+impl std::fmt::Debug for PackWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackWriter({:?}, {} bytes)", self.id, self.offset)
+    }
+}
+
+/// A finished pack file waiting to be uploaded.
+#[derive(Debug)]
+pub(crate) struct FinishedPack {
+    pub id: Id,
+    pub path: PathBuf,
+    pub size: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub(crate) fn create(keys: &MasterKeys, dir: &Path) -> Result<PackWriter> {
+        let id = Id::random();
+        let path = dir.join(format!("{}.pack", id.to_hex()));
+        let file = File::create(&path).map_err(|e| EngineError::io(&path, e))?;
+        Ok(PackWriter {
+            key: keys.pack_key(&id.0),
+            id,
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            offset: 0,
+            entries: Vec::new(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.offset
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Seals a framed blob into the pack; returns the bytes written.
+    pub(crate) fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        frame: &[u8],
+        raw_len: u32,
+    ) -> Result<u64> {
+        let sealed = self.key.seal_blob(&id, kind.code(), frame);
+        self.file
+            .write_all(&sealed)
+            .map_err(|e| EngineError::io(&self.path, e))?;
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset: self.offset,
+            len: sealed.len() as u32,
+            raw_len,
+        });
+        self.offset += sealed.len() as u64;
+        Ok(sealed.len() as u64)
+    }
+
+    /// Writes the header and trailer and closes the file.
+    pub(crate) fn finish(mut self) -> Result<FinishedPack> {
+        let header = codec::to_cbor(&self.entries);
+        let sealed = self.key.seal(&header_ad(&self.id), &header);
+        let mut trailer = Vec::with_capacity(sealed.len() + TRAILER_LEN);
+        trailer.extend_from_slice(&sealed);
+        trailer.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        trailer.extend_from_slice(MAGIC);
+        let io = |e| EngineError::io(&self.path, e);
+        self.file.write_all(&trailer).map_err(io)?;
+        self.file.flush().map_err(io)?;
+        Ok(FinishedPack {
+            size: self.offset + trailer.len() as u64,
+            id: self.id,
+            path: self.path,
+            entries: self.entries,
+        })
+    }
+}
+
+fn header_ad(pack: &Id) -> Vec<u8> {
+    let mut ad = b"rbackup pack header v1".to_vec();
+    ad.extend_from_slice(&pack.0);
+    ad
+}
+
+/// Reads the header of a whole pack held in memory (used by `check --read-data`).
+pub(crate) fn read_header(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    let what = format!("pack {}", pack.to_hex());
+    if bytes.len() < TRAILER_LEN || &bytes[bytes.len() - 4..] != MAGIC {
+        return Err(EngineError::corrupt(&what, "missing pack trailer"));
+    }
+    let n = bytes.len();
+    let hlen =
+        u32::from_le_bytes([bytes[n - 8], bytes[n - 7], bytes[n - 6], bytes[n - 5]]) as usize;
+    let start = (n - TRAILER_LEN)
+        .checked_sub(hlen)
+        .ok_or_else(|| EngineError::corrupt(&what, "header length past the start"))?;
+    let plain = keys
+        .pack_key(&pack.0)
+        .open(&header_ad(pack), &bytes[start..n - TRAILER_LEN])
+        .map_err(|e| EngineError::corrupt(&what, e))?;
+    codec::from_cbor(&plain, &what)
+}
+
+/// Opens one sealed blob and checks that its content hashes to its id.
+pub(crate) fn open_blob(
+    keys: &MasterKeys,
+    key: &SealKey,
+    entry_kind: BlobKind,
+    id: &BlobId,
+    raw_len: u32,
+    sealed: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    let frame = key
+        .open_blob(id, entry_kind.code(), sealed)
+        .map_err(|e| e.to_string())?;
+    let content = unframe(&frame, raw_len as usize)?;
+    if keys.blob_id(&content) != *id {
+        return Err("content does not match its blob id".into());
+    }
+    Ok(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padme_bounds() {
+        for len in [
+            2usize,
+            3,
+            100,
+            1000,
+            4096,
+            65_537,
+            1 << 20,
+            (1 << 20) + 1,
+            5_000_000,
+        ] {
+            let p = padme(len);
+            assert!(p >= len, "{len} -> {p}");
+            assert!(p <= len + len / 8 + 1, "overhead too large: {len} -> {p}");
+        }
+        // Nearby lengths collapse to the same padded length.
+        assert_eq!(padme(1_000_001), padme(1_000_002));
+    }
+
+    #[test]
+    fn frame_roundtrip_compressible_and_not() {
+        let mut f = Framer::new(3).unwrap();
+        let text = b"fn main() { println!(\"hello\"); }\n".repeat(5000);
+        let framed = f.frame(&text, true);
+        assert_eq!(framed[0], ENC_ZSTD);
+        assert!(framed.len() < text.len() / 4);
+        assert_eq!(unframe(&framed, text.len()).unwrap(), text);
+
+        let mut noise = vec![0u8; 300_000];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for b in noise.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let framed = f.frame(&noise, true);
+        assert_eq!(framed[0], ENC_RAW);
+        assert_eq!(unframe(&framed, noise.len()).unwrap(), noise);
+    }
+
+    #[test]
+    fn unframe_rejects_garbage() {
+        assert!(unframe(&[], 0).is_err());
+        assert!(unframe(&[0, 255, 255, 0, 0, 1], 0).is_err());
+        assert!(unframe(&[9, 0, 0, 0, 0], 0).is_err());
+    }
+}

@@ -1,0 +1,344 @@
+//! An opened machine repository: its keys, config, and the reads every operation shares
+//! (index, recovery points, blobs, trees).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use rbackup_chunker::ChunkerParams;
+use rbackup_crypto::{BlobId, CryptoError, KdfParams, KeyFile, MasterKeys, Passphrase};
+use rbackup_store::{Bytes, PutMode, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::MetaCache;
+use crate::codec;
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+use crate::index::{self, Index};
+use crate::pack::{self, BlobKind};
+use crate::snapshot::{self, RecoveryPoint};
+use crate::tree::Tree;
+use crate::vault::{FORMAT_VERSION, Vault, json};
+
+/// Parallel metadata downloads: enough to hide latency on a cloud store.
+const FETCH_CONCURRENCY: usize = 8;
+
+pub(crate) fn machine_path(machine: &str, rel: &str) -> String {
+    format!("machines/{machine}/{rel}")
+}
+
+pub(crate) fn pack_rel(pack: &Id) -> String {
+    let hex = pack.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+/// `machines/<id>/machine.json`: written last at registration; its presence means the machine
+/// exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MachineMarker {
+    pub format: u32,
+    pub machine_id: String,
+    pub created: String,
+}
+
+/// `machines/<id>/config`, sealed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MachineConfig {
+    pub name: String,
+    pub hostname: String,
+    pub chunker: ChunkerParams,
+    pub created: String,
+}
+
+/// How to unlock a machine's master keys.
+#[derive(Debug)]
+pub enum Unlock<'a> {
+    /// Try each key file of the machine with this passphrase.
+    Passphrase(&'a Passphrase),
+    /// Keys already unwrapped (the agent's local key file, for scheduled runs).
+    Keys(MasterKeys),
+}
+
+/// One machine's repository, unlocked.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) machine: String,
+    pub(crate) keys: Arc<MasterKeys>,
+    pub(crate) config: Arc<MachineConfig>,
+    pub(crate) cache: Option<MetaCache>,
+}
+
+impl Repository {
+    /// Opens machine `machine` of `vault`. With a `cache_dir`, immutable metadata is kept
+    /// there so unchanged re-runs download nothing.
+    pub async fn open(
+        vault: &Vault,
+        machine: &str,
+        unlock: Unlock<'_>,
+        cache_dir: Option<&Path>,
+    ) -> Result<Repository> {
+        let store = vault.store();
+        let marker_path = machine_path(machine, "machine.json");
+        let marker = match store.get(&marker_path).await {
+            Err(e) if e.is_not_found() => {
+                return Err(EngineError::MachineNotFound {
+                    machine: machine.into(),
+                    vault: vault.url().into(),
+                });
+            }
+            r => r?,
+        };
+        let marker: MachineMarker =
+            serde_json::from_slice(&marker).map_err(|e| EngineError::corrupt(&marker_path, e))?;
+        if marker.format != FORMAT_VERSION {
+            return Err(EngineError::UnsupportedFormat {
+                what: format!("machine {machine}"),
+                found: marker.format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let keys = match unlock {
+            Unlock::Keys(k) => k,
+            Unlock::Passphrase(p) => unlock_with_passphrase(&*store, machine, p).await?,
+        };
+        let sealed = store.get(&machine_path(machine, "config")).await?;
+        let config: MachineConfig =
+            codec::open_meta(&keys, "config", machine, &sealed).map_err(|_| {
+                EngineError::WrongPassphrase {
+                    machine: machine.into(),
+                }
+            })?;
+        let cache = match cache_dir {
+            Some(dir) => Some(MetaCache::new(dir, vault.id(), machine)?),
+            None => None,
+        };
+        Ok(Repository {
+            store,
+            machine: machine.into(),
+            keys: Arc::new(keys),
+            config: Arc::new(config),
+            cache,
+        })
+    }
+
+    /// The machine id.
+    pub fn machine_id(&self) -> &str {
+        &self.machine
+    }
+
+    /// The machine's name.
+    pub fn machine_name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The unlocked master keys (for the agent's local key file).
+    pub fn master_keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    /// Writes a key file for `new` and removes the others: no data is re-encrypted, and
+    /// afterwards only the new passphrase opens the machine. The new file is written first, so
+    /// a crash in between leaves both passphrases working rather than none.
+    pub async fn change_passphrase(&self, new: &Passphrase, kdf: KdfParams) -> Result<()> {
+        let old = self.store.list(&self.path("keys")).await?;
+        let file = KeyFile::wrap(&self.keys, new, kdf)?;
+        let new_path = self.path(&format!("keys/{}", Id::random().to_hex()));
+        self.store
+            .put(&new_path, json(&file), PutMode::Create)
+            .await?;
+        for o in old {
+            self.store.delete(&o.path).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn path(&self, rel: &str) -> String {
+        machine_path(&self.machine, rel)
+    }
+
+    /// Names (hex ids) of the objects in `dir` (`index`, `snapshots`, ...).
+    pub(crate) async fn list_ids(&self, dir: &str) -> Result<Vec<Id>> {
+        let prefix = self.path(dir);
+        let mut ids = Vec::new();
+        for m in self.store.list(&prefix).await? {
+            let name = m.path.rsplit('/').next().unwrap_or_default();
+            match Id::from_hex(name) {
+                Ok(id) => ids.push(id),
+                Err(_) => tracing::warn!("ignoring unexpected object {}", m.path),
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads an immutable object, from the cache when it has it.
+    pub(crate) async fn get_immutable(&self, rel: &str) -> Result<Bytes> {
+        if let Some(c) = &self.cache
+            && let Some(b) = c.read(rel)
+        {
+            return Ok(Bytes::from(b));
+        }
+        let bytes = self.store.get(&self.path(rel)).await?;
+        if let Some(c) = &self.cache {
+            c.write(rel, &bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a new immutable object (create-only) and keeps a copy in the cache.
+    pub(crate) async fn put_immutable(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        if let Some(c) = &self.cache {
+            c.write(rel, &bytes);
+        }
+        self.store
+            .put(&self.path(rel), bytes.into(), PutMode::Create)
+            .await?;
+        Ok(())
+    }
+
+    /// Loads and merges every index file.
+    pub(crate) async fn load_index(&self) -> Result<Index> {
+        let ids = self.list_ids(index::KIND).await?;
+        if let Some(c) = &self.cache {
+            c.retain(index::KIND, &ids.iter().map(Id::to_hex).collect());
+        }
+        let files: Vec<_> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let bytes = self
+                    .get_immutable(&format!("{}/{}", index::KIND, id.to_hex()))
+                    .await?;
+                index::open(&self.keys, &id, &bytes)
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut index = Index::default();
+        for f in files {
+            index.add_file(f);
+        }
+        Ok(index)
+    }
+
+    /// All recovery points, oldest first.
+    pub async fn recovery_points(&self) -> Result<Vec<(Id, RecoveryPoint)>> {
+        let ids = self.list_ids(snapshot::KIND).await?;
+        if let Some(c) = &self.cache {
+            let keep: HashSet<String> = ids.iter().map(Id::to_hex).collect();
+            c.retain(snapshot::KIND, &keep);
+        }
+        let mut rps: Vec<_> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let bytes = self
+                    .get_immutable(&format!("{}/{}", snapshot::KIND, id.to_hex()))
+                    .await?;
+                Ok::<_, EngineError>((id, snapshot::open(&self.keys, &id, &bytes)?))
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        rps.sort_by(|a: &(Id, RecoveryPoint), b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(rps)
+    }
+
+    /// `latest`, or a unique hex prefix of a recovery point id.
+    pub async fn find_recovery_point(&self, spec: &str) -> Result<(Id, RecoveryPoint)> {
+        let mut all = self.recovery_points().await?;
+        if spec == "latest" {
+            return all.pop().ok_or(EngineError::NoRecoveryPoints);
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let mut hits = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        match (hits.next(), hits.next()) {
+            (Some(hit), None) if !spec.is_empty() => Ok(hit),
+            (Some(_), Some(_)) => Err(EngineError::AmbiguousRecoveryPoint { id: spec.into() }),
+            _ => Err(EngineError::RecoveryPointNotFound { id: spec.into() }),
+        }
+    }
+
+    /// Reads, decrypts and verifies one blob.
+    pub(crate) async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = *index
+            .get(id)
+            .ok_or_else(|| EngineError::corrupt(format!("blob {id}"), "not in any index file"))?;
+        let pack_id = index.pack_id(loc.pack);
+        let rel = pack_rel(&pack_id);
+        let sealed = self
+            .read_pack_range(index, loc.pack, &rel, loc.offset, loc.len)
+            .await?;
+        let key = self.keys.pack_key(&pack_id.0);
+        pack::open_blob(&self.keys, &key, loc.kind, id, loc.raw_len, &sealed).map_err(|detail| {
+            EngineError::corrupt(format!("blob {id} in pack {}", pack_id.to_hex()), detail)
+        })
+    }
+
+    async fn read_pack_range(
+        &self,
+        index: &Index,
+        pack: u32,
+        rel: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        let range = offset..offset + u64::from(len);
+        if let Some(c) = &self.cache
+            && index.is_tree_pack(pack)
+        {
+            if let Some(b) = c.read_range(rel, offset, len as usize) {
+                return Ok(b);
+            }
+            // Tree packs are small and read again by every backup and restore: keep them whole.
+            let whole = self.store.get(&self.path(rel)).await?;
+            c.write(rel, &whole);
+            let slice = whole
+                .get(range.start as usize..range.end as usize)
+                .ok_or_else(|| {
+                    EngineError::corrupt(format!("pack {rel}"), "shorter than its index says")
+                })?;
+            return Ok(slice.to_vec());
+        }
+        Ok(self
+            .store
+            .get_range(&self.path(rel), Some(range))
+            .await?
+            .to_vec())
+    }
+
+    /// Reads and decodes a tree blob.
+    pub(crate) async fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        if index.get(id).map(|l| l.kind) != Some(BlobKind::Tree) {
+            return Err(EngineError::corrupt(
+                format!("tree {id}"),
+                "not indexed as a tree blob",
+            ));
+        }
+        let bytes = self.read_blob(index, id).await?;
+        Tree::decode(&bytes, id)
+    }
+}
+
+async fn unlock_with_passphrase(
+    store: &dyn Store,
+    machine: &str,
+    passphrase: &Passphrase,
+) -> Result<MasterKeys> {
+    let files = store.list(&machine_path(machine, "keys")).await?;
+    for f in files {
+        let bytes = store.get(&f.path).await?;
+        let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
+            tracing::warn!("ignoring unreadable key file {}", f.path);
+            continue;
+        };
+        match kf.unwrap(passphrase) {
+            Ok(keys) => return Ok(keys),
+            Err(CryptoError::WrongPassphrase) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::WrongPassphrase {
+        machine: machine.into(),
+    })
+}

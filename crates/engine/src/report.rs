@@ -1,0 +1,103 @@
+//! What a job tells its user: the JSON document of `rbackup --json backup` and the job history.
+
+use serde::{Deserialize, Serialize};
+
+/// A file that was not backed up (or not restored), and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The path.
+    pub path: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The result of a backup.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BackupReport {
+    /// Id of the new recovery point.
+    pub recovery_point: Option<String>,
+    /// The recovery point it was made incrementally against.
+    pub parent: Option<String>,
+    /// Files not in the parent recovery point.
+    pub files_new: u64,
+    /// Files in the parent that were read again (changed, or always read in full).
+    pub files_changed: u64,
+    /// Files reused from the parent without reading.
+    pub files_unchanged: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes added to the vault (packs, index files, recovery point).
+    pub bytes_added: u64,
+    /// Files and bytes found in the sources before the run.
+    pub source_files: u64,
+    /// Total logical size of the sources.
+    pub source_bytes: u64,
+    /// New blobs stored.
+    pub blobs_new: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+    /// Highest number of bytes staged in the cache dir at once.
+    pub cache_high_water: u64,
+    /// Files not backed up, with reasons.
+    pub skipped: Vec<Skipped>,
+    /// Things that did not stop the run but need attention.
+    pub warnings: Vec<String>,
+    /// Wall time.
+    pub duration_s: f64,
+}
+
+impl BackupReport {
+    /// True when something was skipped or warned about (exit status 3).
+    pub fn has_warnings(&self) -> bool {
+        !self.skipped.is_empty() || !self.warnings.is_empty()
+    }
+}
+
+/// The result of a restore.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// The recovery point restored.
+    pub recovery_point: String,
+    /// Files restored.
+    pub files: u64,
+    /// Directories restored.
+    pub dirs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files that could not be restored, with reasons.
+    pub failed: Vec<Skipped>,
+    /// Notes (e.g. names that collide on a case-insensitive target).
+    pub warnings: Vec<String>,
+    /// Wall time.
+    pub duration_s: f64,
+}
+
+/// The result of `check`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Recovery points checked.
+    pub recovery_points: u64,
+    /// Trees checked.
+    pub trees: u64,
+    /// Packs in the index.
+    pub packs: u64,
+    /// Blobs in the index.
+    pub blobs: u64,
+    /// Blobs decrypted and verified (`--read-data`).
+    pub blobs_read: u64,
+    /// Packs in the vault that no index lists (left by an interrupted backup; harmless).
+    pub unreferenced_packs: u64,
+    /// Problems found: each says what is damaged.
+    pub errors: Vec<String>,
+    /// Harmless findings.
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when no damage was found.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}

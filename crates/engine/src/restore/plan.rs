@@ -1,0 +1,191 @@
+//! What a restore will write: the files and directories selected from a recovery point, and
+//! for each pack the blobs to read and where each one goes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rbackup_crypto::BlobId;
+
+use crate::error::{EngineError, Result};
+use crate::index::Index;
+use crate::repo::Repository;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// One selected entry, at its path relative to `/`.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub rel: PathBuf,
+    pub node: Node,
+}
+
+/// Where one blob's content goes: file number and offset in it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub file: usize,
+    pub offset: u64,
+}
+
+/// One blob to read from a pack.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobRead {
+    pub id: BlobId,
+    pub offset: u64,
+    pub len: u32,
+    pub raw_len: u32,
+    pub targets: Vec<Target>,
+}
+
+/// The whole restore.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub dirs: Vec<Entry>,
+    pub files: Vec<Entry>,
+    /// Pack number → blobs, sorted by offset.
+    pub packs: BTreeMap<u32, Vec<BlobRead>>,
+    /// Files that cannot be restored before reading anything (blob missing from the index).
+    pub broken: HashMap<usize, String>,
+    /// Bytes that will be written into the staging area.
+    pub data_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// A selection filter: absolute paths, as components relative to `/`.
+fn filters(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(|p| {
+            p.components()
+                .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                .collect()
+        })
+        .collect()
+}
+
+impl Plan {
+    pub(crate) async fn build(
+        repo: &Repository,
+        index: &Index,
+        root: &BlobId,
+        paths: &[PathBuf],
+    ) -> Result<Plan> {
+        let filters = filters(paths);
+        let mut plan = Plan::default();
+        let mut matched = vec![false; filters.len()];
+        let mut stack = vec![(PathBuf::new(), *root, filters.is_empty())];
+        while let Some((dir, tree_id, whole)) = stack.pop() {
+            let tree = repo.load_tree(index, &tree_id).await?;
+            plan.note_case_collisions(&dir, &tree);
+            for node in tree.nodes {
+                let rel = dir.join(node.name_os());
+                let selected = whole
+                    || filters.iter().enumerate().any(|(i, f)| {
+                        let hit = rel.starts_with(f);
+                        matched[i] |= hit;
+                        hit
+                    });
+                let ancestor =
+                    !selected && filters.iter().any(|f| f.starts_with(&rel) && *f != rel);
+                if !selected && !ancestor {
+                    continue;
+                }
+                match node.kind {
+                    NodeKind::Dir => {
+                        if let Some(sub) = node.subtree {
+                            stack.push((rel.clone(), sub, selected));
+                        }
+                        plan.dirs.push(Entry { rel, node });
+                    }
+                    NodeKind::File if selected => plan.add_file(index, Entry { rel, node }),
+                    NodeKind::File => {}
+                }
+            }
+        }
+        if let Some(i) = matched.iter().position(|m| !m) {
+            return Err(EngineError::Invalid(format!(
+                "{} is not in this recovery point: list what it holds with `rbackup recovery-points`",
+                Path::new("/").join(&filters[i]).display()
+            )));
+        }
+        plan.dirs.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(plan)
+    }
+
+    fn add_file(&mut self, index: &Index, entry: Entry) {
+        let file = self.files.len();
+        // Ordinary files are one segment from 0; sparse files list theirs.
+        let segments = if entry.node.class.as_deref() == Some("sparse") {
+            entry.node.segments.clone()
+        } else {
+            vec![(0, u64::MAX)]
+        };
+        let mut segs = segments.into_iter();
+        let mut cur = segs.next();
+        let mut used = 0u64;
+        for id in &entry.node.content {
+            let Some(loc) = index.get(id) else {
+                self.broken
+                    .insert(file, format!("blob {id} is missing from the vault index"));
+                break;
+            };
+            // Chunks never cross a segment boundary: move on when the current one is full.
+            while let Some((_, len)) = cur {
+                if used < len {
+                    break;
+                }
+                cur = segs.next();
+                used = 0;
+            }
+            let Some((start, _)) = cur else {
+                self.broken.insert(
+                    file,
+                    "the recovery point lists more content than the file's size".into(),
+                );
+                break;
+            };
+            self.packs.entry(loc.pack).or_default().push(BlobRead {
+                id: *id,
+                offset: loc.offset,
+                len: loc.len,
+                raw_len: loc.raw_len,
+                targets: vec![Target {
+                    file,
+                    offset: start + used,
+                }],
+            });
+            self.data_bytes += u64::from(loc.raw_len);
+            used += u64::from(loc.raw_len);
+        }
+        self.files.push(entry);
+    }
+
+    /// Sorts each pack's reads by offset and merges reads of the same blob.
+    pub(crate) fn finish(&mut self) {
+        for reads in self.packs.values_mut() {
+            reads.sort_by_key(|r| (r.offset, r.id));
+            let mut merged: Vec<BlobRead> = Vec::with_capacity(reads.len());
+            for r in reads.drain(..) {
+                match merged.last_mut() {
+                    Some(last) if last.id == r.id => last.targets.extend(r.targets),
+                    _ => merged.push(r),
+                }
+            }
+            *reads = merged;
+        }
+    }
+
+    /// rbackup keeps Linux's case-sensitive names; restoring to a case-insensitive target
+    /// would merge these, so say so.
+    fn note_case_collisions(&mut self, dir: &Path, tree: &Tree) {
+        let mut seen: HashMap<String, &[u8]> = HashMap::new();
+        for n in &tree.nodes {
+            let lower = String::from_utf8_lossy(&n.name).to_lowercase();
+            if let Some(prev) = seen.insert(lower, &n.name) {
+                self.warnings.push(format!(
+                    "{} and {} differ only in case: on a case-insensitive target one would overwrite the other",
+                    Path::new("/").join(dir).join(String::from_utf8_lossy(prev).as_ref()).display(),
+                    Path::new("/").join(dir).join(n.name_os()).display(),
+                ));
+            }
+        }
+    }
+}
