@@ -115,6 +115,74 @@ pub enum StoreError {
         /// The underlying error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+
+    /// The bucket (S3, GCS) or container (Azure) named in a cloud vault URL does not exist.
+    #[error(
+        "bucket or container {bucket:?} of vault {url} does not exist at {endpoint}: create it \
+         (rbackup does not create buckets), or fix the vault URL or the endpoint"
+    )]
+    BucketNotFound {
+        /// The vault URL.
+        url: String,
+        /// The bucket or container name.
+        bucket: String,
+        /// The service endpoint that was asked.
+        endpoint: String,
+    },
+
+    /// The cloud store (or the proxy) refused the credentials, or they do not allow the
+    /// operation.
+    #[error("the store refused the credentials for vault {url} ({detail}); {hint}")]
+    AuthFailed {
+        /// The vault URL.
+        url: String,
+        /// What the service said.
+        detail: String,
+        /// Where the credentials come from and what to check.
+        hint: String,
+    },
+
+    /// No connection could be made to the cloud endpoint (refused, no route, DNS failure,
+    /// proxy failure).
+    #[error(
+        "cannot reach {endpoint} for vault {url} ({detail}): check the network, the proxy \
+         setting, and the endpoint ({hint})"
+    )]
+    Unreachable {
+        /// The vault URL.
+        url: String,
+        /// The service endpoint.
+        endpoint: String,
+        /// The connection error.
+        detail: String,
+        /// Which settings choose the endpoint.
+        hint: String,
+    },
+
+    /// A request to the cloud endpoint did not finish within the request timeout, retries
+    /// included.
+    #[error(
+        "a request to {endpoint} for vault {url} timed out ({detail}): the network or the proxy \
+         may be down, or too slow for the request timeout (a throttled upload of a large pack \
+         needs a longer one)"
+    )]
+    TimedOut {
+        /// The vault URL.
+        url: String,
+        /// The service endpoint.
+        endpoint: String,
+        /// The timeout error.
+        detail: String,
+    },
+
+    /// A cloud vault could not be configured from the environment and the options.
+    #[error("cannot configure vault {url}: {reason}")]
+    Config {
+        /// The vault URL.
+        url: String,
+        /// What is missing or wrong, and how to set it.
+        reason: String,
+    },
 }
 
 impl StoreError {

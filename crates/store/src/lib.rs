@@ -7,7 +7,8 @@
 //!
 //! - a put publishes the whole object or nothing, so readers never see part of one;
 //! - a put in [`PutMode::Create`] fails with [`StoreError::AlreadyExists`] if the key is taken,
-//!   decided in one atomic step (a hard link locally, a conditional request in the cloud);
+//!   decided in one atomic step (a hard link locally, a conditional request in the cloud; see
+//!   [`PutMode::Create`] for the one documented exception, very large cloud objects);
 //! - there is no append, rename, partial write or multipart session to go wrong half-way.
 //!
 //! The engine builds everything on these: packs, indexes and recovery points are immutable,
@@ -19,9 +20,10 @@
 //! pins down the whole contract.
 //!
 //! Backends: [`LocalStore`] (std::fs with fsync and atomic publication, for `file://` URLs and
-//! plain paths) and [`ObjectStoreBackend`] (any `object_store` store plus a key prefix; used
-//! for `memory://` now, and the slot through which `s3://`, `az://` and `gs://` arrive later).
-//! [`open`] turns a vault URL into the right one.
+//! plain paths), [`ObjectStoreBackend`] (any `object_store` store plus a key prefix; used for
+//! `memory://`) and [`CloudStore`] (`s3://`, `az://`, `gs://`: an [`ObjectStoreBackend`] over
+//! object_store's cloud clients, plus multipart uploads and errors that name the bucket, the
+//! credentials or the endpoint). [`open`] turns a vault URL into the right one.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,9 +48,11 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use bytes::Bytes;
 
+mod cloud;
 pub mod conformance;
 mod error;
 mod key;
@@ -56,6 +60,7 @@ mod local;
 mod object;
 mod url;
 
+pub use cloud::CloudStore;
 pub use error::StoreError;
 pub use local::LocalStore;
 pub use object::ObjectStoreBackend;
@@ -78,6 +83,17 @@ pub enum PutMode {
     /// Fail with [`StoreError::AlreadyExists`] and leave the existing object untouched. The
     /// check and the publication are one atomic step: of several racing `Create`s on one key,
     /// exactly one succeeds.
+    ///
+    /// Cloud stores keep this promise with a conditional request (`If-None-Match: *` on S3,
+    /// which AWS has honoured since 2024 and moto does too, and on Azure Blob;
+    /// `ifGenerationMatch=0` on GCS) for objects up to [`StoreOptions::multipart_threshold`].
+    /// A *larger* `Create` is a multipart upload, and object_store cannot make the completion
+    /// of a multipart upload conditional; it is emulated as "head, then upload", with a race:
+    /// two writers that both find the key free both upload, and the later completion replaces
+    /// the earlier object (whole: readers never see a mix). The engine only sends objects that
+    /// large as packs, whose keys are unique to their content, so neither writer loses data;
+    /// whoever needs every `Create` atomic raises the threshold (single requests reach 5 GiB
+    /// on S3 and 5000 MiB on Azure).
     Create,
 }
 
@@ -152,13 +168,60 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// Options for [`open`].
-#[derive(Debug, Clone, Default)]
+/// Options for [`open`]. Local and memory stores ignore all of them.
+///
+/// The cloud defaults suit a backup agent on a possibly slow, throttled link: a short connect
+/// timeout (a dead endpoint is reported in seconds) but a long request timeout (a 32 MiB pack
+/// sent at 512 KiB/s takes 64 s, so the default allows 5 minutes per request), and patient
+/// retries with exponential backoff for the transient failures object stores are known for.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// HTTP(S) proxy URL for cloud backends. Kept for the cloud backends of a later release;
-    /// ignored by local and memory stores.
+    /// HTTP(S) proxy URL for cloud backends, e.g. `http://proxy.corp:3128`. Proxy credentials
+    /// may be given in the URL (`http://user:pass@proxy.corp:3128`, percent-encoded); they are
+    /// sent as `Proxy-Authorization: Basic`. When unset, the `HTTPS_PROXY`/`HTTP_PROXY`/
+    /// `NO_PROXY` environment variables apply.
     pub proxy: Option<String>,
+    /// Time allowed for one whole request, upload included (default 300 s). Must cover the
+    /// largest single request at the slowest throttled rate: a part of a multipart upload, or
+    /// a whole object up to [`multipart_threshold`](Self::multipart_threshold).
+    pub request_timeout: Duration,
+    /// Time allowed to open a connection (default 5 s).
+    pub connect_timeout: Duration,
+    /// Retries of a failed request (server errors, throttling, dropped connections), with
+    /// exponential backoff from 100 ms up to 15 s between attempts (default 10; 0 disables).
+    pub retries: usize,
+    /// No retry is started after this much time since a request's first attempt (default 10
+    /// minutes).
+    pub retry_timeout: Duration,
+    /// Objects larger than this are uploaded in parts (multipart upload), so a failure costs
+    /// one part, not the whole object (default 16 MiB). See [`PutMode::Create`] for what this
+    /// means for create-only puts on cloud stores.
+    pub multipart_threshold: u64,
+    /// Whether the cloud builders read the usual environment variables (`AWS_*`, `AZURE_*`,
+    /// `GOOGLE_*`, as object_store's `from_env` builders do). Default true; tests turn it off
+    /// so that the developer's own cloud settings cannot leak in.
+    pub use_env: bool,
+    /// object_store configuration keys applied after the environment, overriding it: the same
+    /// names as the environment variables, in any case (`aws_endpoint`, `AWS_ACCESS_KEY_ID`,
+    /// `azure_storage_account_key`, `google_service_account`, ...) plus the client keys such
+    /// as `allow_http`. Unknown keys are refused with [`StoreError::Config`].
+    pub cloud_config: Vec<(String, String)>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            proxy: None,
+            request_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(5),
+            retries: 10,
+            retry_timeout: Duration::from_secs(600),
+            multipart_threshold: 16 * 1024 * 1024,
+            use_env: true,
+            cloud_config: Vec::new(),
+        }
+    }
 }
 
 impl StoreOptions {
@@ -168,6 +231,39 @@ impl StoreOptions {
         self.proxy = Some(proxy.into());
         self
     }
+
+    /// Sets [`request_timeout`](Self::request_timeout) and
+    /// [`connect_timeout`](Self::connect_timeout).
+    pub fn with_timeouts(mut self, request: Duration, connect: Duration) -> Self {
+        self.request_timeout = request;
+        self.connect_timeout = connect;
+        self
+    }
+
+    /// Sets [`retries`](Self::retries) and [`retry_timeout`](Self::retry_timeout).
+    pub fn with_retries(mut self, retries: usize, retry_timeout: Duration) -> Self {
+        self.retries = retries;
+        self.retry_timeout = retry_timeout;
+        self
+    }
+
+    /// Sets [`multipart_threshold`](Self::multipart_threshold).
+    pub fn with_multipart_threshold(mut self, bytes: u64) -> Self {
+        self.multipart_threshold = bytes;
+        self
+    }
+
+    /// Sets [`use_env`](Self::use_env).
+    pub fn with_env(mut self, use_env: bool) -> Self {
+        self.use_env = use_env;
+        self
+    }
+
+    /// Adds one entry to [`cloud_config`](Self::cloud_config); later entries win.
+    pub fn with_cloud_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cloud_config.push((key.into(), value.into()));
+        self
+    }
 }
 
 /// Parses a vault URL (see [`VaultUrl::parse`]) and opens its store.
@@ -175,26 +271,26 @@ impl StoreOptions {
 /// Opening does no I/O: a local vault directory need not exist yet (the first put creates it,
 /// and listing a missing vault gives an empty list). `memory://NAME` returns the same store for
 /// the same name within this process; `memory://` a fresh private one. `s3://`, `az://` and
-/// `gs://` parse, but opening them gives [`StoreError::Unsupported`] in this release.
+/// `gs://` are configured from the environment and `options` (see [`StoreOptions`]); a missing
+/// setting such as the Azure account name is [`StoreError::Config`] here, while a missing
+/// bucket, refused credentials or an unreachable endpoint are reported by the first operation
+/// ([`StoreError::BucketNotFound`], [`StoreError::AuthFailed`], [`StoreError::Unreachable`]).
 pub fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     // Destructured so that adding an option is a compile error here until open() decides
-    // what to do with it. The proxy is for the cloud backends of a later release.
-    let StoreOptions { proxy: _ } = options;
+    // what to do with it: every option is for the cloud backends.
+    let StoreOptions {
+        proxy: _,
+        request_timeout: _,
+        connect_timeout: _,
+        retries: _,
+        retry_timeout: _,
+        multipart_threshold: _,
+        use_env: _,
+        cloud_config: _,
+    } = options;
     match VaultUrl::parse(url)? {
         VaultUrl::Local(path) => Ok(Arc::new(LocalStore::new(path)?)),
         VaultUrl::Memory(name) => Ok(Arc::new(ObjectStoreBackend::memory(&name))),
-        cloud @ (VaultUrl::S3 { .. } | VaultUrl::Azure { .. } | VaultUrl::Gcs { .. }) => {
-            let kind = match cloud {
-                VaultUrl::S3 { .. } => "s3:// vaults (Amazon S3 and compatible services)",
-                VaultUrl::Azure { .. } => "az:// vaults (Azure Blob Storage)",
-                _ => "gs:// vaults (Google Cloud Storage)",
-            };
-            Err(StoreError::Unsupported {
-                what: format!(
-                    "{kind} arrive with a later release of rbackup; for now use a local vault \
-                     (file:///abs/path or a plain path, which may be a mounted network share)"
-                ),
-            })
-        }
+        cloud => Ok(Arc::new(CloudStore::open(&cloud, options)?)),
     }
 }

@@ -1,8 +1,9 @@
 //! [`ObjectStoreBackend`]: any `object_store` store, seen through a key prefix.
 //!
-//! This is the slot through which the cloud backends arrive: an `object_store` builder makes
-//! the `Arc<dyn ObjectStore>`, the vault URL's path becomes the prefix, and everything below
-//! stays the same. Today it serves `memory://` (with `object_store::memory::InMemory`).
+//! This is what the cloud backends are made of: an `object_store` builder makes the
+//! `Arc<dyn ObjectStore>`, the vault URL's path becomes the prefix, and everything below stays
+//! the same ([`CloudStore`](crate::CloudStore) adds error explanations and multipart uploads).
+//! It also serves `memory://` (with `object_store::memory::InMemory`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -78,7 +79,13 @@ impl ObjectStoreBackend {
         &self.inner
     }
 
-    fn location(&self, key: &str) -> Result<ObjectPath, StoreError> {
+    /// The key prefix every object lives under ("" for none), without a trailing '/'.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The object_store location of `key`, after checking it against the key rules.
+    pub(crate) fn location(&self, key: &str) -> Result<ObjectPath, StoreError> {
         validate_key(key)?;
         let full = if self.prefix.is_empty() {
             key.to_string()
