@@ -139,3 +139,21 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     f.sync_all()?;
     Ok(())
 }
+
+/// The throttle schedule from the config; a bad value names the setting and what is accepted.
+pub fn throttle_schedule(t: &Throttle) -> Result<rbackup_throttle::Schedule> {
+    let mut s = rbackup_throttle::Schedule::default();
+    if let Some(v) = &t.work_days {
+        s.work_days = v.parse().with_context(|| "throttle work_days")?;
+    }
+    if let Some(v) = &t.work_hours {
+        s.work_hours = v.parse().with_context(|| "throttle work_hours")?;
+    }
+    if let Some(v) = &t.work_rate {
+        s.work_rate = v.parse().with_context(|| "throttle work_rate")?;
+    }
+    if let Some(v) = &t.non_work_rate {
+        s.non_work_rate = v.parse().with_context(|| "throttle non_work_rate")?;
+    }
+    Ok(s)
+}

@@ -2,7 +2,10 @@
 //! config, progress bars, output and exit codes.
 
 mod config;
+mod history;
+mod jobs;
 mod ops;
+mod retention;
 mod setup;
 mod ui;
 
@@ -59,6 +62,43 @@ pub enum Command {
     /// Generate or change the encryption passphrase.
     #[command(subcommand)]
     Passphrase(PassphraseCmd),
+    /// Job history: status, counts, bytes, duration, skipped files with reasons.
+    Jobs {
+        /// Show at most this many records, newest last.
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+    },
+    /// Edit the scheduled jobs in the agent config.
+    #[command(subcommand)]
+    Job(jobs::JobCmd),
+    /// Print systemd units or a crontab line that call `rbackup run --due`.
+    Schedule(jobs::ScheduleArgs),
+    /// Run configured jobs (what a timer calls).
+    Run(jobs::RunArgs),
+    /// Apply a retention policy: remove recovery points it does not keep.
+    Forget(retention::ForgetArgs),
+    /// Remove data that no recovery point needs.
+    Prune,
+    /// Show or change upload throttling.
+    #[command(subcommand)]
+    Throttle(ThrottleCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ThrottleCmd {
+    /// Print the throttle settings and the rate in force now.
+    Show,
+    /// Change throttle settings (the others stay as they are).
+    Set {
+        #[arg(long)]
+        work_days: Option<String>,
+        #[arg(long)]
+        work_hours: Option<String>,
+        #[arg(long)]
+        work_rate: Option<String>,
+        #[arg(long)]
+        non_work_rate: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,5 +226,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::RecoveryPoints => ops::recovery_points(&ctx).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,
         Command::Check { read_data } => ops::check(&ctx, read_data).await,
+        Command::Jobs { last } => history::list(&ctx, last),
+        Command::Job(cmd) => jobs::job(&ctx, cmd),
+        Command::Schedule(args) => jobs::schedule(&ctx, args),
+        Command::Run(args) => jobs::run(&ctx, args).await,
+        Command::Forget(args) => retention::forget(&ctx, args).await,
+        Command::Prune => retention::prune(&ctx).await,
+        Command::Throttle(cmd) => ops::throttle(&ctx, cmd),
     }
 }

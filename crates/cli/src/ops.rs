@@ -5,9 +5,10 @@ use rbackup_engine::{BackupOptions, Repository, RestoreOptions, Unlock, human_by
 use serde_json::json;
 
 use crate::config::AgentConfig;
+use crate::history::{self, JobRecord};
 use crate::setup::{open_configured, open_vault, open_with_config, read_passphrase, setup_default};
 use crate::ui::Ctx;
-use crate::{BackupArgs, EXIT_WARNINGS, RestoreArgs};
+use crate::{BackupArgs, EXIT_WARNINGS, RestoreArgs, ThrottleCmd};
 
 pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     if args.paths.is_empty() {
@@ -19,17 +20,33 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         Some(c) => c,
         None => setup_default(ctx).await?,
     };
-    let repo = open_with_config(&cfg).await?;
+    let started = jiff::Timestamp::now();
     let (progress, bar) = ctx.progress("backup");
-    let mut opts = BackupOptions::new(args.paths);
-    opts.excludes = args.exclude;
-    opts.job = args.job;
-    opts.cache_dir = Some(cfg.cache_dir.clone());
-    opts.progress = progress;
-    let result = repo.backup(opts).await;
+    let job = args.job.clone();
+    let result = async {
+        let repo = open_with_config(&cfg).await?;
+        let mut opts = BackupOptions::new(args.paths);
+        opts.excludes = args.exclude;
+        opts.job = args.job;
+        opts.cache_dir = Some(cfg.cache_dir.clone());
+        opts.progress = progress;
+        Ok(repo.backup(opts).await?)
+    }
+    .await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    history::record(
+        ctx,
+        &cfg,
+        &JobRecord::new(
+            "backup",
+            job,
+            started,
+            &result,
+            |r: &rbackup_engine::BackupReport| r.has_warnings(),
+        ),
+    );
     let report = result?;
     for s in &report.skipped {
         ctx.notice(&format!("skipped {}: {}", s.path, s.reason));
@@ -180,4 +197,45 @@ pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
         )
     })?;
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+pub fn throttle(ctx: &Ctx, cmd: ThrottleCmd) -> Result<u8> {
+    let mut cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
+        anyhow!(
+            "no agent config at {}: register first",
+            ctx.config_path.display()
+        )
+    })?;
+    if let ThrottleCmd::Set {
+        work_days,
+        work_hours,
+        work_rate,
+        non_work_rate,
+    } = cmd
+    {
+        let t = &mut cfg.throttle;
+        let merge = |old: &mut Option<String>, new: Option<String>| {
+            if new.is_some() {
+                *old = new;
+            }
+        };
+        merge(&mut t.work_days, work_days);
+        merge(&mut t.work_hours, work_hours);
+        merge(&mut t.work_rate, work_rate);
+        merge(&mut t.non_work_rate, non_work_rate);
+        crate::config::throttle_schedule(&cfg.throttle)?;
+        cfg.save(&ctx.config_path)?;
+    }
+    let schedule = crate::config::throttle_schedule(&cfg.throttle)?;
+    let now = schedule.rate_at(jiff::Zoned::now());
+    ctx.output(
+        &json!({"work_days": schedule.work_days.to_string(), "work_hours": schedule.work_hours.to_string(),
+                "work_rate": schedule.work_rate.to_string(), "non_work_rate": schedule.non_work_rate.to_string(),
+                "rate_now": now.to_string()}),
+        || format!(
+            "work days {}, work hours {} (local time)\nwork rate {}, non-work rate {}\nin force now: {}",
+            schedule.work_days, schedule.work_hours, schedule.work_rate, schedule.non_work_rate, now
+        ),
+    )?;
+    Ok(0)
 }

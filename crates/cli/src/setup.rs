@@ -129,6 +129,13 @@ fn load_local_keys(path: &Path) -> Result<MasterKeys> {
 
 pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
     let creds = read_credentials(&args.vault_credentials)?;
+    let throttle = Throttle {
+        work_days: args.work_days,
+        work_hours: args.work_hours,
+        work_rate: args.work_rate,
+        non_work_rate: args.non_work_rate,
+    };
+    config::throttle_schedule(&throttle)?;
     if let Some(existing) = AgentConfig::load(&ctx.config_path)? {
         if existing.vault == creds.vault {
             ctx.notice(&format!(
@@ -155,12 +162,6 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         (None, None) => {
             bail!("give --passphrase-file FILE, or --generate-passphrase --save-passphrase-to FILE")
         }
-    };
-    let throttle = Throttle {
-        work_days: args.work_days,
-        work_hours: args.work_hours,
-        work_rate: args.work_rate,
-        non_work_rate: args.non_work_rate,
     };
     let cfg = do_register(
         ctx,

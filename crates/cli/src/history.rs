@@ -1,0 +1,164 @@
+//! Job history: one JSON record per backup, restore or scheduled run, kept in the agent's state
+//! dir (`$XDG_STATE_HOME/rbackup/<machine>/jobs/`), listed by `rbackup jobs`.
+//!
+//! One file per record, written atomically, so concurrent runs never interleave and a crash
+//! never leaves half a record.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{AgentConfig, write_atomic, xdg};
+use crate::ui::Ctx;
+
+/// One finished (or failed) job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// backup, restore, run.
+    pub kind: String,
+    /// Configured job name, if any.
+    pub job: Option<String>,
+    /// ok, warnings, failed.
+    pub status: String,
+    /// RFC 3339.
+    pub started: String,
+    /// RFC 3339.
+    pub finished: String,
+    /// Wall time.
+    pub duration_s: f64,
+    /// The error, for failed jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The engine's report (counts, bytes, skipped files with reasons), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Value>,
+}
+
+impl JobRecord {
+    /// A record for a job that started at `started` and ended with `outcome`.
+    pub fn new<T: Serialize>(
+        kind: &str,
+        job: Option<String>,
+        started: jiff::Timestamp,
+        outcome: &Result<T, anyhow::Error>,
+        has_warnings: impl FnOnce(&T) -> bool,
+    ) -> JobRecord {
+        let finished = jiff::Timestamp::now();
+        let (status, error, report) = match outcome {
+            Ok(r) => (
+                if has_warnings(r) { "warnings" } else { "ok" },
+                None,
+                serde_json::to_value(r).ok(),
+            ),
+            Err(e) => ("failed", Some(format!("{e:#}")), None),
+        };
+        JobRecord {
+            kind: kind.into(),
+            job,
+            status: status.into(),
+            started: started.to_string(),
+            finished: finished.to_string(),
+            duration_s: (finished - started)
+                .total(jiff::Unit::Second)
+                .unwrap_or(0.0),
+            error,
+            report,
+        }
+    }
+}
+
+fn jobs_dir(cfg: &AgentConfig) -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state")
+        .join("rbackup")
+        .join(&cfg.machine_id)
+        .join("jobs")
+}
+
+/// Saves a record; failing to save history must not fail the job itself.
+pub fn record(ctx: &Ctx, cfg: &AgentConfig, rec: &JobRecord) {
+    let name = format!(
+        "{}-{}-{}.json",
+        rec.started.replace(':', ""),
+        rec.kind,
+        std::process::id()
+    );
+    let path = jobs_dir(cfg).join(name);
+    let result = serde_json::to_vec_pretty(rec)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| write_atomic(&path, &b, 0o600));
+    if let Err(e) = result {
+        ctx.notice(&format!(
+            "warning: cannot save the job record {}: {e:#}",
+            path.display()
+        ));
+    }
+}
+
+/// Records, oldest first.
+pub fn load(cfg: &AgentConfig) -> Vec<JobRecord> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(jobs_dir(cfg))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+        .collect()
+}
+
+pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
+    let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no agent config at {}: nothing has run yet",
+            ctx.config_path.display()
+        )
+    })?;
+    let all = load(&cfg);
+    let shown = &all[all.len().saturating_sub(last)..];
+    ctx.output(&shown, || {
+        let mut out = String::new();
+        for r in shown {
+            let rep = r.report.as_ref();
+            let num = |k: &str| rep.and_then(|v| v.get(k)).and_then(Value::as_u64).unwrap_or(0);
+            out += &format!(
+                "{}  {:<8} {:<9} {:<12} {:>6.1}s  files {} new / {} changed / {} unchanged, {} read, {} added\n",
+                r.started,
+                r.kind,
+                r.status,
+                r.job.as_deref().unwrap_or("-"),
+                r.duration_s,
+                num("files_new"),
+                num("files_changed"),
+                num("files_unchanged"),
+                rbackup_engine::human_bytes(num("bytes_read")),
+                rbackup_engine::human_bytes(num("bytes_added")),
+            );
+            if let Some(e) = &r.error {
+                out += &format!("    error: {e}\n");
+            }
+            for s in rep.and_then(|v| v.get("skipped")).and_then(Value::as_array).into_iter().flatten() {
+                out += &format!(
+                    "    skipped {}: {}\n",
+                    s["path"].as_str().unwrap_or("?"),
+                    s["reason"].as_str().unwrap_or("?")
+                );
+            }
+            for s in rep.and_then(|v| v.get("failed")).and_then(Value::as_array).into_iter().flatten() {
+                out += &format!(
+                    "    not restored {}: {}\n",
+                    s["path"].as_str().unwrap_or("?"),
+                    s["reason"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        out += &format!("{} job record(s)", shown.len());
+        out
+    })?;
+    Ok(0)
+}
