@@ -48,6 +48,9 @@ pub struct Throttle {
     pub work_rate: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub non_work_rate: Option<String>,
+    /// Also limit reads from the vault during restores.
+    #[serde(default)]
+    pub restores: bool,
 }
 
 /// The agent config file.
@@ -71,6 +74,61 @@ pub struct AgentConfig {
     pub proxy: Option<String>,
     #[serde(default)]
     pub throttle: Throttle,
+    /// Scheduled jobs (`rbackup job add`), run by `rbackup run [--due]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobConfig>,
+}
+
+/// One scheduled job. Times and days stay in their text form here and are parsed where they
+/// are used (`crate::schedule`), so that a typo in one job never stops the agent from loading
+/// its config for a restore.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobConfig {
+    /// Unique name: letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Absolute paths to back up.
+    pub paths: Vec<PathBuf>,
+    /// Exclude patterns, as for `rbackup backup --exclude`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// Local times of day, `HH:MM`.
+    pub at: Vec<String>,
+    /// `daily`, `mon-fri`, `sun,wed`, ... (the syntax of the throttle's work days).
+    #[serde(default = "default_days")]
+    pub days: String,
+    /// When the job was added: its first run is at the first scheduled time after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<jiff::Timestamp>,
+    /// Retention applied after each run of the job (and by `rbackup forget --job NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+}
+
+fn default_days() -> String {
+    "daily".into()
+}
+
+impl JobConfig {
+    /// Whether the job has a retention policy (any `keep_*` set).
+    pub fn has_retention(&self) -> bool {
+        [
+            self.keep_last,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
 }
 
 impl AgentConfig {
@@ -138,6 +196,12 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
+}
+
+/// The configured throttle, or `None` when both rates are unlimited (nothing to pace).
+pub fn throttle(t: &Throttle) -> Result<Option<rbackup_throttle::Throttle>> {
+    let schedule = throttle_schedule(t)?;
+    Ok((!schedule.is_unlimited()).then(|| rbackup_throttle::Throttle::new(schedule)))
 }
 
 /// The throttle schedule from the config; a bad value names the setting and what is accepted.

@@ -30,6 +30,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         opts.job = args.job;
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
+        opts.throttle = crate::config::throttle(&cfg.throttle)?;
         Ok(repo.backup(opts).await?)
     }
     .await;
@@ -110,36 +111,44 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
         anyhow!("no agent config at {}: register this machine with the vault first (`rbackup register`), then restore with --machine ID --passphrase-file FILE", ctx.config_path.display())
     })?;
-    let repo = match (&args.machine, &args.passphrase_file) {
-        (Some(machine), Some(pf)) => {
-            let pass = read_passphrase(pf)?;
-            let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
-            Repository::open(
-                &vault,
-                machine,
-                Unlock::Passphrase(&pass),
-                Some(&cfg.cache_dir),
-            )
-            .await?
-        }
-        _ => open_with_config(&cfg).await?,
-    };
-    let recovery_dir = args
-        .recovery_dir
-        .clone()
-        .unwrap_or_else(|| cfg.recovery_dir.clone());
+    let started = jiff::Timestamp::now();
     let (progress, bar) = ctx.progress("restore");
-    let mut opts = RestoreOptions::new(&args.recovery_point, &args.target, recovery_dir);
-    opts.paths = args
-        .paths
-        .iter()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        .collect();
-    opts.progress = progress;
-    let result = repo.restore(opts).await;
+    let result = async {
+        let repo = match (&args.machine, &args.passphrase_file) {
+            (Some(machine), Some(pf)) => {
+                let pass = read_passphrase(pf)?;
+                let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
+                let unlock = Unlock::Passphrase(&pass);
+                Repository::open(&vault, machine, unlock, Some(&cfg.cache_dir)).await?
+            }
+            _ => open_with_config(&cfg).await?,
+        };
+        let recovery_dir = args
+            .recovery_dir
+            .clone()
+            .unwrap_or_else(|| cfg.recovery_dir.clone());
+        let mut opts = RestoreOptions::new(&args.recovery_point, &args.target, recovery_dir);
+        opts.paths = args
+            .paths
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        opts.progress = progress;
+        if cfg.throttle.restores {
+            opts.throttle = crate::config::throttle(&cfg.throttle)?;
+        }
+        Ok(repo.restore(opts).await?)
+    }
+    .await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let failed = |r: &rbackup_engine::RestoreReport| !r.failed.is_empty();
+    history::record(
+        ctx,
+        &cfg,
+        &JobRecord::new("restore", None, started, &result, failed),
+    );
     let report = result?;
     for w in &report.warnings {
         ctx.notice(&format!("warning: {w}"));

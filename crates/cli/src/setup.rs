@@ -134,6 +134,7 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         work_hours: args.work_hours,
         work_rate: args.work_rate,
         non_work_rate: args.non_work_rate,
+        restores: false,
     };
     config::throttle_schedule(&throttle)?;
     if let Some(existing) = AgentConfig::load(&ctx.config_path)? {
@@ -233,6 +234,7 @@ async fn do_register(
         recovery_dir: abs(recovery_dir.unwrap_or_else(config::default_recovery_dir)),
         proxy,
         throttle,
+        jobs: Vec::new(),
     };
     cfg.save(&ctx.config_path)?;
     Ok(cfg)

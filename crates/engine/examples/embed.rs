@@ -15,7 +15,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let work = tempfile::tempdir()?;
     let source = work.path().join("documents");
     std::fs::create_dir_all(source.join("letters"))?;
-    std::fs::write(source.join("letters/hello.txt"), "Dear reader,\n".repeat(1000))?;
+    std::fs::write(
+        source.join("letters/hello.txt"),
+        "Dear reader,\n".repeat(1000),
+    )?;
     std::fs::write(source.join("notes.md"), "# Notes\n")?;
 
     // A vault: any URL rbackup understands; `memory://NAME` lives as long as the process.
@@ -26,17 +29,26 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Register this machine; the passphrase wraps its master keys.
     let passphrase = Passphrase::generate();
     let (machine, _keys) = vault
-        .register(&credentials, Registration {
-            name: "example".into(),
-            hostname: "example-host".into(),
-            passphrase: &passphrase,
-            kdf: KdfParams::default(),
-            chunker: Default::default(),
-        })
+        .register(
+            &credentials,
+            Registration {
+                name: "example".into(),
+                hostname: "example-host".into(),
+                passphrase: &passphrase,
+                kdf: KdfParams::default(),
+                chunker: Default::default(),
+            },
+        )
         .await?;
 
     let cache = work.path().join("cache");
-    let repo = Repository::open(&vault, &machine, Unlock::Passphrase(&passphrase), Some(&cache)).await?;
+    let repo = Repository::open(
+        &vault,
+        &machine,
+        Unlock::Passphrase(&passphrase),
+        Some(&cache),
+    )
+    .await?;
     let mut opts = BackupOptions::new([&source]);
     opts.cache_dir = Some(cache.clone());
     let report = repo.backup(opts).await?;
@@ -49,14 +61,25 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let target = work.path().join("restored");
     let restored = repo
-        .restore(RestoreOptions::new("latest", &target, work.path().join("recovery")))
+        .restore(RestoreOptions::new(
+            "latest",
+            &target,
+            work.path().join("recovery"),
+        ))
         .await?;
     println!("restored {} files", restored.files);
     let back = target.join(source.strip_prefix("/")?);
     for rel in ["letters/hello.txt", "notes.md"] {
-        assert_eq!(std::fs::read(source.join(rel))?, std::fs::read(Path::new(&back).join(rel))?);
+        assert_eq!(
+            std::fs::read(source.join(rel))?,
+            std::fs::read(Path::new(&back).join(rel))?
+        );
     }
     let check = repo.check(true).await?;
-    println!("check: {} errors, {} blobs verified", check.errors.len(), check.blobs_read);
+    println!(
+        "check: {} errors, {} blobs verified",
+        check.errors.len(),
+        check.blobs_read
+    );
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct BackupReport {
     pub skipped: Vec<Skipped>,
     /// Things that did not stop the run but need attention.
     pub warnings: Vec<String>,
+    /// Time the uploads waited on the bandwidth throttle.
+    pub throttle_wait_s: f64,
     /// Wall time.
     pub duration_s: f64,
 }

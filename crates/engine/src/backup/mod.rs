@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rbackup_chunker::Chunker;
+use rbackup_throttle::Throttle;
 use tokio::runtime::Handle;
 
 use crate::error::{EngineError, Result};
@@ -60,6 +61,8 @@ pub struct BackupOptions {
     pub cache_rule: bool,
     /// Progress receiver.
     pub progress: Arc<dyn Progress>,
+    /// Upload bandwidth limit (work hours); `None` uploads at full speed.
+    pub throttle: Option<Throttle>,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -85,6 +88,7 @@ impl BackupOptions {
             pack_size: 32 << 20,
             cache_rule: true,
             progress: Arc::new(NoProgress),
+            throttle: None,
         }
     }
 }
@@ -164,8 +168,8 @@ impl Repository {
         let uploaders: Vec<_> = (0..2)
             .map(|_| {
                 let (repo, h, rx) = (self.clone(), handle.clone(), pack_rx.clone());
-                let (b, c) = (budget.clone(), collector.clone());
-                std::thread::spawn(move || packer::uploader(repo, h, rx, b, c))
+                let (b, c, t) = (budget.clone(), collector.clone(), opts.throttle.clone());
+                std::thread::spawn(move || packer::uploader(repo, h, rx, b, c, t))
             })
             .collect();
         drop(pack_rx);
@@ -226,6 +230,10 @@ impl Repository {
         report.source_files = files;
         report.source_bytes = bytes;
         report.cache_high_water = budget.high_water();
+        report.throttle_wait_s = opts
+            .throttle
+            .as_ref()
+            .map_or(0.0, |t| t.total_wait().as_secs_f64());
         report.duration_s = started.elapsed().as_secs_f64();
         Ok(report)
     }

@@ -175,9 +175,15 @@ pub(crate) fn uploader(
     rx: Receiver<FinishedPack>,
     budget: Arc<Budget>,
     collector: Arc<tokio::sync::Mutex<IndexCollector>>,
+    throttle: Option<rbackup_throttle::Throttle>,
 ) -> Result<()> {
     for pack in rx {
         let rel = pack_rel(&pack.id);
+        if let Some(t) = &throttle {
+            // Paced in small pieces inside the throttle, so the average holds whatever the
+            // pack size; the store then sends the pack in one go.
+            t.acquire_blocking(pack.size);
+        }
         handle.block_on(
             repo.store
                 .put_file(&repo.path(&rel), &pack.path, PutMode::Create),

@@ -6,30 +6,21 @@
 //! afterwards whatever happened (a killed restore's leftovers are removed by the next one).
 
 mod apply;
+mod fetch;
 mod plan;
 
-use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::runtime::Handle;
 
 use crate::error::{EngineError, Result};
-use crate::index::Index;
-use crate::pack;
 use crate::progress::{NoProgress, Progress};
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 use crate::report::{RestoreReport, Skipped};
 use crate::workdir::WorkDir;
-use plan::{BlobRead, Plan};
-
-/// Reads of neighbouring blobs are merged when the gap is at most this...
-const MERGE_GAP: u64 = 256 << 10;
-/// ...and the merged read stays under this, which bounds a worker's memory.
-const MAX_READ: u64 = 16 << 20;
+use plan::Plan;
 
 /// What to restore and where.
 #[non_exhaustive]
@@ -49,6 +40,8 @@ pub struct RestoreOptions {
     pub check_space: bool,
     /// Progress receiver.
     pub progress: Arc<dyn Progress>,
+    /// Limit on reads from the vault (when configured for restores).
+    pub throttle: Option<rbackup_throttle::Throttle>,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -77,6 +70,7 @@ impl RestoreOptions {
             threads: 0,
             check_space: true,
             progress: Arc::new(NoProgress),
+            throttle: None,
         }
     }
 }
@@ -102,15 +96,18 @@ impl Repository {
         let plan = Arc::new(plan);
         let stage = work.path().to_path_buf();
         let failures = {
-            let (repo, plan, index, stage) =
-                (self.clone(), plan.clone(), index.clone(), stage.clone());
-            let progress = opts.progress.clone();
-            let handle = Handle::current();
+            let fetch = fetch::Fetch {
+                repo: self.clone(),
+                handle: Handle::current(),
+                index: index.clone(),
+                plan: plan.clone(),
+                stage: stage.clone(),
+                throttle: opts.throttle.clone(),
+                progress: opts.progress.clone(),
+            };
             tokio::task::spawn_blocking(move || {
-                apply::create_staged(&plan, &stage)?;
-                let failures =
-                    fetch_all(&repo, &handle, &index, &plan, &stage, threads, &*progress);
-                Ok::<_, EngineError>(failures)
+                apply::create_staged(&fetch.plan, &fetch.stage)?;
+                Ok::<_, EngineError>(fetch.run(threads))
             })
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??
@@ -158,128 +155,4 @@ impl Repository {
             duration_s: started.elapsed().as_secs_f64(),
         })
     }
-}
-
-/// Reads every pack's needed blobs on `threads` threads; returns the files that failed.
-fn fetch_all(
-    repo: &Repository,
-    handle: &Handle,
-    index: &Index,
-    plan: &Plan,
-    stage: &Path,
-    threads: usize,
-    progress: &dyn Progress,
-) -> HashMap<usize, String> {
-    let failures = Mutex::new(HashMap::new());
-    let queue = Mutex::new(plan.packs.iter());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                    let Some((&pack, reads)) = next else { break };
-                    for (file, reason) in
-                        fetch_pack(repo, handle, index, plan, stage, pack, reads, progress)
-                    {
-                        failures
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .entry(file)
-                            .or_insert(reason);
-                    }
-                }
-            });
-        }
-    });
-    failures.into_inner().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Reads one pack's blobs in merged ranges and writes them to the staged files.
-#[allow(clippy::too_many_arguments)]
-fn fetch_pack(
-    repo: &Repository,
-    handle: &Handle,
-    index: &Index,
-    plan: &Plan,
-    stage: &Path,
-    pack: u32,
-    reads: &[BlobRead],
-    progress: &dyn Progress,
-) -> Vec<(usize, String)> {
-    let pack_id = index.pack_id(pack);
-    let key = repo.keys.pack_key(&pack_id.0);
-    let path = repo.path(&pack_rel(&pack_id));
-    let mut failed = Vec::new();
-    for group in merge_reads(reads) {
-        let start = group[0].offset;
-        let end = group
-            .iter()
-            .map(|r| r.offset + u64::from(r.len))
-            .max()
-            .unwrap_or(start);
-        let bytes = match handle.block_on(repo.store.get_range(&path, Some(start..end))) {
-            Ok(b) => b,
-            Err(e) => {
-                let reason = format!("cannot read pack {}: {e}", pack_id.to_hex());
-                failed.extend(
-                    group
-                        .iter()
-                        .flat_map(|r| r.targets.iter().map(|t| (t.file, reason.clone()))),
-                );
-                continue;
-            }
-        };
-        for r in group {
-            let lo = (r.offset - start) as usize;
-            let sealed = bytes.get(lo..lo + r.len as usize).unwrap_or_default();
-            let result = pack::open_blob(
-                &repo.keys,
-                &key,
-                crate::pack::BlobKind::Data,
-                &r.id,
-                r.raw_len,
-                sealed,
-            )
-            .map_err(|e| format!("blob {} in pack {} is damaged: {e}", r.id, pack_id.to_hex()))
-            .and_then(|content| {
-                for t in &r.targets {
-                    write_at(&stage.join(&plan.files[t.file].rel), t.offset, &content)?;
-                }
-                Ok(content.len() as u64 * r.targets.len() as u64)
-            });
-            match result {
-                Ok(n) => progress.bytes(n),
-                Err(reason) => failed.extend(r.targets.iter().map(|t| (t.file, reason.clone()))),
-            }
-        }
-    }
-    failed
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) -> std::result::Result<(), String> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all_at(data, offset)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Groups reads (sorted by offset) into ranges worth one request each.
-fn merge_reads(reads: &[BlobRead]) -> Vec<&[BlobRead]> {
-    let mut groups = Vec::new();
-    let mut begin = 0;
-    for i in 1..=reads.len() {
-        let split = i == reads.len() || {
-            let prev_end = reads[i - 1].offset + u64::from(reads[i - 1].len);
-            let gap = reads[i].offset.saturating_sub(prev_end);
-            let span = reads[i].offset + u64::from(reads[i].len) - reads[begin].offset;
-            gap > MERGE_GAP || span > MAX_READ
-        };
-        if split {
-            groups.push(&reads[begin..i]);
-            begin = i;
-        }
-    }
-    groups
 }

@@ -1,0 +1,178 @@
+//! Reading blobs for a restore: pack by pack on several threads, neighbouring blobs merged into
+//! one ranged read, every blob decrypted and checked against its id before it is written.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::runtime::Handle;
+
+use super::plan::{BlobRead, Plan};
+use crate::index::Index;
+use crate::pack::{self, BlobKind};
+use crate::progress::Progress;
+use crate::repo::{Repository, pack_rel};
+
+/// Reads of neighbouring blobs are merged when the gap is at most this...
+const MERGE_GAP: u64 = 256 << 10;
+/// ...and the merged read stays under this, which bounds a worker's memory.
+const MAX_READ: u64 = 16 << 20;
+
+/// Everything the fetch threads share.
+pub(crate) struct Fetch {
+    pub repo: Repository,
+    pub handle: Handle,
+    pub index: Arc<Index>,
+    pub plan: Arc<Plan>,
+    pub stage: PathBuf,
+    pub throttle: Option<rbackup_throttle::Throttle>,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Fetch {
+    /// Fetches every pack's blobs on `threads` threads; returns the files that failed, with why.
+    pub(crate) fn run(&self, threads: usize) -> HashMap<usize, String> {
+        let failures = Mutex::new(HashMap::new());
+        let queue = Mutex::new(self.plan.packs.iter());
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut files = OpenFiles::default();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some((&pack, reads)) = next else { break };
+                        for (file, reason) in self.pack(pack, reads, &mut files) {
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(file)
+                                .or_insert(reason);
+                        }
+                    }
+                });
+            }
+        });
+        failures.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads one pack's blobs in merged ranges and writes them to the staged files.
+    fn pack(&self, pack: u32, reads: &[BlobRead], files: &mut OpenFiles) -> Vec<(usize, String)> {
+        let pack_id = self.index.pack_id(pack);
+        let key = self.repo.keys.pack_key(&pack_id.0);
+        let path = self.repo.path(&pack_rel(&pack_id));
+        let mut failed = Vec::new();
+        for group in merge_reads(reads) {
+            let start = group[0].offset;
+            let end = group
+                .iter()
+                .map(|r| r.offset + u64::from(r.len))
+                .max()
+                .unwrap_or(start);
+            if let Some(t) = &self.throttle {
+                t.acquire_blocking(end - start);
+            }
+            let bytes = match self
+                .handle
+                .block_on(self.repo.store.get_range(&path, Some(start..end)))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    let reason = format!("cannot read pack {}: {e}", pack_id.to_hex());
+                    failed.extend(
+                        group
+                            .iter()
+                            .flat_map(|r| r.targets.iter().map(|t| (t.file, reason.clone()))),
+                    );
+                    continue;
+                }
+            };
+            for r in group {
+                let lo = (r.offset - start) as usize;
+                let sealed = bytes.get(lo..lo + r.len as usize).unwrap_or_default();
+                let result = pack::open_blob(
+                    &self.repo.keys,
+                    &key,
+                    BlobKind::Data,
+                    &r.id,
+                    r.raw_len,
+                    sealed,
+                )
+                .map_err(|e| format!("blob {} in pack {} is damaged: {e}", r.id, pack_id.to_hex()))
+                .and_then(|content| {
+                    for t in &r.targets {
+                        files.write_at(&self.stage, &self.plan, t.file, t.offset, &content)?;
+                    }
+                    Ok(content.len() as u64 * r.targets.len() as u64)
+                });
+                match result {
+                    Ok(n) => self.progress.bytes(n),
+                    Err(reason) => {
+                        failed.extend(r.targets.iter().map(|t| (t.file, reason.clone())))
+                    }
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// The last few staged files a worker wrote to, kept open: consecutive blobs usually belong to
+/// the same file, and opening it for every blob costs more than the write.
+#[derive(Default)]
+struct OpenFiles {
+    open: Vec<(usize, File)>,
+}
+
+impl OpenFiles {
+    const KEEP: usize = 16;
+
+    fn write_at(
+        &mut self,
+        stage: &std::path::Path,
+        plan: &Plan,
+        file: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), String> {
+        let path = stage.join(&plan.files[file].rel);
+        let pos = match self.open.iter().position(|(f, _)| *f == file) {
+            Some(p) => p,
+            None => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                if self.open.len() == Self::KEEP {
+                    self.open.remove(0);
+                }
+                self.open.push((file, f));
+                self.open.len() - 1
+            }
+        };
+        self.open[pos]
+            .1
+            .write_all_at(data, offset)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// Groups reads (sorted by offset) into ranges worth one request each.
+fn merge_reads(reads: &[BlobRead]) -> Vec<&[BlobRead]> {
+    let mut groups = Vec::new();
+    let mut begin = 0;
+    for i in 1..=reads.len() {
+        let split = i == reads.len() || {
+            let prev_end = reads[i - 1].offset + u64::from(reads[i - 1].len);
+            let gap = reads[i].offset.saturating_sub(prev_end);
+            let span = reads[i].offset + u64::from(reads[i].len) - reads[begin].offset;
+            gap > MERGE_GAP || span > MAX_READ
+        };
+        if split {
+            groups.push(&reads[begin..i]);
+            begin = i;
+        }
+    }
+    groups
+}
