@@ -123,6 +123,11 @@ pub(crate) struct Probe {
     pub dev: (u32, u32),
 }
 
+/// The rule attributes of one path, as a backup sees them (for tests and diagnostics).
+pub fn attrs_of(path: &Path) -> std::io::Result<FileAttrs> {
+    probe(path, None).map(|p| p.attrs)
+}
+
 /// `statx` without following links; `root_dev` is the device of the source root.
 pub(crate) fn probe(path: &Path, root_dev: Option<(u32, u32)>) -> std::io::Result<Probe> {
     let st = rustix::fs::statx(
