@@ -1,5 +1,6 @@
 //! End-to-end tests of the `rbackup` binary: real processes, a real local vault, real files.
 
+mod agent;
 mod credentials;
 mod damage;
 mod harness;
