@@ -114,12 +114,7 @@ impl Repository {
         }
         opts.progress.total(files, bytes);
         let rps = self.recovery_points().await?;
-        if rps.len() >= MAX_RECOVERY_POINTS {
-            return Err(EngineError::Limit(format!(
-                "this machine already has {} recovery points, the most it may hold: remove old ones with `rbackup forget --keep-last N --prune`",
-                rps.len()
-            )));
-        }
+        check_recovery_point_limit(rps.len())?;
         let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let parent = choose_parent(&rps, &path_strings, opts.job.as_deref());
         let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -239,6 +234,16 @@ impl Repository {
     }
 }
 
+/// MARS allows 9999 recovery points; the run that would make the 10,000th is refused.
+fn check_recovery_point_limit(existing: usize) -> Result<()> {
+    if existing >= MAX_RECOVERY_POINTS {
+        return Err(EngineError::Limit(format!(
+            "this machine already has {existing} recovery points, the most it may hold: remove old ones with `rbackup forget --keep-last N --prune`"
+        )));
+    }
+    Ok(())
+}
+
 /// Absolute, existing, without sources nested inside other sources.
 fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
@@ -346,4 +351,35 @@ fn first_error<T>(main: Result<T>, others: impl Iterator<Item = Result<()>>) -> 
         .position(|e| !matches!(e, EngineError::Internal(_)))
         .unwrap_or(0);
     Err(errors.swap_remove(pos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ten_thousandth_recovery_point_is_refused_naming_forget() {
+        assert!(check_recovery_point_limit(0).is_ok());
+        assert!(
+            check_recovery_point_limit(9998).is_ok(),
+            "the 9999th is allowed"
+        );
+        let e = check_recovery_point_limit(9999).unwrap_err().to_string();
+        assert!(e.contains("9999") && e.contains("rbackup forget"), "{e}");
+    }
+
+    #[test]
+    fn nested_sources_collapse_and_missing_ones_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let inner = d.path().join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        let got =
+            normalize_sources(&[inner.clone(), d.path().join("a"), d.path().join("a/")]).unwrap();
+        assert_eq!(got, vec![d.path().join("a")]);
+        let e = normalize_sources(&[d.path().join("nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("No such file"), "{e}");
+        assert!(normalize_sources(&[]).is_err());
+    }
 }
