@@ -68,6 +68,8 @@ pub struct Repository {
     pub(crate) keys: Arc<MasterKeys>,
     pub(crate) config: Arc<MachineConfig>,
     pub(crate) cache: Option<MetaCache>,
+    /// TTL of the leases this handle takes (see `lock.rs`).
+    pub(crate) lease_ttl: std::time::Duration,
 }
 
 impl Repository {
@@ -120,6 +122,7 @@ impl Repository {
             keys: Arc::new(keys),
             config: Arc::new(config),
             cache,
+            lease_ttl: crate::lock::DEFAULT_LEASE_TTL,
         })
     }
 

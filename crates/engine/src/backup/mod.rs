@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 
 use crate::error::{EngineError, Result};
 use crate::id::Id;
+use crate::lock::{Lease, LeaseKind};
 use crate::progress::{NoProgress, Progress};
 use crate::repo::Repository;
 use crate::report::BackupReport;
@@ -94,8 +95,15 @@ impl BackupOptions {
 }
 
 impl Repository {
-    /// Backs up the sources and writes a recovery point.
+    /// Backs up the sources and writes a recovery point, under a shared lease (see `lock.rs`).
     pub async fn backup(&self, opts: BackupOptions) -> Result<BackupReport> {
+        let lease = self.take_lease(LeaseKind::Shared, "backup").await?;
+        let result = self.backup_leased(opts, &lease).await;
+        lease.release().await;
+        result
+    }
+
+    async fn backup_leased(&self, opts: BackupOptions, lease: &Lease) -> Result<BackupReport> {
         let started = Instant::now();
         let time = jiff::Timestamp::now();
         let paths = normalize_sources(&opts.paths)?;
@@ -125,10 +133,11 @@ impl Repository {
             u64::MAX
         };
         let staging = WorkDir::create(&cache_dir.join("staging"), 0)?;
-        let index = Arc::new(self.load_index().await?);
+        // Without the packs a pending prune will delete (see prune.rs).
+        let index = Arc::new(self.load_index_for_backup(lease).await?);
         let parent_root = match &parent {
-            Some((_, rp)) => Some(self.load_tree(&index, &rp.tree).await?),
-            None => None,
+            Some((_, rp)) if index.contains(&rp.tree) => Some(self.load_tree(&index, &rp.tree).await?),
+            _ => None,
         };
 
         let threads = match opts.threads {
@@ -215,6 +224,7 @@ impl Repository {
         };
         let sealed = snapshot::seal(&self.keys, &rp_id, &rp);
         let rp_bytes = sealed.len() as u64;
+        lease.ensure_held()?; // a lapsed lease means a prune may have removed what we reused
         self.put_immutable(&format!("{}/{}", snapshot::KIND, rp_id.to_hex()), sealed)
             .await?;
 

@@ -1,0 +1,677 @@
+//! Prune: remove the packs no recovery point needs, safely beside running backups.
+//!
+//! # The key design choice: two-phase deletion with honoured markers
+//!
+//! A backup deduplicates against the index it loaded at its start, and may keep referencing
+//! blobs from it for hours before it writes its recovery point. Deleting a pack that looks
+//! unused *now* could therefore break a recovery point that does not exist yet. Instead of
+//! making backups and prune wait for each other, prune deletes in two phases:
+//!
+//! 1. **Decide.** Compute the blobs every recovery point references. Packs with none of them,
+//!    and partly used packs worth repacking (after copying their used blobs into new packs,
+//!    indexed at once), are *doomed*; packs in the vault that no index lists are *orphans*.
+//!    Both lists go into a sealed marker `prune/<id>` stamped with the decision time.
+//! 2. **Delete** (a later prune, or this one after waiting), for a marker that is *ripe*:
+//!    its grace period has passed, and every live lease *honours* it. A backup reads the
+//!    markers right after taking its lease and before loading its index, leaves doomed packs
+//!    out of that index (so it never reuses their blobs: it stores its own copies), and
+//!    records the markers it read in its lease. A live lease that does not honour the marker
+//!    belongs to a backup that may still reuse doomed blobs, so the marker waits for it to
+//!    finish or its lease to run out. Then the references are computed again, from every
+//!    recovery point that exists now: a doomed pack holding a referenced blob with no copy
+//!    outside doomed packs is kept after all. The rest are deleted in this order: write new
+//!    index files for the surviving packs of every index file that lists a deleted pack,
+//!    delete those old index files, delete the packs, delete the marker.
+//!
+//! The full argument, including the orders and what a crash at each step leaves, is in
+//! ARCHITECTURE.md under "Invariants".
+
+mod repack;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use rbackup_crypto::BlobId;
+use rbackup_store::PutMode;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+use crate::index::{self, Index, IndexFile, IndexPack};
+use crate::lock::{DEFAULT_LEASE_TTL, Lease, LeaseKind, plus};
+use crate::repo::{Repository, pack_rel};
+use crate::snapshot::RecoveryPoint;
+use crate::tree::NodeKind;
+
+/// Where prune markers live in a machine's repository.
+pub(crate) const KIND: &str = "prune";
+
+/// Default grace period: a lease TTL plus five minutes for clocks and slow listings.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(DEFAULT_LEASE_TTL.as_secs() + 300);
+
+/// A decision of phase 1 (sealed, `prune/<id>`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Marker {
+    /// When the decision was made (RFC 3339).
+    pub decided: String,
+    /// Indexed packs to delete (unused, or repacked).
+    pub doomed: Vec<Id>,
+    /// Packs no index listed.
+    pub orphans: Vec<Id>,
+}
+
+/// How to prune.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// How long a decision waits before its packs may be deleted (on top of the lease rule).
+    pub grace: Duration,
+    /// A partly used pack is repacked when more than this fraction of it is unused.
+    pub repack_threshold: f64,
+    /// Only report what would be done.
+    pub dry_run: bool,
+    /// After deciding, wait until the decision is ripe and delete in this run.
+    pub wait: bool,
+    /// Where repacked packs are staged (default: the system temp dir).
+    pub scratch_dir: Option<PathBuf>,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: DEFAULT_GRACE,
+            repack_threshold: 0.3,
+            dry_run: false,
+            wait: false,
+            scratch_dir: None,
+        }
+    }
+}
+
+/// What a prune did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Recovery points whose references were computed.
+    pub recovery_points: u64,
+    /// Blobs they reference.
+    pub referenced_blobs: u64,
+    /// Indexed packs deleted.
+    pub packs_deleted: u64,
+    /// Unindexed packs (left by killed backups) deleted.
+    pub orphans_deleted: u64,
+    /// Bytes of deleted packs.
+    pub bytes_freed: u64,
+    /// Doomed packs kept after all: a recovery point written since the decision uses them.
+    pub packs_kept_in_use: u64,
+    /// Index files replaced by new ones without the deleted packs.
+    pub index_files_rewritten: u64,
+    /// Decisions carried out (their markers removed).
+    pub markers_completed: u64,
+    /// Packs newly doomed by this run's decision (unused, or repacked).
+    pub packs_doomed: u64,
+    /// Unindexed packs newly found.
+    pub orphans_found: u64,
+    /// Partly used packs whose used blobs were copied into new packs.
+    pub packs_repacked: u64,
+    /// Blobs copied.
+    pub blobs_repacked: u64,
+    /// Bytes of the new packs written by repacking.
+    pub bytes_repacked: u64,
+    /// Partly used packs left alone (unused fraction under the threshold).
+    pub partly_used_kept: u64,
+    /// Packs decided on but not yet deleted.
+    pub candidates_pending: u64,
+    /// Their bytes.
+    pub bytes_pending: u64,
+    /// Earliest time the pending packs may go (RFC 3339), if the grace is what they wait for.
+    pub deletable_after: Option<String>,
+    /// Leases the pending packs wait for.
+    pub waiting_for: Vec<String>,
+    /// Harmless findings.
+    pub notes: Vec<String>,
+    /// Wall time.
+    pub duration_s: f64,
+}
+
+/// The vault as prune sees it: index files, their packs, stored packs, references.
+struct State {
+    files: Vec<(Id, IndexFile)>,
+    /// Each indexed pack with its entries (first index file that lists it).
+    packs: HashMap<Id, IndexPack>,
+    /// Packs in the store, with their sizes.
+    stored: HashMap<Id, u64>,
+    used: HashSet<BlobId>,
+    recovery_points: usize,
+}
+
+impl Repository {
+    /// Removes data no recovery point needs (see the module docs for how this stays safe
+    /// beside running backups). Deletes what earlier decisions made deletable, then decides
+    /// anew; with `opts.wait`, waits until the new decision may be carried out too.
+    pub async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        let started = Instant::now();
+        let lease = if opts.dry_run {
+            None
+        } else {
+            Some(self.take_lease(LeaseKind::Exclusive, "prune").await?)
+        };
+        let mut report = PruneReport {
+            dry_run: opts.dry_run,
+            ..PruneReport::default()
+        };
+        let result = self.prune_leased(&opts, lease.as_ref(), &mut report).await;
+        if let Some(l) = lease {
+            l.release().await;
+        }
+        result?;
+        report.duration_s = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    async fn prune_leased(
+        &self,
+        opts: &PruneOptions,
+        lease: Option<&Lease>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let own = lease.map(Lease::id);
+        if !opts.dry_run {
+            self.complete_ripe(opts, own, report).await?;
+        }
+        let state = self.survey().await?;
+        report.recovery_points = state.recovery_points as u64;
+        report.referenced_blobs = state.used.len() as u64;
+        self.decide(opts, &state, report).await?;
+        while opts.wait && !opts.dry_run {
+            let markers = self.read_markers(&mut PruneReport::default()).await?;
+            if markers.is_empty() {
+                break;
+            }
+            let wait = self.ripeness(&markers, opts, own).await?.next_check;
+            tracing::info!("prune: waiting {wait:?} for pending deletions to become safe");
+            tokio::time::sleep(wait).await;
+            if let Some(l) = lease {
+                l.ensure_held()?;
+            }
+            self.complete_ripe(opts, own, report).await?;
+        }
+        if !opts.dry_run {
+            self.report_pending(opts, own, report).await?;
+        }
+        Ok(())
+    }
+
+    /// The index a backup deduplicates against: every index file, less the packs doomed by
+    /// the markers read *before* it (recorded in the lease, which must already exist).
+    pub(crate) async fn load_index_for_backup(&self, lease: &Lease) -> Result<Index> {
+        let mut notes = PruneReport::default();
+        let markers = self.read_markers(&mut notes).await?;
+        let doomed: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.doomed.clone()).collect();
+        let files = self.load_index_files().await?;
+        lease.honour(markers.iter().map(|(id, _)| *id).collect()).await?;
+        let mut index = Index::default();
+        for (_, f) in files {
+            for p in f.packs {
+                if !doomed.contains(&p.id) {
+                    index.add_pack(p);
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    /// Index files with their names (read through the cache, in parallel).
+    pub(crate) async fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let ids = self.list_ids(index::KIND).await?;
+        if let Some(c) = &self.cache {
+            c.retain(index::KIND, &ids.iter().map(Id::to_hex).collect());
+        }
+        futures::stream::iter(ids)
+            .map(|id| async move {
+                let rel = format!("{}/{}", index::KIND, id.to_hex());
+                let bytes = self.get_immutable(&rel).await?;
+                Ok::<_, EngineError>((id, index::open(&self.keys, &id, &bytes)?))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await
+    }
+
+    /// Readable markers; unreadable ones are noted and ignored (nothing is deleted for them).
+    async fn read_markers(&self, report: &mut PruneReport) -> Result<Vec<(Id, Marker)>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(KIND).await? {
+            let path = self.path(&format!("{KIND}/{}", id.to_hex()));
+            let bytes = match self.store.get(&path).await {
+                Err(e) if e.is_not_found() => continue, // completed meanwhile
+                r => r?,
+            };
+            match codec::open_meta::<Marker>(&self.keys, KIND, &id.to_hex(), &bytes) {
+                Ok(m) => out.push((id, m)),
+                Err(e) => report.notes.push(format!(
+                    "prune marker {path} cannot be read ({e}); it is ignored: delete it"
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Index files, packs, stored packs and the blobs all recovery points reference.
+    async fn survey(&self) -> Result<State> {
+        let rps = self.recovery_points().await?;
+        let files = self.load_index_files().await?;
+        let mut index = Index::default();
+        let mut packs = HashMap::new();
+        for (_, f) in &files {
+            for p in &f.packs {
+                packs.entry(p.id).or_insert_with(|| p.clone());
+                index.add_pack(p.clone());
+            }
+        }
+        let used = self.referenced(&index, &rps).await?;
+        let mut stored = HashMap::new();
+        for m in self.store.list(&self.path("packs")).await? {
+            let name = m.path.rsplit('/').next().unwrap_or_default();
+            match Id::from_hex(name) {
+                Ok(id) => {
+                    stored.insert(id, m.size);
+                }
+                Err(_) => tracing::warn!("ignoring unexpected object {}", m.path),
+            }
+        }
+        Ok(State {
+            files,
+            packs,
+            stored,
+            used,
+            recovery_points: rps.len(),
+        })
+    }
+
+    /// Every tree and content blob reachable from the recovery points. A tree that cannot be
+    /// read stops the prune: deciding on a partial view could delete what a point needs.
+    async fn referenced(
+        &self,
+        index: &Index,
+        rps: &[(Id, RecoveryPoint)],
+    ) -> Result<HashSet<BlobId>> {
+        let mut used = HashSet::new();
+        let mut stack: Vec<BlobId> = rps.iter().map(|(_, rp)| rp.tree).collect();
+        while let Some(id) = stack.pop() {
+            if !used.insert(id) {
+                continue;
+            }
+            let tree = self.load_tree(index, &id).await.map_err(|e| {
+                EngineError::corrupt(
+                    format!("tree {id}"),
+                    format!("{e}; prune stopped without deleting anything"),
+                )
+            })?;
+            for n in tree.nodes {
+                match (n.kind, n.subtree) {
+                    (NodeKind::Dir, Some(sub)) => stack.push(sub),
+                    _ => used.extend(n.content),
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// Phase 1: doom unused packs, repack wasteful ones, record orphans, write the marker.
+    async fn decide(
+        &self,
+        opts: &PruneOptions,
+        state: &State,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let markers = self.read_markers(&mut PruneReport::default()).await?;
+        let pending: HashSet<Id> = markers
+            .iter()
+            .flat_map(|(_, m)| m.doomed.iter().chain(&m.orphans).copied())
+            .collect();
+        let plan = plan(state, &pending, opts.repack_threshold);
+        report.partly_used_kept += plan.partly_used_kept;
+        let mut doomed = plan.unused.clone();
+        report.packs_repacked += plan.repack.len() as u64;
+        if !opts.dry_run && !plan.repack.is_empty() {
+            let done = self.repack(opts, state, &plan.repack).await?;
+            report.blobs_repacked += done.blobs;
+            report.bytes_repacked += done.bytes;
+        }
+        doomed.extend(plan.repack.iter().map(|(id, _)| *id));
+        let orphans: Vec<Id> = state
+            .stored
+            .keys()
+            .filter(|id| !state.packs.contains_key(id) && !pending.contains(id))
+            .copied()
+            .collect();
+        report.packs_doomed += doomed.len() as u64;
+        report.orphans_found += orphans.len() as u64;
+        if opts.dry_run || (doomed.is_empty() && orphans.is_empty()) {
+            return Ok(());
+        }
+        let marker = Marker {
+            decided: Timestamp::now().to_string(),
+            doomed,
+            orphans,
+        };
+        let id = Id::random();
+        let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &marker);
+        self.store
+            .put(
+                &self.path(&format!("{KIND}/{}", id.to_hex())),
+                sealed.into(),
+                PutMode::Create,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Which markers may be carried out now, and when to look again.
+    async fn ripeness(
+        &self,
+        markers: &[(Id, Marker)],
+        opts: &PruneOptions,
+        own: Option<Id>,
+    ) -> Result<Ripeness> {
+        let now = Timestamp::now();
+        let leases = self.leases().await?;
+        let mut r = Ripeness {
+            ripe: Vec::new(),
+            next_check: self.lease_ttl / 3,
+            not_before: None,
+            waiting_for: Vec::new(),
+        };
+        for (id, m) in markers {
+            // An unreadable decision time counts as "now": it waits a full grace period.
+            let decided = m.decided.parse::<Timestamp>().unwrap_or(now);
+            let due = plus(decided, opts.grace);
+            let blockers: Vec<String> = leases
+                .iter()
+                .filter(|(lid, _)| Some(*lid) != own)
+                .filter_map(|(lid, info)| match info {
+                    None => Some(format!("unreadable lease {} (delete it)", lid.to_hex())),
+                    Some(i) if i.is_live(now) && !i.honours.contains(id) => Some(format!(
+                        "{} on {} (pid {}, since {}, lease runs out at {})",
+                        i.purpose, i.hostname, i.pid, i.created, i.expires
+                    )),
+                    Some(_) => None,
+                })
+                .collect();
+            if due <= now && blockers.is_empty() {
+                r.ripe.push(*id);
+                continue;
+            }
+            if due > now {
+                r.not_before = Some(r.not_before.map_or(due, |t: Timestamp| t.max(due)));
+                let left = Duration::try_from(due.duration_since(now)).unwrap_or_default();
+                r.next_check = r.next_check.min(left + Duration::from_millis(10));
+            }
+            r.waiting_for.extend(blockers);
+        }
+        r.waiting_for.sort();
+        r.waiting_for.dedup();
+        r.next_check = r.next_check.max(Duration::from_millis(10));
+        Ok(r)
+    }
+
+    /// Phase 2 for every ripe marker.
+    async fn complete_ripe(
+        &self,
+        opts: &PruneOptions,
+        own: Option<Id>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let markers = self.read_markers(report).await?;
+        let ripe: HashSet<Id> = self.ripeness(&markers, opts, own).await?.ripe.into_iter().collect();
+        if ripe.is_empty() {
+            return Ok(());
+        }
+        self.cleanup_leases(opts.grace).await?;
+        // Every backup that could reuse these packs has ended: its recovery point, if any, is
+        // in the vault, so the references computed now are complete for them.
+        let state = self.survey().await?;
+        let all_doomed: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.doomed.clone()).collect();
+        let safe = safe_copies(&state, &all_doomed);
+        let needed = |p: &IndexPack| {
+            p.blobs
+                .iter()
+                .any(|b| state.used.contains(&b.id) && !safe.contains(&b.id))
+        };
+        let mut delete = HashSet::new();
+        for (_, m) in markers.iter().filter(|(id, _)| ripe.contains(id)) {
+            for d in &m.doomed {
+                match state.packs.get(d) {
+                    // Already out of every index (a crash after the rewrite): an orphan now.
+                    None => {
+                        delete.insert(*d);
+                    }
+                    Some(p) if needed(p) => report.packs_kept_in_use += 1,
+                    Some(_) => {
+                        delete.insert(*d);
+                    }
+                }
+            }
+            // An orphan that some index lists now was a live backup's after all.
+            delete.extend(m.orphans.iter().filter(|o| !state.packs.contains_key(o)));
+        }
+        self.rewrite_index(&state, &delete, report).await?;
+        self.delete_packs(&state, &delete, report).await?;
+        for id in &ripe {
+            self.store
+                .delete(&self.path(&format!("{KIND}/{}", id.to_hex())))
+                .await?;
+            report.markers_completed += 1;
+        }
+        Ok(())
+    }
+
+    /// Replaces every index file that lists a pack in `delete` by one new file with the rest,
+    /// written before the old ones are deleted (so no kept pack is ever unindexed).
+    async fn rewrite_index(
+        &self,
+        state: &State,
+        delete: &HashSet<Id>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let touched: Vec<&(Id, IndexFile)> = state
+            .files
+            .iter()
+            .filter(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)))
+            .collect();
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let mut seen = HashSet::new();
+        let survivors: Vec<IndexPack> = touched
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter())
+            .filter(|p| !delete.contains(&p.id) && seen.insert(p.id))
+            .cloned()
+            .collect();
+        if !survivors.is_empty() {
+            let name = Id::random();
+            let file = IndexFile { packs: survivors };
+            let sealed = index::seal(&self.keys, &name, &file);
+            self.put_immutable(&format!("{}/{}", index::KIND, name.to_hex()), sealed)
+                .await?;
+        }
+        for (id, _) in touched {
+            self.store
+                .delete(&self.path(&format!("{}/{}", index::KIND, id.to_hex())))
+                .await?;
+            report.index_files_rewritten += 1;
+        }
+        Ok(())
+    }
+
+    async fn delete_packs(
+        &self,
+        state: &State,
+        delete: &HashSet<Id>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        for id in delete {
+            let Some(size) = state.stored.get(id) else {
+                continue; // deleted by an earlier, interrupted run
+            };
+            self.store.delete(&self.path(&pack_rel(id))).await?;
+            report.bytes_freed += size;
+            if state.packs.contains_key(id) {
+                report.packs_deleted += 1;
+            } else {
+                report.orphans_deleted += 1;
+            }
+        }
+        if let Some(c) = &self.cache {
+            // Cached tree packs of deleted packs: keep only what is still stored.
+            let dirs: HashSet<String> = delete.iter().map(|id| id.to_hex()[..2].to_string()).collect();
+            for dir in dirs {
+                let keep = state
+                    .stored
+                    .keys()
+                    .filter(|id| !delete.contains(id) && id.to_hex().starts_with(&dir))
+                    .map(Id::to_hex)
+                    .collect();
+                c.retain(&format!("packs/{dir}"), &keep);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes leases that ran out more than `grace` ago (holders that were killed).
+    async fn cleanup_leases(&self, grace: Duration) -> Result<()> {
+        let now = Timestamp::now();
+        for (id, info) in self.leases().await? {
+            let Some(i) = info else { continue };
+            if let Ok(exp) = i.expires.parse::<Timestamp>()
+                && plus(exp, grace) < now
+            {
+                self.store.delete(&self.lease_path(&id)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_pending(
+        &self,
+        opts: &PruneOptions,
+        own: Option<Id>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let markers = self.read_markers(&mut PruneReport::default()).await?;
+        let stored: HashMap<Id, u64> = self
+            .store
+            .list(&self.path("packs"))
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((Id::from_hex(m.path.rsplit('/').next()?).ok()?, m.size)))
+            .collect();
+        let pending: HashSet<Id> = markers
+            .iter()
+            .flat_map(|(_, m)| m.doomed.iter().chain(&m.orphans).copied())
+            .filter(|id| stored.contains_key(id))
+            .collect();
+        report.candidates_pending = pending.len() as u64;
+        report.bytes_pending = pending.iter().filter_map(|id| stored.get(id)).sum();
+        let r = self.ripeness(&markers, opts, own).await?;
+        report.deletable_after = r.not_before.map(|t| t.to_string());
+        report.waiting_for = r.waiting_for;
+        Ok(())
+    }
+}
+
+struct Ripeness {
+    ripe: Vec<Id>,
+    next_check: Duration,
+    not_before: Option<Timestamp>,
+    waiting_for: Vec<String>,
+}
+
+/// Blobs with an indexed copy in a stored pack that is not doomed: a doomed pack holding a
+/// referenced blob outside this set is still needed.
+fn safe_copies(state: &State, doomed: &HashSet<Id>) -> HashSet<BlobId> {
+    state
+        .packs
+        .values()
+        .filter(|p| !doomed.contains(&p.id) && state.stored.contains_key(&p.id))
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect()
+}
+
+/// What phase 1 will do with the indexed packs.
+struct Plan {
+    unused: Vec<Id>,
+    /// Packs to repack, with the blobs to copy out of each.
+    repack: Vec<(Id, HashSet<BlobId>)>,
+    partly_used_kept: u64,
+}
+
+/// Each referenced blob gets one *home*: among the packs holding it that are not already
+/// pending, the one with the largest used fraction (so a repacked copy wins over the old
+/// pack, and duplicates left by crashes are cleaned up). A pack with no home blobs is unused;
+/// one whose home blobs are at most `1 - threshold` of it is repacked.
+fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
+    let candidates: Vec<&IndexPack> = state
+        .packs
+        .values()
+        .filter(|p| !pending.contains(&p.id))
+        .collect();
+    let total = |p: &IndexPack| p.blobs.iter().map(|b| u64::from(b.len)).sum::<u64>().max(1);
+    let fraction: HashMap<Id, f64> = candidates
+        .iter()
+        .map(|p| {
+            let used: u64 = p
+                .blobs
+                .iter()
+                .filter(|b| state.used.contains(&b.id))
+                .map(|b| u64::from(b.len))
+                .sum();
+            (p.id, used as f64 / total(p) as f64)
+        })
+        .collect();
+    let mut home: HashMap<BlobId, Id> = HashMap::new();
+    for p in &candidates {
+        for b in p.blobs.iter().filter(|b| state.used.contains(&b.id)) {
+            let better = |cur: &Id| (fraction[&p.id], p.id) > (fraction[cur], *cur);
+            if home.get(&b.id).is_none_or(better) {
+                home.insert(b.id, p.id);
+            }
+        }
+    }
+    let mut out = Plan {
+        unused: Vec::new(),
+        repack: Vec::new(),
+        partly_used_kept: 0,
+    };
+    for p in candidates {
+        let mine: HashSet<BlobId> = p
+            .blobs
+            .iter()
+            .filter(|b| home.get(&b.id) == Some(&p.id))
+            .map(|b| b.id)
+            .collect();
+        let used: u64 = p
+            .blobs
+            .iter()
+            .filter(|b| mine.contains(&b.id))
+            .map(|b| u64::from(b.len))
+            .sum();
+        if mine.is_empty() {
+            out.unused.push(p.id);
+        } else if 1.0 - used as f64 / total(p) as f64 > threshold {
+            out.repack.push((p.id, mine));
+        } else if used < total(p) {
+            out.partly_used_kept += 1;
+        }
+    }
+    out.unused.sort();
+    out.repack.sort_by_key(|(id, _)| *id);
+    out
+}

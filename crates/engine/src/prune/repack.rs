@@ -1,0 +1,157 @@
+//! Repacking: copy the still-used blobs of wasteful packs into new packs, so the old packs can
+//! be doomed. Blobs are opened with the old pack's key, verified against their ids, and sealed
+//! again under the new pack's key; the frame (compressed, padded) is reused as it is.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rbackup_crypto::{BlobId, MasterKeys};
+use rbackup_store::{Bytes, PutMode};
+
+use super::{PruneOptions, State};
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+use crate::index::{self, IndexFile, IndexPack};
+use crate::pack::{self, BlobKind, FinishedPack, PackWriter};
+use crate::repo::{Repository, pack_rel};
+use crate::workdir::WorkDir;
+
+/// Size at which a repacked pack is closed (the backup's default).
+const REPACK_TARGET: u64 = 32 << 20;
+
+/// What repacking wrote.
+#[derive(Debug, Default)]
+pub(super) struct Repacked {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// One open pack per blob kind, as in a backup (data and tree blobs never share a pack).
+type Writers = [Option<PackWriter>; 2];
+
+impl Repository {
+    /// Copies `blobs` out of each pack into new packs and indexes them in a new index file.
+    /// The old packs stay where they are (the caller dooms them).
+    pub(super) async fn repack(
+        &self,
+        opts: &PruneOptions,
+        state: &State,
+        packs: &[(Id, HashSet<BlobId>)],
+    ) -> Result<Repacked> {
+        let base = opts
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("staging");
+        let work = WorkDir::create(&base, 0)?;
+        let dir = work.path().to_path_buf();
+        let mut writers: Writers = [None, None];
+        let mut copied: HashSet<BlobId> = HashSet::new();
+        let mut done = Repacked::default();
+        let mut new_packs = Vec::new();
+        for (pack_id, wanted) in packs {
+            let Some(listed) = state.packs.get(pack_id) else {
+                continue;
+            };
+            let entries: Vec<pack::PackEntry> = listed
+                .blobs
+                .iter()
+                .filter(|e| wanted.contains(&e.id) && copied.insert(e.id))
+                .cloned()
+                .collect();
+            let bytes = self.store.get(&self.path(&pack_rel(pack_id))).await?;
+            let (keys, dir, id) = (self.keys.clone(), dir.clone(), *pack_id);
+            let (w, finished, n) = tokio::task::spawn_blocking(move || {
+                copy_blobs(&keys, &dir, writers, &id, &bytes, &entries)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("repack: {e}")))??;
+            writers = w;
+            done.blobs += n;
+            for f in finished {
+                new_packs.push(self.upload_repacked(f, &mut done).await?);
+            }
+        }
+        for w in writers.into_iter().flatten() {
+            if !w.is_empty() {
+                let f = tokio::task::spawn_blocking(move || w.finish())
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("repack: {e}")))??;
+                new_packs.push(self.upload_repacked(f, &mut done).await?);
+            }
+        }
+        if !new_packs.is_empty() {
+            // Packs first, then the index that lists them: the backup's write order.
+            let name = Id::random();
+            let file = IndexFile { packs: new_packs };
+            let sealed = index::seal(&self.keys, &name, &file);
+            self.put_immutable(&format!("{}/{}", index::KIND, name.to_hex()), sealed)
+                .await?;
+        }
+        Ok(done)
+    }
+
+    async fn upload_repacked(&self, f: FinishedPack, done: &mut Repacked) -> Result<IndexPack> {
+        let rel = pack_rel(&f.id);
+        self.store
+            .put_file(&self.path(&rel), &f.path, PutMode::Create)
+            .await?;
+        if let Some(c) = &self.cache
+            && f.entries.iter().any(|e| e.kind == BlobKind::Tree)
+        {
+            c.copy_in(&rel, &f.path);
+        }
+        let _ = std::fs::remove_file(&f.path);
+        done.bytes += f.size;
+        Ok(IndexPack {
+            id: f.id,
+            size: f.size,
+            blobs: f.entries,
+        })
+    }
+}
+
+/// Opens, verifies and re-seals `entries` of one old pack; returns the writers, the packs
+/// that filled up, and how many blobs were copied.
+fn copy_blobs(
+    keys: &Arc<MasterKeys>,
+    dir: &std::path::Path,
+    mut writers: Writers,
+    pack_id: &Id,
+    bytes: &Bytes,
+    entries: &[pack::PackEntry],
+) -> Result<(Writers, Vec<FinishedPack>, u64)> {
+    let key = keys.pack_key(&pack_id.0);
+    let mut finished = Vec::new();
+    let mut n = 0;
+    for e in entries {
+        let what = || format!("blob {} in pack {}", e.id, pack_id.to_hex());
+        let sealed = bytes
+            .get(e.offset as usize..(e.offset + u64::from(e.len)) as usize)
+            .ok_or_else(|| EngineError::corrupt(what(), "past the end of the pack"))?;
+        let frame = key
+            .open_blob(&e.id, e.kind.code(), sealed)
+            .map_err(|err| EngineError::corrupt(what(), err))?;
+        let content = pack::unframe(&frame, e.raw_len as usize)
+            .map_err(|err| EngineError::corrupt(what(), err))?;
+        if keys.blob_id(&content) != e.id {
+            return Err(EngineError::corrupt(
+                what(),
+                "content does not match its blob id",
+            ));
+        }
+        let slot = e.kind.code() as usize;
+        let w = match &mut writers[slot] {
+            Some(w) => w,
+            none => none.insert(PackWriter::create(keys, dir)?),
+        };
+        w.add(e.kind, e.id, &frame, e.raw_len)?;
+        n += 1;
+        if w.len() >= REPACK_TARGET
+            && let Some(full) = writers[slot].take()
+        {
+            finished.push(full.finish()?);
+        }
+    }
+    Ok((writers, finished, n))
+}
