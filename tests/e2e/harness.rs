@@ -15,6 +15,8 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     /// Run the binary as this uid (through setpriv) instead of as ourselves.
     pub uid: Option<u32>,
+    /// Extra environment (cloud credentials and endpoints).
+    pub env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -26,7 +28,11 @@ impl Agent {
             .unwrap();
         // Other users (the unprivileged runs below) must be able to traverse it.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let a = Agent { dir, uid: None };
+        let a = Agent {
+            dir,
+            uid: None,
+            env: Vec::new(),
+        };
         fs::create_dir_all(a.home()).unwrap();
         fs::write(a.pass_file(), PASSPHRASE).unwrap();
         a
@@ -104,6 +110,7 @@ impl Agent {
             .env("XDG_DATA_HOME", self.p("home/.local/share"))
             .env("XDG_CACHE_HOME", self.p("home/.cache"))
             .env("XDG_STATE_HOME", self.p("home/.local/state"));
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

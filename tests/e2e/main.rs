@@ -1,6 +1,7 @@
 //! End-to-end tests of the `rbackup` binary: real processes, a real local vault, real files.
 
 mod agent;
+mod cloud;
 mod credentials;
 mod damage;
 mod harness;
