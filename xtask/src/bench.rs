@@ -1,0 +1,577 @@
+//! `cargo xtask bench`: rbackup against restic, borg and rustic, same corpus, same run.
+//!
+//! Every tool goes through the same scenario on a warm page cache: first backup of `mixed/`,
+//! an unchanged re-run, a restore that must be byte-identical to the source, and the
+//! successive versions of a source tree backed up as one evolving folder. Comparing against
+//! peers measured in the same run (rather than against remembered numbers) is what makes the
+//! ratios meaningful on a shared 2-core machine whose speed varies from hour to hour.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use walkdir::WalkDir;
+
+use crate::bench_peers::{Kind, Repo, Tool, size_on_disk};
+use crate::bench_report::{Figures, Outcome, ToolRun, print_table, to_json};
+use crate::ci::{self, AptTool, CiOptions};
+use crate::r#gen::{self, GENERATOR_VERSION, GenOptions};
+use crate::util::{self, human_bytes, project_root, secs};
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Size of the mixed corpus (default 850MB; 64MB with --quick).
+    #[arg(long, value_parser = util::parse_size)]
+    size: Option<u64>,
+    /// Versions of the evolving source tree (default 5; 3 with --quick).
+    #[arg(long)]
+    versions: Option<u32>,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Work dir for the corpus, repositories and restores (default target/bench).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Where to write the results as JSON (default WORK/bench.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Measure rbackup only.
+    #[arg(long)]
+    skip_peers: bool,
+    /// Measure the peers only (while rbackup cannot run yet).
+    #[arg(long)]
+    skip_rbackup: bool,
+    /// Use this rbackup binary instead of building one with `cargo build --release`.
+    #[arg(long)]
+    rbackup_bin: Option<PathBuf>,
+    /// A short run: --size 64MB --versions 3 unless given.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// The corpus as the bench sees it.
+#[derive(Debug)]
+pub struct Corpus {
+    /// Generator options it was made with.
+    pub opts: GenOptions,
+    /// Absolute path of `mixed/`.
+    pub mixed: PathBuf,
+    /// Every file of `mixed/` with its hash: what a restore must reproduce.
+    pub manifest: Manifest,
+    /// Absolute paths of `versions/v1..vN`.
+    pub versions: Vec<PathBuf>,
+    /// Bytes of each version.
+    pub version_bytes: Vec<u64>,
+}
+
+/// Runs the bench and fails if any tool failed or a restore differed from its source.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let root = project_root();
+    let work = args
+        .work
+        .clone()
+        .unwrap_or_else(|| root.join("target/bench"));
+    let work = absolute(&work)?;
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // Peak memory is measured with GNU time (see util::run_measured).
+    let time = AptTool {
+        package: "time",
+        command: "time",
+    };
+    ci::ensure_apt(&[time], CiOptions::default())?;
+
+    let (tools, mut runs) = find_tools(&args, &root);
+    let corpus = prepare_corpus(&work, args.gen_options())?;
+    for tool in &tools {
+        runs.push(bench_one(tool, &corpus, &work));
+    }
+    runs.sort_by_key(|r| r.kind as u8);
+
+    print_table(&runs, &corpus);
+    let json_path = args.json.unwrap_or_else(|| work.join("bench.json"));
+    let json = serde_json::to_string_pretty(&to_json(&runs, &corpus))?;
+    fs::write(&json_path, json + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    eprintln!("results written to {}", json_path.display());
+
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+        .map(|r| r.kind.name())
+        .collect();
+    if !failed.is_empty() {
+        bail!("bench failed for: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+impl BenchArgs {
+    fn gen_options(&self) -> GenOptions {
+        let (size, versions) = if self.quick {
+            (64_000_000, 3)
+        } else {
+            (850_000_000, 5)
+        };
+        GenOptions {
+            seed: self.seed,
+            size: self.size.unwrap_or(size),
+            versions: self.versions.unwrap_or(versions).max(1),
+        }
+    }
+}
+
+/// The tools to measure, and results already known for those that cannot be (missing peers,
+/// an rbackup that does not build).
+fn find_tools(args: &BenchArgs, root: &Path) -> (Vec<Tool>, Vec<ToolRun>) {
+    let (mut tools, mut runs) = (Vec::new(), Vec::new());
+    if !args.skip_rbackup {
+        match rbackup_tool(root, args.rbackup_bin.as_deref()) {
+            Ok(tool) => tools.push(tool),
+            Err(e) => runs.push(ToolRun::failed(Kind::Rbackup, "", format!("{e:#}"))),
+        }
+    }
+    if !args.skip_peers {
+        for kind in Kind::PEERS {
+            match Tool::find(kind) {
+                Some(tool) => tools.push(tool),
+                None => runs.push(ToolRun::missing(kind)),
+            }
+        }
+    }
+    (tools, runs)
+}
+
+fn bench_one(tool: &Tool, corpus: &Corpus, work: &Path) -> ToolRun {
+    let name = tool.kind.name();
+    eprintln!("\n==> {name} ({})", tool.version);
+    let t = Instant::now();
+    let outcome = bench_tool(tool, corpus, work).unwrap_or_else(|e| {
+        eprintln!("{name} FAILED: {e:#}");
+        Outcome::Failed(format!("{e:#}"))
+    });
+    eprintln!("<== {name} done in {}", secs(t.elapsed()));
+    ToolRun {
+        kind: tool.kind,
+        version: tool.version.clone(),
+        outcome,
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// Builds rbackup in release mode (unless a binary is given) and checks that it runs.
+fn rbackup_tool(root: &Path, given: Option<&Path>) -> Result<Tool> {
+    let bin = match given {
+        Some(b) => absolute(b)?,
+        None => {
+            eprintln!("building rbackup (release)");
+            util::run(
+                Command::new("cargo")
+                    .args(["build", "--release", "-p", "rbackup"])
+                    .current_dir(root),
+            )
+            .context("could not build rbackup; use --skip-rbackup to bench the peers only")?;
+            target_dir(root)?.join("release/rbackup")
+        }
+    };
+    if !util::succeeds(Command::new(&bin).arg("--help")) {
+        bail!(
+            "`{} --help` does not run; is the binary complete?",
+            bin.display()
+        );
+    }
+    Ok(Tool::new(Kind::Rbackup, bin))
+}
+
+fn target_dir(root: &Path) -> Result<PathBuf> {
+    let text = util::capture(
+        Command::new("cargo")
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .current_dir(root),
+    )?;
+    let meta: serde_json::Value = serde_json::from_str(&text).context("parsing cargo metadata")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// Generates the corpus once per seed/size/versions/generator and reads it all (which both
+/// warms the page cache and records the hashes restores are checked against).
+fn prepare_corpus(work: &Path, opts: GenOptions) -> Result<Corpus> {
+    let key = format!(
+        "seed{}-{}B-v{}-g{GENERATOR_VERSION}",
+        opts.seed, opts.size, opts.versions
+    );
+    let dir = work.join("corpus").join(key);
+    let done = dir.join(".complete");
+    if !done.exists() {
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing partial {}", dir.display()))?;
+        }
+        eprintln!("generating corpus in {}", dir.display());
+        let t = Instant::now();
+        let parts = r#gen::generate(&dir, &opts)?;
+        r#gen::print_summary(&parts);
+        eprintln!("generated in {}", secs(t.elapsed()));
+        fs::write(&done, "").context("marking the corpus complete")?;
+    } else {
+        eprintln!("using cached corpus {}", dir.display());
+    }
+    let t = Instant::now();
+    let mixed = dir.join("mixed");
+    let manifest = Manifest::of(&mixed)?;
+    let versions: Vec<PathBuf> = (1..=opts.versions)
+        .map(|v| dir.join(format!("versions/v{v}")))
+        .collect();
+    let version_bytes = versions
+        .iter()
+        .map(|v| Manifest::of(v).map(|m| m.bytes))
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!(
+        "mixed: {} files, {}; versions: {}; read (cache warm) in {}",
+        manifest.files,
+        human_bytes(manifest.bytes),
+        version_bytes
+            .iter()
+            .map(|b| human_bytes(*b))
+            .collect::<Vec<_>>()
+            .join(", "),
+        secs(t.elapsed())
+    );
+    Ok(Corpus {
+        opts,
+        mixed,
+        manifest,
+        versions,
+        version_bytes,
+    })
+}
+
+/// The whole scenario for one tool.
+fn bench_tool(tool: &Tool, corpus: &Corpus, work: &Path) -> Result<Outcome> {
+    let base = work.join("runs").join(tool.kind.name());
+    if base.exists() {
+        fs::remove_dir_all(&base).with_context(|| format!("clearing {}", base.display()))?;
+    }
+    let mut fig = Figures::new();
+    let mb = corpus.manifest.bytes as f64 / 1e6;
+    let mut repo = Repo::init(tool, &base.join("main"))?;
+
+    let m = repo.backup(&corpus.mixed, "backup-first")?;
+    step("first backup", m.wall, m.max_rss_kib);
+    fig.insert("backup_s", m.wall.as_secs_f64());
+    fig.insert("backup_mb_s", mb / m.wall.as_secs_f64());
+    fig.insert("backup_rss_mib", m.max_rss_kib as f64 / 1024.0);
+    fig.insert("backup_repo_mb", size_on_disk(&repo.data)? as f64 / 1e6);
+
+    let m = repo.backup(&corpus.mixed, "backup-rerun")?;
+    step("unchanged re-run", m.wall, m.max_rss_kib);
+    fig.insert("rerun_s", m.wall.as_secs_f64());
+    if tool.kind == Kind::Rbackup {
+        check_rbackup_reports(&mut repo, corpus.manifest.files)?;
+    }
+
+    restore_and_verify(&mut repo, corpus, &base.join("restore"), &mut fig)?;
+    let mut warnings = std::mem::take(&mut repo.warnings);
+    let mut reports = std::mem::take(&mut repo.reports);
+
+    let (secs_total, repo_bytes) =
+        bench_versions(tool, corpus, work, &base, &mut warnings, &mut reports)?;
+    let source: u64 = corpus.version_bytes.iter().sum();
+    fig.insert("versions_s", secs_total);
+    fig.insert("versions_repo_mb", repo_bytes as f64 / 1e6);
+    fig.insert("dedup_ratio", source as f64 / repo_bytes.max(1) as f64);
+    Ok(Outcome::Ran {
+        figures: fig,
+        warnings,
+        reports,
+    })
+}
+
+/// Restores the latest snapshot of `mixed/` into `target`, times it, and fails unless the
+/// restored tree is identical to the source.
+fn restore_and_verify(
+    repo: &mut Repo,
+    corpus: &Corpus,
+    target: &Path,
+    fig: &mut Figures,
+) -> Result<()> {
+    fs::create_dir_all(target).context("creating the restore target")?;
+    let m = repo.restore(target, "restore")?;
+    step("restore", m.wall, m.max_rss_kib);
+    let mb = corpus.manifest.bytes as f64 / 1e6;
+    fig.insert("restore_s", m.wall.as_secs_f64());
+    fig.insert("restore_mb_s", mb / m.wall.as_secs_f64());
+    fig.insert("restore_rss_mib", m.max_rss_kib as f64 / 1024.0);
+    let restored = repo.restored_root(target, &corpus.mixed);
+    let t = Instant::now();
+    let got = Manifest::of(&restored)?;
+    let diffs = corpus.manifest.diff(&got);
+    if !diffs.is_empty() {
+        bail!(
+            "restore into {} differs from the source:\n  {}",
+            restored.display(),
+            diffs.join("\n  ")
+        );
+    }
+    eprintln!(
+        "  restore verified: {} files identical (checked in {})",
+        got.files,
+        secs(t.elapsed())
+    );
+    fs::remove_dir_all(target).context("removing the verified restore")
+}
+
+/// Sanity checks on rbackup's own account of the two backups of `mixed/`: a tool that
+/// "backs up" quickly by skipping work must not win the table.
+fn check_rbackup_reports(repo: &mut Repo, files: u64) -> Result<()> {
+    let points = repo.recovery_points()?;
+    if points != 2 {
+        repo.warnings.push(format!(
+            "expected 2 recovery points after two backups, listed {points}"
+        ));
+    }
+    let field = |i: usize, k: &str| repo.reports.get(i).and_then(|r| r[k].as_u64());
+    let mut notes = Vec::new();
+    if field(0, "files_new") != Some(files) {
+        notes.push(format!(
+            "first backup: files_new {:?}, source has {files} files",
+            field(0, "files_new")
+        ));
+    }
+    if field(1, "files_unchanged") != Some(files) {
+        notes.push(format!(
+            "unchanged re-run: files_unchanged {:?} (files_new {:?}, files_changed {:?}), source has {files}",
+            field(1, "files_unchanged"),
+            field(1, "files_new"),
+            field(1, "files_changed")
+        ));
+    }
+    repo.warnings.extend(notes);
+    Ok(())
+}
+
+fn step(what: &str, wall: Duration, rss_kib: u64) {
+    eprintln!(
+        "  {what:<18} {:>9}  peak RSS {:>7.1} MiB",
+        secs(wall),
+        rss_kib as f64 / 1024.0
+    );
+}
+
+/// Backs up v1..vN synced one after the other into the same folder; returns the total backup
+/// time and the final repository size.
+fn bench_versions(
+    tool: &Tool,
+    corpus: &Corpus,
+    work: &Path,
+    base: &Path,
+    warnings: &mut Vec<String>,
+    reports: &mut Vec<serde_json::Value>,
+) -> Result<(f64, u64)> {
+    let evolving = work.join("evolving/src");
+    if evolving.exists() {
+        fs::remove_dir_all(&evolving).context("clearing the evolving folder")?;
+    }
+    fs::create_dir_all(&evolving).context("creating the evolving folder")?;
+    let mut repo = Repo::init(tool, &base.join("versions"))?;
+    let mut total = 0.0;
+    for (i, version) in corpus.versions.iter().enumerate() {
+        sync_tree(version, &evolving)?;
+        let m = repo.backup(&evolving, &format!("backup-v{}", i + 1))?;
+        step(&format!("version {}", i + 1), m.wall, m.max_rss_kib);
+        total += m.wall.as_secs_f64();
+    }
+    let size = size_on_disk(&repo.data)?;
+    eprintln!("  versions repo      {}", human_bytes(size));
+    warnings.append(&mut repo.warnings);
+    reports.append(&mut repo.reports);
+    Ok((total, size))
+}
+
+/// One entry of a tree, as far as a restore must reproduce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File { len: u64, hash: [u8; 32] },
+    Symlink(PathBuf),
+}
+
+/// Every path under a root (relative to it) with its type and content hash.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    entries: BTreeMap<PathBuf, Entry>,
+    /// Number of regular files.
+    pub files: u64,
+    /// Total bytes of the regular files.
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// Reads the whole tree under `root`.
+    pub fn of(root: &Path) -> Result<Self> {
+        let mut m = Manifest::default();
+        for e in WalkDir::new(root).min_depth(1) {
+            let e = e.with_context(|| format!("walking {}", root.display()))?;
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(e.path())
+                .to_path_buf();
+            let ft = e.file_type();
+            let entry = if ft.is_dir() {
+                Entry::Dir
+            } else if ft.is_symlink() {
+                Entry::Symlink(fs::read_link(e.path())?)
+            } else {
+                let mut h = blake3::Hasher::new();
+                let f = fs::File::open(e.path())
+                    .with_context(|| format!("opening {}", e.path().display()))?;
+                h.update_reader(f)
+                    .with_context(|| format!("reading {}", e.path().display()))?;
+                let len = e.metadata()?.len();
+                m.files += 1;
+                m.bytes += len;
+                Entry::File {
+                    len,
+                    hash: *h.finalize().as_bytes(),
+                }
+            };
+            m.entries.insert(rel, entry);
+        }
+        Ok(m)
+    }
+
+    /// Up to 10 differences between `self` (expected) and `other`, described for people.
+    pub fn diff(&self, other: &Manifest) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, want) in &self.entries {
+            match other.entries.get(path) {
+                None => out.push(format!("missing: {}", path.display())),
+                Some(got) if got != want => out.push(format!("differs: {}", path.display())),
+                Some(_) => {}
+            }
+        }
+        for path in other
+            .entries
+            .keys()
+            .filter(|p| !self.entries.contains_key(*p))
+        {
+            out.push(format!("unexpected: {}", path.display()));
+        }
+        if out.len() > 10 {
+            let more = out.len() - 10;
+            out.truncate(10);
+            out.push(format!("... and {more} more"));
+        }
+        out
+    }
+}
+
+/// Makes `dst` an exact copy of `src` like `rsync -a --delete` would, but rewriting only the
+/// files whose contents changed, so that unchanged files keep their mtime and inode and
+/// tools can tell them apart from changed ones.
+pub fn sync_tree(src: &Path, dst: &Path) -> Result<()> {
+    let mut keep = BTreeSet::new();
+    for e in WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let e = e.with_context(|| format!("walking {}", src.display()))?;
+        let rel = e.path().strip_prefix(src).unwrap_or(e.path()).to_path_buf();
+        let to = dst.join(&rel);
+        if e.file_type().is_dir() {
+            fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        } else if !same_contents(e.path(), &to)? {
+            fs::copy(e.path(), &to).with_context(|| format!("copying to {}", to.display()))?;
+        }
+        keep.insert(rel);
+    }
+    for e in WalkDir::new(dst).min_depth(1).contents_first(true) {
+        let e = e.with_context(|| format!("walking {}", dst.display()))?;
+        let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
+        if keep.contains(rel) {
+            continue;
+        }
+        let res = if e.file_type().is_dir() {
+            fs::remove_dir(e.path())
+        } else {
+            fs::remove_file(e.path())
+        };
+        res.with_context(|| format!("removing {}", e.path().display()))?;
+    }
+    Ok(())
+}
+
+fn same_contents(a: &Path, b: &Path) -> Result<bool> {
+    let Ok(mb) = fs::metadata(b) else {
+        return Ok(false);
+    };
+    if fs::metadata(a)?.len() != mb.len() {
+        return Ok(false);
+    }
+    Ok(fs::read(a)? == fs::read(b)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn write(root: &Path, rel: &str, data: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    #[test]
+    fn sync_makes_an_exact_copy_and_keeps_unchanged_files() {
+        let (a, b, dst) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        write(a.path(), "keep.txt", "same");
+        write(a.path(), "dir/edit.txt", "old");
+        write(a.path(), "gone/old.txt", "x");
+        write(b.path(), "keep.txt", "same");
+        write(b.path(), "dir/edit.txt", "new!");
+        write(b.path(), "dir/sub/new.txt", "fresh");
+        sync_tree(a.path(), dst.path()).unwrap();
+        assert!(
+            Manifest::of(a.path())
+                .unwrap()
+                .diff(&Manifest::of(dst.path()).unwrap())
+                .is_empty()
+        );
+        let ino = fs::metadata(dst.path().join("keep.txt")).unwrap().ino();
+        sync_tree(b.path(), dst.path()).unwrap();
+        let diff = Manifest::of(b.path())
+            .unwrap()
+            .diff(&Manifest::of(dst.path()).unwrap());
+        assert!(diff.is_empty(), "{diff:?}");
+        assert_eq!(
+            fs::metadata(dst.path().join("keep.txt")).unwrap().ino(),
+            ino
+        );
+        assert!(!dst.path().join("gone").exists());
+    }
+
+    #[test]
+    fn manifest_diff_finds_missing_changed_and_extra() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(a.path(), "x/1", "one");
+        write(a.path(), "x/2", "two");
+        write(b.path(), "x/1", "One");
+        write(b.path(), "x/3", "three");
+        let diff = Manifest::of(a.path())
+            .unwrap()
+            .diff(&Manifest::of(b.path()).unwrap());
+        assert_eq!(diff, ["differs: x/1", "missing: x/2", "unexpected: x/3"]);
+    }
+}
