@@ -238,8 +238,11 @@ pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
     f.set_modified(t).unwrap();
 }
 
-/// Everything a restore must reproduce: relative path → (kind, mode, mtime, content hash).
-pub fn snapshot_of(root: &Path) -> BTreeMap<PathBuf, (char, u32, i64, i64, u64, Vec<u8>)> {
+/// What a restore must reproduce of one entry: kind, mode, mtime (s, ns), size, content hash.
+pub type EntryState = (char, u32, i64, i64, u64, Vec<u8>);
+
+/// Everything a restore must reproduce: relative path → its [`EntryState`].
+pub fn snapshot_of(root: &Path) -> BTreeMap<PathBuf, EntryState> {
     let mut out = BTreeMap::new();
     for e in walk(root) {
         let m = fs::symlink_metadata(&e).unwrap();

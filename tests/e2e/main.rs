@@ -5,4 +5,5 @@ mod cloud;
 mod credentials;
 mod damage;
 mod harness;
+mod jobs;
 mod roundtrip;

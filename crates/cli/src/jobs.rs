@@ -1,43 +1,448 @@
-//! Scheduled jobs: `rbackup job add|list|remove`, `rbackup schedule`, `rbackup run [--due]`.
+//! Scheduled jobs: `rbackup job add|list|remove` and `rbackup schedule`. Running them
+//! (`rbackup run [--due]`) is in `jobrun.rs`, the due rules in `schedule.rs`.
+//!
+//! The agent keeps no daemon: a systemd timer or a cron line calls `rbackup run --due` every
+//! quarter of an hour (and at each job's own minutes), and that decides from the config and the
+//! per-job state what to run. A timer that missed its ticks (machine off, suspended) simply
+//! finds the job due at its next tick.
 
-use anyhow::{Result, bail};
-use clap::{Args, Subcommand};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{ArgGroup, Args, Subcommand};
+use serde_json::json;
+
+use crate::config::{AgentConfig, JobConfig};
+use crate::jobrun;
+use crate::schedule::Schedule;
 use crate::ui::Ctx;
+
+pub use crate::jobrun::{RunArgs, run};
 
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
-    /// Add a job.
-    Add { name: String },
-    /// List jobs.
+    /// Add a scheduled job. Its first run is at its first scheduled time after now; use
+    /// `rbackup run NAME` to run it at once.
+    Add(AddArgs),
+    /// List jobs with their last successful and next scheduled run.
     List,
-    /// Remove a job.
+    /// Remove a job (its recovery points stay).
     Remove { name: String },
 }
 
+/// `rbackup job add`.
 #[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Job name: letters, digits, '.', '_' and '-'.
+    pub name: String,
+    /// A file or folder to back up (repeat for several).
+    #[arg(long = "path", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Leave out matching files (as for `rbackup backup --exclude`).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Local times of day, HH:MM[,HH:MM...].
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub at: Vec<String>,
+    /// Days: daily, mon-fri, weekends, sun,wed, ...
+    #[arg(long, default_value = "daily")]
+    pub days: String,
+    /// Retention after each run: keep the newest N recovery points of the job.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_last: Option<u32>,
+    /// Keep the newest recovery point of each of the last N days.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest recovery point of each of the last N weeks.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest recovery point of each of the last N months.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest recovery point of each of the last N years.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_yearly: Option<u32>,
+}
+
+/// `rbackup schedule`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("kind").required(true).args(["systemd", "cron"])))]
 pub struct ScheduleArgs {
+    /// Print a systemd service and timer unit.
     #[arg(long)]
     pub systemd: bool,
+    /// Print a crontab line.
     #[arg(long)]
     pub cron: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    pub jobs: Vec<String>,
-    #[arg(long)]
-    pub due: bool,
+/// The agent config, which jobs need.
+pub(crate) fn load_config(ctx: &Ctx) -> Result<AgentConfig> {
+    AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
+        anyhow!(
+            "no agent config at {}: register with `rbackup register --vault-credentials FILE ...`, or run `rbackup backup PATH` once to set up a local vault, then add jobs",
+            ctx.config_path.display()
+        )
+    })
 }
 
-pub fn job(_ctx: &Ctx, _cmd: JobCmd) -> Result<u8> {
-    bail!("scheduled jobs are not available in this build yet")
+/// The schedule of a configured job; the error names the job and how to fix it.
+pub(crate) fn job_schedule(job: &JobConfig) -> Result<Schedule> {
+    Schedule::parse(&job.at, &job.days).with_context(|| {
+        format!(
+            "job {} has a bad schedule in the config: fix its `at`/`days`, or remove and add it again",
+            job.name
+        )
+    })
 }
 
-pub fn schedule(_ctx: &Ctx, _args: ScheduleArgs) -> Result<u8> {
-    bail!("scheduled jobs are not available in this build yet")
+/// Job names become file names in the state dir: keep them to a safe alphabet.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "bad job name {name:?}: use up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
 }
 
-pub async fn run(_ctx: &Ctx, _args: RunArgs) -> Result<u8> {
-    bail!("scheduled jobs are not available in this build yet")
+pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<u8> {
+    match cmd {
+        JobCmd::Add(args) => add(ctx, args),
+        JobCmd::List => list(ctx),
+        JobCmd::Remove { name } => remove(ctx, &name),
+    }
+}
+
+fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
+    check_name(&args.name)?;
+    let schedule = Schedule::parse(&args.at, &args.days)?;
+    let mut cfg = load_config(ctx)?;
+    if cfg.jobs.iter().any(|j| j.name == args.name) {
+        bail!(
+            "job {} already exists: remove it first with `rbackup job remove {}`, or choose another name",
+            args.name,
+            args.name
+        );
+    }
+    let mut paths = Vec::new();
+    for p in &args.paths {
+        // The timer runs in another working directory: store what the user meant now.
+        let abs = std::path::absolute(p)
+            .with_context(|| format!("cannot make {} absolute", p.display()))?;
+        if !abs.exists() {
+            ctx.notice(&format!(
+                "warning: {} does not exist now; runs will report it until it does",
+                abs.display()
+            ));
+        }
+        paths.push(abs);
+    }
+    let job = JobConfig {
+        name: args.name,
+        paths,
+        excludes: args.exclude,
+        at: schedule.times(),
+        days: schedule.days(),
+        created: Some(jiff::Timestamp::now()),
+        keep_last: args.keep_last,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+    };
+    cfg.jobs.push(job.clone());
+    cfg.save(&ctx.config_path)?;
+    let next = schedule.next_slot(&jiff::Zoned::now());
+    ctx.output(&job_json(&cfg, &job), || {
+        format!(
+            "Added job {}: {} at {} (local time); first run {}.\nA timer must call `rbackup run --due`: see `rbackup schedule --systemd` or `--cron`.",
+            job.name,
+            job.days,
+            job.at.join(","),
+            next.as_ref().map_or("never".into(), local)
+        )
+    })?;
+    Ok(0)
+}
+
+fn job_json(cfg: &AgentConfig, job: &JobConfig) -> serde_json::Value {
+    let mut v = serde_json::to_value(job).unwrap_or_default();
+    let state = jobrun::load_state(cfg, &job.name);
+    let now = jiff::Zoned::now();
+    let next = job_schedule(job).ok().and_then(|s| s.next_slot(&now));
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("last_success".into(), json!(state.last_success));
+        obj.insert("next_run".into(), json!(next.map(|n| n.to_string())));
+    }
+    v
+}
+
+/// `last_success` and `next_run` of [`job_json`] for people.
+fn human_times(v: &serde_json::Value) -> (String, String) {
+    let tz = jiff::tz::TimeZone::system();
+    let last = v["last_success"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map_or("never".into(), |t| local(&t.to_zoned(tz)));
+    let next = v["next_run"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Zoned>().ok())
+        .map_or("never".into(), |z| local(&z));
+    (last, next)
+}
+
+fn list(ctx: &Ctx) -> Result<u8> {
+    let cfg = load_config(ctx)?;
+    let all: Vec<_> = cfg.jobs.iter().map(|j| job_json(&cfg, j)).collect();
+    ctx.output(&all, || {
+        let mut out = String::new();
+        for (job, v) in cfg.jobs.iter().zip(&all) {
+            let keep: Vec<String> = [
+                ("last", job.keep_last),
+                ("daily", job.keep_daily),
+                ("weekly", job.keep_weekly),
+                ("monthly", job.keep_monthly),
+                ("yearly", job.keep_yearly),
+            ]
+            .iter()
+            .filter_map(|(k, n)| n.map(|n| format!("{k} {n}")))
+            .collect();
+            let (last, next) = human_times(v);
+            out += &format!(
+                "{}: {} at {}; last success {last}; next run {next}\n    paths: {}\n",
+                job.name,
+                job.days,
+                job.at.join(","),
+                job.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            if !job.excludes.is_empty() {
+                out += &format!("    excludes: {}\n", job.excludes.join(" "));
+            }
+            if !keep.is_empty() {
+                out += &format!("    keep: {}\n", keep.join(", "));
+            }
+        }
+        out += &format!("{} job(s)", cfg.jobs.len());
+        out
+    })?;
+    Ok(0)
+}
+
+fn remove(ctx: &Ctx, name: &str) -> Result<u8> {
+    let mut cfg = load_config(ctx)?;
+    let before = cfg.jobs.len();
+    cfg.jobs.retain(|j| j.name != name);
+    if cfg.jobs.len() == before {
+        bail!(
+            "no job named {name:?}: `rbackup job list` shows the configured jobs ({})",
+            names(&cfg)
+        );
+    }
+    cfg.save(&ctx.config_path)?;
+    jobrun::forget_state(&cfg, name);
+    ctx.output(&json!({"removed": name}), || {
+        format!("Removed job {name}; its recovery points stay in the vault.")
+    })?;
+    Ok(0)
+}
+
+/// The configured job names, for error messages.
+pub(crate) fn names(cfg: &AgentConfig) -> String {
+    if cfg.jobs.is_empty() {
+        return "none yet".into();
+    }
+    cfg.jobs
+        .iter()
+        .map(|j| j.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The minutes past the hour at which the timer fires: every quarter, plus each job's own
+/// (so that a job at 09:07 starts at 09:07, not at 09:15).
+fn timer_minutes(cfg: Option<&AgentConfig>) -> BTreeSet<i8> {
+    let mut minutes: BTreeSet<i8> = [0, 15, 30, 45].into();
+    for job in cfg.iter().flat_map(|c| &c.jobs) {
+        if let Ok(s) = job_schedule(job) {
+            minutes.extend(s.minutes());
+        }
+    }
+    minutes
+}
+
+fn join_minutes(minutes: &BTreeSet<i8>, width: usize) -> String {
+    minutes
+        .iter()
+        .map(|m| format!("{m:0width$}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A time for people: `Mon 2026-03-02 09:00 CET`, in local time.
+pub(crate) fn local(z: &jiff::Zoned) -> String {
+    z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
+}
+
+/// Environment that changes what `run --due` sees, carried into the timer's environment.
+fn carried_env() -> Vec<(&'static str, String)> {
+    ["TZ", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"]
+        .into_iter()
+        .filter_map(|k| Some((k, std::env::var(k).ok().filter(|v| !v.is_empty())?)))
+        .collect()
+}
+
+fn quote_systemd(s: &str) -> String {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn quote_sh(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub fn schedule(ctx: &Ctx, args: ScheduleArgs) -> Result<u8> {
+    let exe = std::env::current_exe().context("cannot find the path of this rbackup binary")?;
+    let config = std::path::absolute(&ctx.config_path).unwrap_or(ctx.config_path.clone());
+    let cfg = AgentConfig::load(&ctx.config_path)?;
+    if cfg.as_ref().is_none_or(|c| c.jobs.is_empty()) {
+        ctx.notice("note: no jobs are configured yet; add them with `rbackup job add`.");
+    }
+    let minutes = timer_minutes(cfg.as_ref());
+    let env = carried_env();
+    let (exe, config) = (exe.display().to_string(), config.display().to_string());
+    if args.systemd {
+        let root = rustix::process::geteuid().is_root();
+        let (dir, ctl) = if root {
+            ("/etc/systemd/system", "systemctl")
+        } else {
+            ("~/.config/systemd/user", "systemctl --user")
+        };
+        let env_lines: String = env
+            .iter()
+            .map(|(k, v)| format!("Environment={}\n", quote_systemd(&format!("{k}={v}"))))
+            .collect();
+        let service = format!(
+            "[Unit]\nDescription=rbackup: run the backup jobs that are due\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=oneshot\n{env_lines}ExecStart={} --config {} run --due\nNice=10\nIOSchedulingClass=idle\n",
+            quote_systemd(&exe),
+            quote_systemd(&config)
+        );
+        let timer = format!(
+            "[Unit]\nDescription=rbackup: look for due backup jobs\n\n[Timer]\nOnCalendar=*-*-* *:{}:00\nAccuracySec=1s\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n",
+            join_minutes(&minutes, 2)
+        );
+        let install = format!(
+            "{ctl} daemon-reload && {ctl} enable --now rbackup.timer{}",
+            if root {
+                String::new()
+            } else {
+                "\nloginctl enable-linger \"$USER\"   # so that it also runs while you are logged out"
+                    .into()
+            }
+        );
+        ctx.output(
+            &json!({"service_file": format!("{dir}/rbackup.service"), "service": service,
+                    "timer_file": format!("{dir}/rbackup.timer"), "timer": timer, "install": install}),
+            || {
+                format!(
+                    "# Save as {dir}/rbackup.service:\n{service}\n# Save as {dir}/rbackup.timer:\n{timer}\n# Then enable the timer:\n#   {}\n# Re-run `rbackup schedule --systemd` after adding a job at a time that is not on a quarter hour.",
+                    install.replace('\n', "\n#   ")
+                )
+            },
+        )?;
+    } else {
+        let env_prefix: String = env
+            .iter()
+            .map(|(k, v)| format!("{k}={} ", quote_sh(v)))
+            .collect();
+        let line = format!(
+            "{} * * * * {env_prefix}{} --config {} -q run --due",
+            join_minutes(&minutes, 1),
+            quote_sh(&exe),
+            quote_sh(&config)
+        );
+        ctx.output(&json!({"crontab": line}), || {
+            format!(
+                "# Add this line to your crontab (`crontab -e`); cron mails what it prints, and with -q\n# that is only errors. Re-run `rbackup schedule --cron` after adding a job at a time that\n# is not on a quarter hour.\n{line}"
+            )
+        })?;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names() {
+        for good in ["docs", "Home-2", "a.b_c", "x"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a b", "ä", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shell_and_systemd_quoting() {
+        assert_eq!(quote_sh("/usr/bin/rbackup"), "/usr/bin/rbackup");
+        assert_eq!(quote_sh("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(quote_systemd("/a b/c"), "\"/a b/c\"");
+        assert_eq!(quote_systemd("/a/c"), "/a/c");
+    }
+
+    #[test]
+    fn timer_fires_on_quarters_and_job_minutes() {
+        assert_eq!(join_minutes(&timer_minutes(None), 2), "00,15,30,45");
+        // Parsed, as the agent reads it, so the test does not depend on every config field.
+        let cfg: AgentConfig = toml::from_str(
+            r#"
+            vault = "file:///v"
+            machine_id = "m"
+            machine_name = "n"
+            key_file = "/k"
+            cache_dir = "/c"
+            recovery_dir = "/r"
+            [[jobs]]
+            name = "j"
+            paths = ["/src"]
+            at = ["09:07", "21:15"]
+            [[jobs]]
+            name = "broken"
+            paths = ["/src"]
+            at = ["25:99"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.jobs[0].days, "daily");
+        assert_eq!(
+            join_minutes(&timer_minutes(Some(&cfg)), 2),
+            "00,07,15,30,45"
+        );
+        assert_eq!(join_minutes(&timer_minutes(Some(&cfg)), 1), "0,7,15,30,45");
+    }
 }

@@ -3,9 +3,11 @@
 
 mod config;
 mod history;
+mod jobrun;
 mod jobs;
 mod ops;
 mod retention;
+mod schedule;
 mod setup;
 mod ui;
 

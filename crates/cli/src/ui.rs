@@ -93,7 +93,7 @@ impl Progress for Bar {
             .files
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             self.bar.set_message(format!("{n} files"));
         }
     }

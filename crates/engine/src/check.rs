@@ -144,7 +144,7 @@ impl Repository {
 
     /// Reads every pack; returns the ids of damaged blobs.
     async fn read_all_packs(&self, index: &Index, report: &mut CheckReport) -> HashSet<BlobId> {
-        let packs: Vec<(Id, Vec<(BlobId, BlobKind, u32, u64, u32)>)> = group_by_pack(index);
+        let packs: Vec<(Id, PackBlobs)> = group_by_pack(index);
         let results: Vec<_> = futures::stream::iter(packs)
             .map(|(pack, blobs)| async move {
                 let bytes = self.store.get(&self.path(&pack_rel(&pack))).await;

@@ -22,23 +22,24 @@ pub(crate) struct Moved {
     pub failed: Vec<Skipped>,
 }
 
-/// Creates every directory and every file (at its final size, so holes stay holes) in the
-/// staging area.
-pub(crate) fn create_staged(plan: &Plan, stage: &Path) -> Result<()> {
-    for d in &plan.dirs {
-        let p = stage.join(&d.rel);
-        fs::create_dir_all(&p).map_err(|e| EngineError::io(&p, e))?;
-    }
-    for f in &plan.files {
-        let p = stage.join(&f.rel);
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
-        }
-        let file = File::create(&p).map_err(|e| EngineError::io(&p, e))?;
-        file.set_len(f.node.size)
-            .map_err(|e| EngineError::io(&p, e))?;
-    }
-    Ok(())
+/// Where file number `i` of the plan is staged. Files are staged flat, by number, not in a copy
+/// of the tree: the tree is created in the target directly, and an emptied staging tree of
+/// thousands of directories would cost thousands of removals at the end.
+pub(crate) fn staged_path(stage: &Path, i: usize) -> std::path::PathBuf {
+    stage.join(i.to_string())
+}
+
+/// Opens (creating it at its final size, so holes stay holes) the staged file number `i`.
+/// Several fetch threads may do this for the same file: creation without truncation and the
+/// same length make that harmless.
+pub(crate) fn open_staged(stage: &Path, i: usize, size: u64) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(staged_path(stage, i))?;
+    f.set_len(size)?;
+    Ok(f)
 }
 
 /// Moves verified files into `target` (skipping the `bad` ones), then creates directories and
@@ -61,7 +62,7 @@ pub(crate) fn move_into_target(
         if bad[i] {
             continue;
         }
-        let (src, dest) = (stage.join(&f.rel), target.join(&f.rel));
+        let (src, dest) = (staged_path(stage, i), target.join(&f.rel));
         match move_file(&src, &dest, &f.node, root) {
             Ok(()) => {
                 moved.files += 1;
@@ -84,8 +85,16 @@ pub(crate) fn move_into_target(
 }
 
 fn move_file(src: &Path, dest: &Path, node: &Node, root: bool) -> io::Result<()> {
-    if let Some(parent) = dest.parent() {
+    // Parents were created with the plan's directories; only a file restored on its own
+    // (its directory not selected) may need them.
+    if let Some(parent) = dest.parent()
+        && !parent.is_dir()
+    {
         fs::create_dir_all(parent)?;
+    }
+    if !src.exists() {
+        // Empty files and all-hole sparse files received no data, so nothing created them.
+        File::create(src)?.set_len(node.size)?;
     }
     apply_metadata(src, node, root)?;
     match fs::rename(src, dest) {

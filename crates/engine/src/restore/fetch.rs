@@ -2,7 +2,7 @@
 //! one ranged read, every blob decrypted and checked against its id before it is written.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use crate::repo::{Repository, pack_rel};
 /// Reads of neighbouring blobs are merged when the gap is at most this...
 const MERGE_GAP: u64 = 256 << 10;
 /// ...and the merged read stays under this, which bounds a worker's memory.
-const MAX_READ: u64 = 16 << 20;
+const MAX_READ: u64 = 8 << 20;
 
 /// Everything the fetch threads share.
 pub(crate) struct Fetch {
@@ -102,7 +102,13 @@ impl Fetch {
                 .map_err(|e| format!("blob {} in pack {} is damaged: {e}", r.id, pack_id.to_hex()))
                 .and_then(|content| {
                     for t in &r.targets {
-                        files.write_at(&self.stage, &self.plan, t.file, t.offset, &content)?;
+                        files.write_at(
+                            &self.stage,
+                            t.file,
+                            self.plan.files[t.file].node.size,
+                            t.offset,
+                            &content,
+                        )?;
                     }
                     Ok(content.len() as u64 * r.targets.len() as u64)
                 });
@@ -131,18 +137,16 @@ impl OpenFiles {
     fn write_at(
         &mut self,
         stage: &std::path::Path,
-        plan: &Plan,
         file: usize,
+        size: u64,
         offset: u64,
         data: &[u8],
     ) -> Result<(), String> {
-        let path = stage.join(&plan.files[file].rel);
+        let path = super::apply::staged_path(stage, file);
         let pos = match self.open.iter().position(|(f, _)| *f == file) {
             Some(p) => p,
             None => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
+                let f = super::apply::open_staged(stage, file, size)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 if self.open.len() == Self::KEEP {
                     self.open.remove(0);

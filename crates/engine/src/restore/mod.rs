@@ -82,6 +82,12 @@ impl Repository {
         let (rp_id, rp) = self.find_recovery_point(&opts.recovery_point).await?;
         let index = Arc::new(self.load_index().await?);
         let mut plan = Plan::build(self, &index, &rp.tree, &opts.paths).await?;
+        tracing::info!(
+            "restore plan: {} files, {} packs, {:?}",
+            plan.files.len(),
+            plan.packs.len(),
+            started.elapsed()
+        );
         plan.finish();
         opts.progress
             .total(plan.files.len() as u64, plan.data_bytes);
@@ -106,8 +112,9 @@ impl Repository {
                 progress: opts.progress.clone(),
             };
             tokio::task::spawn_blocking(move || {
-                apply::create_staged(&fetch.plan, &fetch.stage)?;
-                Ok::<_, EngineError>(fetch.run(threads))
+                let failures = fetch.run(threads);
+                tracing::info!("restore data fetched: {:?}", started.elapsed());
+                Ok::<_, EngineError>(failures)
             })
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??
@@ -143,7 +150,9 @@ impl Repository {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??
         };
+        tracing::info!("restore moved into target: {:?}", started.elapsed());
         drop(work);
+        tracing::info!("restore staging removed: {:?}", started.elapsed());
         failed.extend(moved.failed);
         Ok(RestoreReport {
             recovery_point: rp_id.to_hex(),

@@ -1,0 +1,372 @@
+//! `rbackup run [JOB...] [--due]`: runs configured jobs, one at a time, each under its own lock.
+//!
+//! Per job the agent keeps, under `$XDG_STATE_HOME/rbackup/<machine>/`:
+//! - `schedule/<job>.json`, the start time of its last successful run (written only after a
+//!   run that ended ok or with warnings). A failed run leaves it alone, so the job stays due
+//!   and the next timer tick retries it. A state file rather than the job history: history
+//!   records are best effort and listing them all on every tick would grow with time.
+//! - `locks/<job>.lock`, an exclusive `flock` held for the whole run, with the holder's pid
+//!   inside. The kernel drops it when the process ends, however it ends, so a crash never
+//!   leaves a job locked.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use jiff::{Timestamp, Zoned};
+use rbackup_engine::{BackupOptions, BackupReport, human_bytes};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AgentConfig, JobConfig, write_atomic, xdg};
+use crate::history::{self, JobRecord};
+use crate::jobs::{check_name, job_schedule, load_config, names};
+use crate::setup::open_with_config;
+use crate::ui::Ctx;
+
+/// `rbackup run`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+A job is due when its latest scheduled time (local time) is later than both its last successful
+run and the moment it was added; after days switched off it is caught up once, not once per
+missed time. A failed run leaves it due, so the next timer tick retries it.
+
+Exit status: 0 all ran (or nothing was due), 1 a job failed, 3 a job finished with warnings.
+A job that is already running (another rbackup holds its lock) is not started twice: with --due
+that is normal for a timer and exits 0; for a job run on request it counts as a failure (1).")]
+pub struct RunArgs {
+    /// Jobs to run (default: all configured jobs).
+    pub jobs: Vec<String>,
+    /// Run only the jobs whose latest scheduled time has passed since their last successful
+    /// run (what a timer calls).
+    #[arg(long)]
+    pub due: bool,
+}
+
+/// What the agent remembers about a job between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobState {
+    /// Start of the last run that ended ok or with warnings.
+    pub last_success: Option<Timestamp>,
+}
+
+fn state_dir(cfg: &AgentConfig) -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state")
+        .join("rbackup")
+        .join(&cfg.machine_id)
+}
+
+/// `<state>/<dir>/<job>.<ext>`; `None` for a name that could leave that dir (a config edited
+/// by hand is not checked by `job add`).
+fn job_file(cfg: &AgentConfig, dir: &str, job: &str, ext: &str) -> Option<PathBuf> {
+    check_name(job).ok()?;
+    Some(state_dir(cfg).join(dir).join(format!("{job}.{ext}")))
+}
+
+fn state_path(cfg: &AgentConfig, job: &str) -> Option<PathBuf> {
+    job_file(cfg, "schedule", job, "json")
+}
+
+/// The job's state; a missing or unreadable file means it never succeeded.
+pub fn load_state(cfg: &AgentConfig, job: &str) -> JobState {
+    state_path(cfg, job)
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_state(cfg: &AgentConfig, job: &str, state: &JobState) -> Result<()> {
+    let path = state_path(cfg, job).ok_or_else(|| anyhow!("bad job name {job:?}"))?;
+    write_atomic(&path, &serde_json::to_vec(state)?, 0o600)
+}
+
+/// Drops a removed job's state, so that a new job of the same name starts afresh.
+pub fn forget_state(cfg: &AgentConfig, job: &str) {
+    if let Some(p) = state_path(cfg, job) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// The job's lock, held until dropped.
+#[derive(Debug)]
+pub struct JobLock {
+    _file: File,
+}
+
+/// Takes the job's lock without waiting; `Err(pid)` when another process holds it.
+pub fn try_lock(cfg: &AgentConfig, job: &str) -> Result<Result<JobLock, Option<u32>>> {
+    check_name(job)?;
+    let path = state_dir(cfg).join("locks").join(format!("{job}.lock"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // No truncate on open: the file holds the pid of whoever has the lock.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the job lock {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Ok(Err(text.trim().parse().ok()));
+        }
+        Err(e) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(Ok(JobLock { _file: file }))
+}
+
+/// How one job's turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Ok,
+    Warnings,
+    Failed,
+    NotDue,
+    AlreadyRunning,
+}
+
+/// One job's turn, as printed with --json.
+#[derive(Debug, Serialize)]
+struct JobRun {
+    job: String,
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<BackupReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Pid of the process that holds the job, for `already_running`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_run: Option<Zoned>,
+}
+
+impl JobRun {
+    fn new(job: &str, status: Status) -> JobRun {
+        JobRun {
+            job: job.into(),
+            status,
+            report: None,
+            error: None,
+            pid: None,
+            retention_error: None,
+            next_run: None,
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
+    let cfg = load_config(ctx)?;
+    for name in &args.jobs {
+        if !cfg.jobs.iter().any(|j| &j.name == name) {
+            bail!(
+                "no job named {name:?}: configured jobs are {}; add one with `rbackup job add`",
+                names(&cfg)
+            );
+        }
+    }
+    let selected: Vec<&JobConfig> = cfg
+        .jobs
+        .iter()
+        .filter(|j| args.jobs.is_empty() || args.jobs.contains(&j.name))
+        .collect();
+    if selected.is_empty() && !args.due {
+        ctx.notice("no jobs are configured: add one with `rbackup job add`");
+    }
+    let mut runs = Vec::new();
+    for job in selected {
+        let r = run_one(ctx, &cfg, job, args.due).await;
+        print_human(ctx, &r, args.due);
+        runs.push(r);
+    }
+    if ctx.json {
+        ctx.output(&serde_json::json!({ "jobs": runs }), String::new)?;
+    }
+    let failed = |r: &JobRun| {
+        r.status == Status::Failed
+            || r.retention_error.is_some()
+            || (r.status == Status::AlreadyRunning && !args.due)
+    };
+    Ok(if runs.iter().any(failed) {
+        1
+    } else if runs.iter().any(|r| r.status == Status::Warnings) {
+        crate::EXIT_WARNINGS
+    } else {
+        0
+    })
+}
+
+/// Whether the job is due now; with `due` false every job is.
+fn due_now(cfg: &AgentConfig, job: &JobConfig, due: bool) -> Result<(bool, Option<Zoned>)> {
+    if !due {
+        return Ok((true, None));
+    }
+    let schedule = job_schedule(job)?;
+    let now = Zoned::now();
+    let last = load_state(cfg, &job.name).last_success;
+    let next = schedule.next_slot(&now);
+    Ok((schedule.is_due(last, job.created, &now), next))
+}
+
+async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> JobRun {
+    let failed = |e: anyhow::Error| {
+        let mut r = JobRun::new(&job.name, Status::Failed);
+        r.error = Some(format!("{e:#}"));
+        r
+    };
+    match due_now(cfg, job, due) {
+        Ok((true, _)) => {}
+        Ok((false, next)) => {
+            let mut r = JobRun::new(&job.name, Status::NotDue);
+            r.next_run = next;
+            return r;
+        }
+        Err(e) => return failed(e),
+    }
+    let _lock = match try_lock(cfg, &job.name) {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(pid)) => {
+            let mut r = JobRun::new(&job.name, Status::AlreadyRunning);
+            r.pid = pid;
+            return r;
+        }
+        Err(e) => return failed(e),
+    };
+    // Another invocation may have finished this job between our check and our lock.
+    match due_now(cfg, job, due) {
+        Ok((true, _)) => {}
+        Ok((false, next)) => {
+            let mut r = JobRun::new(&job.name, Status::NotDue);
+            r.next_run = next;
+            return r;
+        }
+        Err(e) => return failed(e),
+    }
+    let started = Timestamp::now();
+    let result = backup(ctx, cfg, job).await;
+    history::record(
+        ctx,
+        cfg,
+        &JobRecord::new("run", Some(job.name.clone()), started, &result, |r| {
+            r.has_warnings()
+        }),
+    );
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let status = if report.has_warnings() {
+        Status::Warnings
+    } else {
+        Status::Ok
+    };
+    let mut r = JobRun::new(&job.name, status);
+    let state = JobState {
+        last_success: Some(started),
+    };
+    if let Err(e) = save_state(cfg, &job.name, &state) {
+        ctx.notice(&format!(
+            "warning: job {}: cannot record its successful run ({e:#}); the next `run --due` will run it again",
+            job.name
+        ));
+    }
+    if job.has_retention()
+        && let Err(e) = apply_retention(ctx, cfg, job).await
+    {
+        r.retention_error = Some(format!("{e:#}"));
+    }
+    r.report = Some(report);
+    r
+}
+
+async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupReport> {
+    let (progress, bar) = ctx.progress(&job.name);
+    let result = async {
+        let throttle = crate::config::throttle(&cfg.throttle)?;
+        let repo = open_with_config(cfg).await?;
+        let mut opts = BackupOptions::new(job.paths.clone());
+        opts.excludes = job.excludes.clone();
+        opts.job = Some(job.name.clone());
+        opts.cache_dir = Some(cfg.cache_dir.clone());
+        opts.progress = progress;
+        opts.throttle = throttle;
+        Ok(repo.backup(opts).await?)
+    }
+    .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result
+}
+
+/// RETENTION CALL SITE — the lead wires this to the engine's forget (the job's `keep_*`
+/// policy, restricted to the job's recovery points) once `rbackup forget` lands. Called after
+/// every run of a job that ended ok or with warnings and has a policy (`job.has_retention()`);
+/// an error is reported as the job's `retention_error` and makes `run` exit 1, but does not
+/// undo the run (the job is not run again for it).
+async fn apply_retention(_ctx: &Ctx, _cfg: &AgentConfig, _job: &JobConfig) -> Result<()> {
+    Ok(())
+}
+
+fn print_human(ctx: &Ctx, r: &JobRun, due: bool) {
+    let name = &r.job;
+    if let Some(rep) = &r.report {
+        for s in &rep.skipped {
+            ctx.notice(&format!("job {name}: skipped {}: {}", s.path, s.reason));
+        }
+        for w in &rep.warnings {
+            ctx.notice(&format!("job {name}: warning: {w}"));
+        }
+    }
+    if let Some(e) = &r.retention_error {
+        ctx.notice(&format!("job {name}: retention failed: {e}"));
+    }
+    match r.status {
+        Status::Failed => ctx.notice(&format!(
+            "job {name} FAILED: {}",
+            r.error.as_deref().unwrap_or("?")
+        )),
+        Status::AlreadyRunning if !(due && ctx.quiet) => ctx.notice(&format!(
+            "job {name} is already running (pid {}); not starting it twice",
+            r.pid.map_or("unknown".into(), |p| p.to_string())
+        )),
+        _ => {}
+    }
+    if ctx.json || ctx.quiet {
+        return;
+    }
+    match (r.status, &r.report) {
+        (Status::NotDue, _) => println!(
+            "job {name}: not due; next run {}",
+            r.next_run
+                .as_ref()
+                .map_or("never".into(), crate::jobs::local)
+        ),
+        (Status::Ok | Status::Warnings, Some(rep)) => println!(
+            "job {name}: recovery point {}; files {} new, {} changed, {} unchanged, {} skipped; read {}, added {} in {:.1}s",
+            rep.recovery_point.as_deref().unwrap_or("-"),
+            rep.files_new,
+            rep.files_changed,
+            rep.files_unchanged,
+            rep.skipped.len(),
+            human_bytes(rep.bytes_read),
+            human_bytes(rep.bytes_added),
+            rep.duration_s
+        ),
+        _ => {}
+    }
+}
