@@ -38,12 +38,38 @@ pub struct PipTool {
     pub module: &'static str,
 }
 
-/// What the tests need beyond the Rust toolchain. Empty for now: the tests that start Azurite
-/// (`azurite@3.35.0`, bin `azurite`), moto (`moto[server]`, module `moto`) or need Debian
-/// tools add their entries here.
-const APT_TOOLS: &[AptTool] = &[];
-const NPM_TOOLS: &[NpmTool] = &[];
-const PIP_TOOLS: &[PipTool] = &[];
+/// What the tests need beyond the Rust toolchain: `faketime` moves the clock for the
+/// scheduled-job tests, e2fsprogs (`e4crypt`) and btrfs-progs build the loop-mounted file
+/// systems of the file-type rules, Azurite and moto are the real Azure Blob and S3 servers.
+const APT_TOOLS: &[AptTool] = &[
+    AptTool {
+        package: "faketime",
+        command: "faketime",
+    },
+    AptTool {
+        package: "e2fsprogs",
+        command: "e4crypt",
+    },
+    AptTool {
+        package: "btrfs-progs",
+        command: "mkfs.btrfs",
+    },
+    AptTool {
+        package: "util-linux",
+        command: "setpriv",
+    },
+];
+const NPM_TOOLS: &[NpmTool] = &[NpmTool {
+    spec: "azurite@3.35.0",
+    bin: "azurite-blob",
+}];
+const PIP_TOOLS: &[PipTool] = &[PipTool {
+    spec: "moto[server]",
+    module: "moto",
+}];
+
+/// Tests that start Azurite or moto fail, instead of skipping, when a server is missing.
+const REQUIRE_SERVERS: (&str, &str) = ("RBACKUP_REQUIRE_SERVERS", "1");
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
@@ -72,16 +98,36 @@ pub fn run(opts: CiOptions) -> Result<()> {
                 "warnings",
             ])
         })?;
+        // Shown uncaptured, so the log says which real file systems and servers were used
+        // (each test prints RAN or SKIP with the reason).
+        ci.step("real file systems and servers", || {
+            cargo_tests(&[
+                "test",
+                "-p",
+                "rbackup-engine",
+                "--test",
+                "filerules",
+                "--test",
+                "cloud",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+        })?;
         if nextest {
             ci.step("tests (nextest)", || {
-                cargo(&["nextest", "run", "--workspace", "--no-tests=warn"])
+                cargo_tests(&["nextest", "run", "--workspace", "--no-tests=warn"])
             })?;
-            ci.step("doc tests", || cargo(&["test", "--workspace", "--doc"]))
+            ci.step("doc tests", || {
+                cargo_tests(&["test", "--workspace", "--doc"])
+            })
         } else {
             eprintln!(
                 "cargo-nextest is not installed; using cargo test (which also runs doc tests)"
             );
-            ci.step("tests (cargo test)", || cargo(&["test", "--workspace"]))
+            ci.step("tests (cargo test)", || {
+                cargo_tests(&["test", "--workspace"])
+            })
         }
     })();
     ci.summary();
@@ -129,6 +175,14 @@ impl Ci {
 
 fn cargo(args: &[&str]) -> Result<()> {
     util::run(Command::new("cargo").args(args))
+}
+
+fn cargo_tests(args: &[&str]) -> Result<()> {
+    util::run(
+        Command::new("cargo")
+            .args(args)
+            .env(REQUIRE_SERVERS.0, REQUIRE_SERVERS.1),
+    )
 }
 
 fn ensure_tools(opts: CiOptions) -> Result<()> {
