@@ -228,14 +228,18 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
         r.error = Some(format!("{e:#}"));
         r
     };
-    match due_now(cfg, job, due) {
-        Ok((true, _)) => {}
+    // None when the job should run now; otherwise what to report instead.
+    let not_due = || match due_now(cfg, job, due) {
+        Ok((true, _)) => None,
         Ok((false, next)) => {
             let mut r = JobRun::new(&job.name, Status::NotDue);
             r.next_run = next;
-            return r;
+            Some(r)
         }
-        Err(e) => return failed(e),
+        Err(e) => Some(failed(e)),
+    };
+    if let Some(r) = not_due() {
+        return r;
     }
     let _lock = match try_lock(cfg, &job.name) {
         Ok(Ok(lock)) => lock,
@@ -247,14 +251,8 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
         Err(e) => return failed(e),
     };
     // Another invocation may have finished this job between our check and our lock.
-    match due_now(cfg, job, due) {
-        Ok((true, _)) => {}
-        Ok((false, next)) => {
-            let mut r = JobRun::new(&job.name, Status::NotDue);
-            r.next_run = next;
-            return r;
-        }
-        Err(e) => return failed(e),
+    if let Some(r) = not_due() {
+        return r;
     }
     let started = Timestamp::now();
     let result = backup(ctx, cfg, job).await;
