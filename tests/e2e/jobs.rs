@@ -448,3 +448,52 @@ fn schedule_prints_units_that_call_run_due() {
     assert_eq!(code(&a.run(&["schedule"])), 2);
     assert_eq!(code(&a.run(&["schedule", "--systemd", "--cron"])), 2);
 }
+
+#[test]
+fn retention_is_applied_after_a_scheduled_run() {
+    let a = Agent::registered();
+    let src = small_source(&a);
+    a.ok(&[
+        "job",
+        "add",
+        "kept",
+        "--path",
+        &src,
+        "--at",
+        "03:00",
+        "--keep-last",
+        "2",
+    ]);
+    // Another source outside the job: its recovery point is not the job's to forget.
+    let other = a.p("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("x.txt"), b"x").unwrap();
+    a.backup(&other);
+    for i in 0..4 {
+        std::fs::write(
+            std::path::Path::new(&src).join("counter.txt"),
+            i.to_string(),
+        )
+        .unwrap();
+        let (c, v) = a.json(&["run", "kept"]);
+        assert_eq!(c, 0, "{v}");
+    }
+    let (_, rps) = a.json(&["recovery-points"]);
+    let rps = rps.as_array().unwrap();
+    let of_job = rps.iter().filter(|r| r["job"] == "kept").count();
+    assert_eq!(of_job, 2, "keep-last 2 applied after the run: {rps:?}");
+    assert_eq!(rps.len(), 3, "the other recovery point is untouched");
+    let (c, chk) = a.json(&["check", "--read-data"]);
+    assert_eq!(c, 0, "{chk}");
+    let target = a.p("out");
+    a.restore_latest(&target);
+    assert_eq!(
+        std::fs::read_to_string(
+            target
+                .join(std::path::Path::new(&src).strip_prefix("/").unwrap())
+                .join("counter.txt")
+        )
+        .unwrap(),
+        "3"
+    );
+}

@@ -311,13 +311,13 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
     result
 }
 
-/// RETENTION CALL SITE — the lead wires this to the engine's forget (the job's `keep_*`
-/// policy, restricted to the job's recovery points) once `rbackup forget` lands. Called after
-/// every run of a job that ended ok or with warnings and has a policy (`job.has_retention()`);
-/// an error is reported as the job's `retention_error` and makes `run` exit 1, but does not
-/// undo the run (the job is not run again for it).
-async fn apply_retention(_ctx: &Ctx, _cfg: &AgentConfig, _job: &JobConfig) -> Result<()> {
-    Ok(())
+/// Retention after a scheduled run: the job's `keep_*` policy on the job's own recovery points
+/// (then prune). Called after every run that ended ok or with warnings, when the job has a
+/// policy; an error is reported as the job's `retention_error` and makes `run` exit 1, but does
+/// not undo the run.
+async fn apply_retention(_ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<()> {
+    let repo = crate::setup::open_with_config(cfg).await?;
+    crate::retention::apply_job_policy(&repo, job).await
 }
 
 fn print_human(ctx: &Ctx, r: &JobRun, due: bool) {

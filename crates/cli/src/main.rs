@@ -80,7 +80,7 @@ pub enum Command {
     /// Apply a retention policy: remove recovery points it does not keep.
     Forget(retention::ForgetArgs),
     /// Remove data that no recovery point needs.
-    Prune,
+    Prune(retention::PruneArgs),
     /// Show or change upload throttling.
     #[command(subcommand)]
     Throttle(ThrottleCmd),
@@ -233,7 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schedule(args) => jobs::schedule(&ctx, args),
         Command::Run(args) => jobs::run(&ctx, args).await,
         Command::Forget(args) => retention::forget(&ctx, args).await,
-        Command::Prune => retention::prune(&ctx).await,
+        Command::Prune(args) => retention::prune(&ctx, args).await,
         Command::Throttle(cmd) => ops::throttle(&ctx, cmd),
     }
 }

@@ -1,22 +1,295 @@
 //! Retention: `rbackup forget` and `rbackup prune`.
+//!
+//! `forget` without `--keep-*` uses the job policies from the agent config (one job's with
+//! `--job`, else every job that has one, each on its own recovery points). `prune` deletes in
+//! two phases (see the engine's `prune` module): what a run decides is deleted by a later run
+//! once no backup that might still use it is running, or by this run with `--wait`.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
+use rbackup_engine::retention::ForgetGroup;
+use rbackup_engine::{
+    ForgetReport, PruneOptions, PruneReport, Repository, RetentionPolicy, Verdict, human_bytes,
+};
+use serde_json::json;
 
-use crate::ui::Ctx;
+use crate::config::{AgentConfig, JobConfig};
+use crate::setup::open_configured;
+use crate::ui::{Ctx, parse_duration};
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
+    /// Only this job's recovery points (with no --keep-*, under the job's own policy).
     #[arg(long)]
     pub job: Option<String>,
+    /// Keep the N newest recovery points.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest point of each of the last N hours that have points.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// ... of each of the last N days (local time).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Prune afterwards.
     #[arg(long)]
     pub prune: bool,
+    /// Only show what would be forgotten (and pruned).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
-pub async fn forget(_ctx: &Ctx, _args: ForgetArgs) -> Result<u8> {
-    bail!("retention is not available in this build yet")
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Only show what would be done.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait until this run's decisions may be carried out (running backups have ended and the
+    /// grace period has passed), and delete before exiting.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long a decision waits before its packs may be deleted, e.g. 15m, 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// Repack a partly used pack when more than this fraction of it is unused (0 to 1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
+    pub repack_threshold: f64,
 }
 
-pub async fn prune(_ctx: &Ctx) -> Result<u8> {
-    bail!("prune is not available in this build yet")
+impl ForgetArgs {
+    fn flag_policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+
+    fn any_keep_flag(&self) -> bool {
+        [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
+}
+
+/// The retention policy of job `name` in the agent config, if it has one.
+pub fn job_policy(cfg: &AgentConfig, name: &str) -> Option<RetentionPolicy> {
+    cfg.jobs
+        .iter()
+        .find(|j| j.name == name)
+        .filter(|j| j.has_retention())
+        .map(policy_of)
+}
+
+fn policy_of(job: &JobConfig) -> RetentionPolicy {
+    RetentionPolicy {
+        keep_last: job.keep_last,
+        keep_daily: job.keep_daily,
+        keep_weekly: job.keep_weekly,
+        keep_monthly: job.keep_monthly,
+        keep_yearly: job.keep_yearly,
+        ..Default::default()
+    }
+}
+
+// Wired by `jobrun.rs` (its `apply_retention` call site) when the lead connects it.
+/// What `rbackup run` calls after a job's run: forget with the job's policy, then prune (which
+/// carries out earlier decisions and decides anew; deletion itself waits for a later run).
+pub async fn apply_job_policy(repo: &Repository, job: &JobConfig) -> Result<()> {
+    if !job.has_retention() {
+        return Ok(());
+    }
+    let report = repo.forget(&policy_of(job), Some(&job.name), false).await?;
+    if report.forgotten > 0 {
+        repo.prune(PruneOptions::default()).await?;
+    }
+    Ok(())
+}
+
+/// The (job, policy) pairs a `forget` applies.
+fn plan(cfg: &AgentConfig, args: &ForgetArgs) -> Result<Vec<(Option<String>, RetentionPolicy)>> {
+    if args.any_keep_flag() {
+        let policy = args.flag_policy();
+        if policy.is_empty() {
+            bail!(
+                "every --keep-* given is 0, which would forget every recovery point: keep at least 1"
+            );
+        }
+        return Ok(vec![(args.job.clone(), policy)]);
+    }
+    if let Some(name) = &args.job {
+        if !cfg.jobs.iter().any(|j| &j.name == name) {
+            bail!(
+                "there is no job {name:?} in the agent config (see `rbackup job list`); give --keep-* options to forget its recovery points anyway"
+            );
+        }
+        let policy = job_policy(cfg, name).ok_or_else(|| {
+            anyhow!("job {name:?} has no retention policy: give --keep-* options, or add the job again with `rbackup job add {name} ... --keep-daily N`")
+        })?;
+        return Ok(vec![(Some(name.clone()), policy)]);
+    }
+    let all: Vec<_> = cfg
+        .jobs
+        .iter()
+        .filter(|j| j.has_retention())
+        .map(|j| (Some(j.name.clone()), policy_of(j)))
+        .collect();
+    if all.is_empty() {
+        bail!(
+            "no retention policy given: use --keep-last/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly N, or --job NAME for a job that has a policy"
+        );
+    }
+    Ok(all)
+}
+
+pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<u8> {
+    let (cfg, repo) = open_configured(ctx).await?;
+    let mut reports = Vec::new();
+    for (job, policy) in plan(&cfg, &args)? {
+        reports.push(repo.forget(&policy, job.as_deref(), args.dry_run).await?);
+    }
+    let pruned = if args.prune {
+        let mut opts = PruneOptions::default();
+        opts.dry_run = args.dry_run;
+        Some(repo.prune(opts).await?)
+    } else {
+        None
+    };
+    let doc = json!({ "forget": reports, "prune": pruned });
+    ctx.output(&doc, || {
+        let mut out: Vec<String> = reports.iter().map(forget_text).collect();
+        if let Some(p) = &pruned {
+            out.push(prune_text(p));
+        }
+        out.join("\n")
+    })?;
+    Ok(0)
+}
+
+pub async fn prune(ctx: &Ctx, args: PruneArgs) -> Result<u8> {
+    if !(0.0..=1.0).contains(&args.repack_threshold) {
+        bail!(
+            "--repack-threshold must be between 0 and 1 (the unused fraction of a pack), not {}",
+            args.repack_threshold
+        );
+    }
+    let (_, repo) = open_configured(ctx).await?;
+    let mut opts = PruneOptions::default();
+    opts.dry_run = args.dry_run;
+    opts.wait = args.wait;
+    opts.repack_threshold = args.repack_threshold;
+    if let Some(g) = &args.grace {
+        opts.grace = parse_duration(g)?;
+    }
+    let report = repo.prune(opts).await?;
+    for n in &report.notes {
+        ctx.notice(&format!("note: {n}"));
+    }
+    ctx.output(&report, || prune_text(&report))?;
+    Ok(0)
+}
+
+fn forget_text(r: &ForgetReport) -> String {
+    let mut out = format!(
+        "{}policy: {}{}\n",
+        if r.dry_run { "(dry run) " } else { "" },
+        r.policy.describe(),
+        r.job
+            .as_deref()
+            .map(|j| format!(" (job {j})"))
+            .unwrap_or_default()
+    );
+    for g in &r.groups {
+        out += &group_text(g);
+    }
+    out += &format!(
+        "{} kept, {} {}",
+        r.kept,
+        r.forgotten,
+        if r.dry_run {
+            "would be forgotten"
+        } else {
+            "forgotten"
+        }
+    );
+    out
+}
+
+fn group_text(g: &ForgetGroup) -> String {
+    let mut out = match &g.job {
+        Some(j) => format!("job {j}:\n"),
+        None => format!("paths {}:\n", g.paths.join(" ")),
+    };
+    for p in &g.points {
+        let short = p.id.get(..8).unwrap_or(&p.id);
+        out += &match &p.verdict {
+            Verdict::Keep { reasons } => {
+                let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                format!("  keep    {short}  {}  {}\n", p.time, why.join(", "))
+            }
+            Verdict::Forget => format!("  forget  {short}  {}\n", p.time),
+        };
+    }
+    out
+}
+
+fn prune_text(r: &PruneReport) -> String {
+    let mut out = format!(
+        "{}prune: {} recovery points reference {} blobs\n",
+        if r.dry_run { "(dry run) " } else { "" },
+        r.recovery_points,
+        r.referenced_blobs
+    );
+    out += &format!(
+        "deleted {} packs and {} orphaned packs, freed {}; {} packs kept because new recovery points use them\n",
+        r.packs_deleted,
+        r.orphans_deleted,
+        human_bytes(r.bytes_freed),
+        r.packs_kept_in_use
+    );
+    out += &format!(
+        "decided: {} packs to delete ({} repacked: {} blobs copied, {} written), {} orphaned packs found, {} partly used packs kept\n",
+        r.packs_doomed,
+        r.packs_repacked,
+        r.blobs_repacked,
+        human_bytes(r.bytes_repacked),
+        r.orphans_found,
+        r.partly_used_kept
+    );
+    if r.candidates_pending > 0 {
+        out += &format!(
+            "pending: {} packs ({}) will be deleted by a later prune",
+            r.candidates_pending,
+            human_bytes(r.bytes_pending)
+        );
+        if let Some(t) = &r.deletable_after {
+            out += &format!(", not before {t}");
+        }
+        if !r.waiting_for.is_empty() {
+            out += &format!(", after: {}", r.waiting_for.join("; "));
+        }
+        out += " (or run `rbackup prune --wait`)";
+    } else {
+        out += "nothing pending";
+    }
+    out
 }

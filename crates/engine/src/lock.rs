@@ -12,7 +12,7 @@
 //!
 //! A shared lease also records which prune markers its holder *honours*: the markers it had
 //! read before it loaded the index it deduplicates against, whose packs it therefore never
-//! reuses. That is what lets prune delete beside a running backup; see [`crate::prune`].
+//! reuses. That is what lets prune delete beside a running backup (see `prune.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,7 +146,7 @@ impl Repository {
             }),
             write: tokio::sync::Mutex::new(()),
         });
-        let mut lease = Lease {
+        let lease = Lease {
             task: Some(tokio::spawn(refresh_loop(shared.clone()))),
             shared,
             done: false,
@@ -324,5 +324,54 @@ impl Drop for Lease {
                 let _ = store.delete(&path).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(valid_for: Duration) -> (LeaseState, Timestamp) {
+        let now = Timestamp::now();
+        let info = LeaseInfo {
+            kind: LeaseKind::Shared,
+            purpose: "backup".into(),
+            hostname: "h".into(),
+            pid: 1,
+            created: now.to_string(),
+            expires: plus(now, valid_for).to_string(),
+            honours: Vec::new(),
+        };
+        let s = LeaseState {
+            info,
+            valid_until: plus(now, valid_for),
+            lost: false,
+        };
+        (s, now)
+    }
+
+    #[test]
+    fn a_lease_is_lost_once_less_than_a_third_of_its_ttl_is_left_and_stays_lost() {
+        let ttl = Duration::from_secs(60);
+        let (mut s, now) = state(Duration::from_secs(45));
+        note_if_lost(&mut s, now, ttl);
+        assert!(!s.lost, "45 s of 60 left");
+        let (mut s, now) = state(Duration::from_secs(19));
+        note_if_lost(&mut s, now, ttl);
+        assert!(s.lost, "19 s of 60 left");
+        // A later successful refresh does not make it held again.
+        s.valid_until = plus(now, ttl);
+        note_if_lost(&mut s, now, ttl);
+        assert!(s.lost);
+    }
+
+    #[test]
+    fn liveness_follows_the_expiry_and_unreadable_counts_as_live() {
+        let (s, now) = state(Duration::from_secs(10));
+        assert!(s.info.is_live(now));
+        assert!(!s.info.is_live(plus(now, Duration::from_secs(11))));
+        let mut odd = s.info.clone();
+        odd.expires = "soon".into();
+        assert!(odd.is_live(plus(now, Duration::from_secs(1 << 30))));
     }
 }

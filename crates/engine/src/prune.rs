@@ -26,6 +26,8 @@
 //! The full argument, including the orders and what a crash at each step leaves, is in
 //! ARCHITECTURE.md under "Invariants".
 
+mod decide;
+mod delete;
 mod repack;
 
 use std::collections::{HashMap, HashSet};
@@ -35,7 +37,6 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use rbackup_crypto::BlobId;
-use rbackup_store::PutMode;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
@@ -43,7 +44,7 @@ use crate::error::{EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, Index, IndexFile, IndexPack};
 use crate::lock::{DEFAULT_LEASE_TTL, Lease, LeaseKind, plus};
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 use crate::snapshot::RecoveryPoint;
 use crate::tree::NodeKind;
 
@@ -74,7 +75,9 @@ pub struct PruneOptions {
     pub repack_threshold: f64,
     /// Only report what would be done.
     pub dry_run: bool,
-    /// After deciding, wait until the decision is ripe and delete in this run.
+    /// After deciding, wait until every pending decision may be carried out (grace passed,
+    /// no running backup that started before it) and delete in this run. This waits as long
+    /// as the longest such backup runs.
     pub wait: bool,
     /// Where repacked packs are staged (default: the system temp dir).
     pub scratch_dir: Option<PathBuf>,
@@ -170,6 +173,8 @@ impl Repository {
             l.release().await;
         }
         result?;
+        report.notes.sort();
+        report.notes.dedup();
         report.duration_s = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -188,10 +193,24 @@ impl Repository {
         report.recovery_points = state.recovery_points as u64;
         report.referenced_blobs = state.used.len() as u64;
         self.decide(opts, &state, report).await?;
-        while opts.wait && !opts.dry_run {
+        if opts.wait && !opts.dry_run {
+            self.wait_and_complete(opts, lease, report).await?;
+        }
+        self.report_pending(opts, own, report).await
+    }
+
+    /// `--wait`: carries out pending decisions as they ripen, until none is left.
+    async fn wait_and_complete(
+        &self,
+        opts: &PruneOptions,
+        lease: Option<&Lease>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let own = lease.map(Lease::id);
+        loop {
             let markers = self.read_markers(&mut PruneReport::default()).await?;
             if markers.is_empty() {
-                break;
+                return Ok(());
             }
             let wait = self.ripeness(&markers, opts, own).await?.next_check;
             tracing::info!("prune: waiting {wait:?} for pending deletions to become safe");
@@ -201,10 +220,6 @@ impl Repository {
             }
             self.complete_ripe(opts, own, report).await?;
         }
-        if !opts.dry_run {
-            self.report_pending(opts, own, report).await?;
-        }
-        Ok(())
     }
 
     /// The index a backup deduplicates against: every index file, less the packs doomed by
@@ -214,7 +229,9 @@ impl Repository {
         let markers = self.read_markers(&mut notes).await?;
         let doomed: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.doomed.clone()).collect();
         let files = self.load_index_files().await?;
-        lease.honour(markers.iter().map(|(id, _)| *id).collect()).await?;
+        lease
+            .honour(markers.iter().map(|(id, _)| *id).collect())
+            .await?;
         let mut index = Index::default();
         for (_, f) in files {
             for p in f.packs {
@@ -226,8 +243,20 @@ impl Repository {
         Ok(index)
     }
 
-    /// Index files with their names (read through the cache, in parallel).
+    /// Index files with their names (read through the cache, in parallel). A file that
+    /// vanishes between the listing and the read was replaced by a prune (the new file was
+    /// written first), so the listing is simply taken again.
     pub(crate) async fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let mut attempts = 0;
+        loop {
+            match self.try_load_index_files().await {
+                Err(EngineError::Store(e)) if e.is_not_found() && attempts < 3 => attempts += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn try_load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let ids = self.list_ids(index::KIND).await?;
         if let Some(c) = &self.cache {
             c.retain(index::KIND, &ids.iter().map(Id::to_hex).collect());
@@ -323,56 +352,6 @@ impl Repository {
         Ok(used)
     }
 
-    /// Phase 1: doom unused packs, repack wasteful ones, record orphans, write the marker.
-    async fn decide(
-        &self,
-        opts: &PruneOptions,
-        state: &State,
-        report: &mut PruneReport,
-    ) -> Result<()> {
-        let markers = self.read_markers(&mut PruneReport::default()).await?;
-        let pending: HashSet<Id> = markers
-            .iter()
-            .flat_map(|(_, m)| m.doomed.iter().chain(&m.orphans).copied())
-            .collect();
-        let plan = plan(state, &pending, opts.repack_threshold);
-        report.partly_used_kept += plan.partly_used_kept;
-        let mut doomed = plan.unused.clone();
-        report.packs_repacked += plan.repack.len() as u64;
-        if !opts.dry_run && !plan.repack.is_empty() {
-            let done = self.repack(opts, state, &plan.repack).await?;
-            report.blobs_repacked += done.blobs;
-            report.bytes_repacked += done.bytes;
-        }
-        doomed.extend(plan.repack.iter().map(|(id, _)| *id));
-        let orphans: Vec<Id> = state
-            .stored
-            .keys()
-            .filter(|id| !state.packs.contains_key(id) && !pending.contains(id))
-            .copied()
-            .collect();
-        report.packs_doomed += doomed.len() as u64;
-        report.orphans_found += orphans.len() as u64;
-        if opts.dry_run || (doomed.is_empty() && orphans.is_empty()) {
-            return Ok(());
-        }
-        let marker = Marker {
-            decided: Timestamp::now().to_string(),
-            doomed,
-            orphans,
-        };
-        let id = Id::random();
-        let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &marker);
-        self.store
-            .put(
-                &self.path(&format!("{KIND}/{}", id.to_hex())),
-                sealed.into(),
-                PutMode::Create,
-            )
-            .await?;
-        Ok(())
-    }
-
     /// Which markers may be carried out now, and when to look again.
     async fn ripeness(
         &self,
@@ -421,144 +400,6 @@ impl Repository {
         Ok(r)
     }
 
-    /// Phase 2 for every ripe marker.
-    async fn complete_ripe(
-        &self,
-        opts: &PruneOptions,
-        own: Option<Id>,
-        report: &mut PruneReport,
-    ) -> Result<()> {
-        let markers = self.read_markers(report).await?;
-        let ripe: HashSet<Id> = self.ripeness(&markers, opts, own).await?.ripe.into_iter().collect();
-        if ripe.is_empty() {
-            return Ok(());
-        }
-        self.cleanup_leases(opts.grace).await?;
-        // Every backup that could reuse these packs has ended: its recovery point, if any, is
-        // in the vault, so the references computed now are complete for them.
-        let state = self.survey().await?;
-        let all_doomed: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.doomed.clone()).collect();
-        let safe = safe_copies(&state, &all_doomed);
-        let needed = |p: &IndexPack| {
-            p.blobs
-                .iter()
-                .any(|b| state.used.contains(&b.id) && !safe.contains(&b.id))
-        };
-        let mut delete = HashSet::new();
-        for (_, m) in markers.iter().filter(|(id, _)| ripe.contains(id)) {
-            for d in &m.doomed {
-                match state.packs.get(d) {
-                    // Already out of every index (a crash after the rewrite): an orphan now.
-                    None => {
-                        delete.insert(*d);
-                    }
-                    Some(p) if needed(p) => report.packs_kept_in_use += 1,
-                    Some(_) => {
-                        delete.insert(*d);
-                    }
-                }
-            }
-            // An orphan that some index lists now was a live backup's after all.
-            delete.extend(m.orphans.iter().filter(|o| !state.packs.contains_key(o)));
-        }
-        self.rewrite_index(&state, &delete, report).await?;
-        self.delete_packs(&state, &delete, report).await?;
-        for id in &ripe {
-            self.store
-                .delete(&self.path(&format!("{KIND}/{}", id.to_hex())))
-                .await?;
-            report.markers_completed += 1;
-        }
-        Ok(())
-    }
-
-    /// Replaces every index file that lists a pack in `delete` by one new file with the rest,
-    /// written before the old ones are deleted (so no kept pack is ever unindexed).
-    async fn rewrite_index(
-        &self,
-        state: &State,
-        delete: &HashSet<Id>,
-        report: &mut PruneReport,
-    ) -> Result<()> {
-        let touched: Vec<&(Id, IndexFile)> = state
-            .files
-            .iter()
-            .filter(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)))
-            .collect();
-        if touched.is_empty() {
-            return Ok(());
-        }
-        let mut seen = HashSet::new();
-        let survivors: Vec<IndexPack> = touched
-            .iter()
-            .flat_map(|(_, f)| f.packs.iter())
-            .filter(|p| !delete.contains(&p.id) && seen.insert(p.id))
-            .cloned()
-            .collect();
-        if !survivors.is_empty() {
-            let name = Id::random();
-            let file = IndexFile { packs: survivors };
-            let sealed = index::seal(&self.keys, &name, &file);
-            self.put_immutable(&format!("{}/{}", index::KIND, name.to_hex()), sealed)
-                .await?;
-        }
-        for (id, _) in touched {
-            self.store
-                .delete(&self.path(&format!("{}/{}", index::KIND, id.to_hex())))
-                .await?;
-            report.index_files_rewritten += 1;
-        }
-        Ok(())
-    }
-
-    async fn delete_packs(
-        &self,
-        state: &State,
-        delete: &HashSet<Id>,
-        report: &mut PruneReport,
-    ) -> Result<()> {
-        for id in delete {
-            let Some(size) = state.stored.get(id) else {
-                continue; // deleted by an earlier, interrupted run
-            };
-            self.store.delete(&self.path(&pack_rel(id))).await?;
-            report.bytes_freed += size;
-            if state.packs.contains_key(id) {
-                report.packs_deleted += 1;
-            } else {
-                report.orphans_deleted += 1;
-            }
-        }
-        if let Some(c) = &self.cache {
-            // Cached tree packs of deleted packs: keep only what is still stored.
-            let dirs: HashSet<String> = delete.iter().map(|id| id.to_hex()[..2].to_string()).collect();
-            for dir in dirs {
-                let keep = state
-                    .stored
-                    .keys()
-                    .filter(|id| !delete.contains(id) && id.to_hex().starts_with(&dir))
-                    .map(Id::to_hex)
-                    .collect();
-                c.retain(&format!("packs/{dir}"), &keep);
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes leases that ran out more than `grace` ago (holders that were killed).
-    async fn cleanup_leases(&self, grace: Duration) -> Result<()> {
-        let now = Timestamp::now();
-        for (id, info) in self.leases().await? {
-            let Some(i) = info else { continue };
-            if let Ok(exp) = i.expires.parse::<Timestamp>()
-                && plus(exp, grace) < now
-            {
-                self.store.delete(&self.lease_path(&id)).await?;
-            }
-        }
-        Ok(())
-    }
-
     async fn report_pending(
         &self,
         opts: &PruneOptions,
@@ -592,86 +433,4 @@ struct Ripeness {
     next_check: Duration,
     not_before: Option<Timestamp>,
     waiting_for: Vec<String>,
-}
-
-/// Blobs with an indexed copy in a stored pack that is not doomed: a doomed pack holding a
-/// referenced blob outside this set is still needed.
-fn safe_copies(state: &State, doomed: &HashSet<Id>) -> HashSet<BlobId> {
-    state
-        .packs
-        .values()
-        .filter(|p| !doomed.contains(&p.id) && state.stored.contains_key(&p.id))
-        .flat_map(|p| p.blobs.iter().map(|b| b.id))
-        .collect()
-}
-
-/// What phase 1 will do with the indexed packs.
-struct Plan {
-    unused: Vec<Id>,
-    /// Packs to repack, with the blobs to copy out of each.
-    repack: Vec<(Id, HashSet<BlobId>)>,
-    partly_used_kept: u64,
-}
-
-/// Each referenced blob gets one *home*: among the packs holding it that are not already
-/// pending, the one with the largest used fraction (so a repacked copy wins over the old
-/// pack, and duplicates left by crashes are cleaned up). A pack with no home blobs is unused;
-/// one whose home blobs are at most `1 - threshold` of it is repacked.
-fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
-    let candidates: Vec<&IndexPack> = state
-        .packs
-        .values()
-        .filter(|p| !pending.contains(&p.id))
-        .collect();
-    let total = |p: &IndexPack| p.blobs.iter().map(|b| u64::from(b.len)).sum::<u64>().max(1);
-    let fraction: HashMap<Id, f64> = candidates
-        .iter()
-        .map(|p| {
-            let used: u64 = p
-                .blobs
-                .iter()
-                .filter(|b| state.used.contains(&b.id))
-                .map(|b| u64::from(b.len))
-                .sum();
-            (p.id, used as f64 / total(p) as f64)
-        })
-        .collect();
-    let mut home: HashMap<BlobId, Id> = HashMap::new();
-    for p in &candidates {
-        for b in p.blobs.iter().filter(|b| state.used.contains(&b.id)) {
-            let better = |cur: &Id| (fraction[&p.id], p.id) > (fraction[cur], *cur);
-            if home.get(&b.id).is_none_or(better) {
-                home.insert(b.id, p.id);
-            }
-        }
-    }
-    let mut out = Plan {
-        unused: Vec::new(),
-        repack: Vec::new(),
-        partly_used_kept: 0,
-    };
-    for p in candidates {
-        let mine: HashSet<BlobId> = p
-            .blobs
-            .iter()
-            .filter(|b| home.get(&b.id) == Some(&p.id))
-            .map(|b| b.id)
-            .collect();
-        let used: u64 = p
-            .blobs
-            .iter()
-            .filter(|b| mine.contains(&b.id))
-            .map(|b| u64::from(b.len))
-            .sum();
-        if mine.is_empty() {
-            out.unused.push(p.id);
-        } else if 1.0 - used as f64 / total(p) as f64 > threshold {
-            out.repack.push((p.id, mine));
-        } else if used < total(p) {
-            out.partly_used_kept += 1;
-        }
-    }
-    out.unused.sort();
-    out.repack.sort_by_key(|(id, _)| *id);
-    out
 }

@@ -134,7 +134,15 @@ impl RetentionPolicy {
             .rules()
             .iter()
             .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{} {n}", KeepReason::Rule { rule: *r, oldest: false }))
+            .map(|(r, n)| {
+                format!(
+                    "{} {n}",
+                    KeepReason::Rule {
+                        rule: *r,
+                        oldest: false
+                    }
+                )
+            })
             .collect();
         if parts.is_empty() {
             "empty policy".into()

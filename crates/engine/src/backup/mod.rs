@@ -136,7 +136,9 @@ impl Repository {
         // Without the packs a pending prune will delete (see prune.rs).
         let index = Arc::new(self.load_index_for_backup(lease).await?);
         let parent_root = match &parent {
-            Some((_, rp)) if index.contains(&rp.tree) => Some(self.load_tree(&index, &rp.tree).await?),
+            Some((_, rp)) if index.contains(&rp.tree) => {
+                Some(self.load_tree(&index, &rp.tree).await?)
+            }
             _ => None,
         };
 

@@ -1,0 +1,137 @@
+//! Phase 1: decide what to delete (see the parent module and ARCHITECTURE.md).
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+use rbackup_crypto::BlobId;
+use rbackup_store::PutMode;
+
+use super::{KIND, Marker, PruneOptions, PruneReport, State};
+use crate::codec;
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::IndexPack;
+use crate::repo::Repository;
+
+impl Repository {
+    /// Phase 1: doom unused packs, repack wasteful ones, record orphans, write the marker.
+    pub(super) async fn decide(
+        &self,
+        opts: &PruneOptions,
+        state: &State,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let markers = self.read_markers(&mut PruneReport::default()).await?;
+        let pending: HashSet<Id> = markers
+            .iter()
+            .flat_map(|(_, m)| m.doomed.iter().chain(&m.orphans).copied())
+            .collect();
+        let plan = plan(state, &pending, opts.repack_threshold);
+        report.partly_used_kept += plan.partly_used_kept;
+        let mut doomed = plan.unused.clone();
+        report.packs_repacked += plan.repack.len() as u64;
+        if !opts.dry_run && !plan.repack.is_empty() {
+            let done = self.repack(opts, state, &plan.repack).await?;
+            report.blobs_repacked += done.blobs;
+            report.bytes_repacked += done.bytes;
+        }
+        doomed.extend(plan.repack.iter().map(|(id, _)| *id));
+        let orphans: Vec<Id> = state
+            .stored
+            .keys()
+            .filter(|id| !state.packs.contains_key(id) && !pending.contains(id))
+            .copied()
+            .collect();
+        report.packs_doomed += doomed.len() as u64;
+        report.orphans_found += orphans.len() as u64;
+        if opts.dry_run || (doomed.is_empty() && orphans.is_empty()) {
+            return Ok(());
+        }
+        let marker = Marker {
+            decided: Timestamp::now().to_string(),
+            doomed,
+            orphans,
+        };
+        let id = Id::random();
+        let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &marker);
+        self.store
+            .put(
+                &self.path(&format!("{KIND}/{}", id.to_hex())),
+                sealed.into(),
+                PutMode::Create,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// What phase 1 will do with the indexed packs.
+struct Plan {
+    unused: Vec<Id>,
+    /// Packs to repack, with the blobs to copy out of each.
+    repack: Vec<(Id, HashSet<BlobId>)>,
+    partly_used_kept: u64,
+}
+
+/// Each referenced blob gets one *home*: among the packs holding it that are not already
+/// pending, the one with the largest used fraction (so a repacked copy wins over the old
+/// pack, and duplicates left by crashes are cleaned up). A pack with no home blobs is unused;
+/// one whose home blobs are at most `1 - threshold` of it is repacked.
+fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
+    let candidates: Vec<&IndexPack> = state
+        .packs
+        .values()
+        .filter(|p| !pending.contains(&p.id))
+        .collect();
+    let total = |p: &IndexPack| p.blobs.iter().map(|b| u64::from(b.len)).sum::<u64>().max(1);
+    let fraction: HashMap<Id, f64> = candidates
+        .iter()
+        .map(|p| {
+            let used: u64 = p
+                .blobs
+                .iter()
+                .filter(|b| state.used.contains(&b.id))
+                .map(|b| u64::from(b.len))
+                .sum();
+            (p.id, used as f64 / total(p) as f64)
+        })
+        .collect();
+    let mut home: HashMap<BlobId, Id> = HashMap::new();
+    for p in &candidates {
+        for b in p.blobs.iter().filter(|b| state.used.contains(&b.id)) {
+            let better = |cur: &Id| (fraction[&p.id], p.id) > (fraction[cur], *cur);
+            if home.get(&b.id).is_none_or(better) {
+                home.insert(b.id, p.id);
+            }
+        }
+    }
+    let mut out = Plan {
+        unused: Vec::new(),
+        repack: Vec::new(),
+        partly_used_kept: 0,
+    };
+    for p in candidates {
+        let mine: HashSet<BlobId> = p
+            .blobs
+            .iter()
+            .filter(|b| home.get(&b.id) == Some(&p.id))
+            .map(|b| b.id)
+            .collect();
+        let used: u64 = p
+            .blobs
+            .iter()
+            .filter(|b| mine.contains(&b.id))
+            .map(|b| u64::from(b.len))
+            .sum();
+        if mine.is_empty() {
+            out.unused.push(p.id);
+        } else if 1.0 - used as f64 / total(p) as f64 > threshold {
+            out.repack.push((p.id, mine));
+        } else if used < total(p) {
+            out.partly_used_kept += 1;
+        }
+    }
+    out.unused.sort();
+    out.repack.sort_by_key(|(id, _)| *id);
+    out
+}
