@@ -338,3 +338,54 @@ fn job_history_lists_backups_and_restores_with_skips() {
         "{human}"
     );
 }
+
+#[test]
+fn uploads_follow_the_throttle_and_the_report_says_how_long_they_waited() {
+    let a = Agent::bare();
+    a.ok(&[
+        "vault",
+        "create",
+        &a.vault_url(),
+        "--credentials-out",
+        a.p("c.json").to_str().unwrap(),
+    ]);
+    // The same rate in and out of work hours, so the test does not depend on the clock.
+    a.ok(&[
+        "register",
+        "--vault-credentials",
+        a.p("c.json").to_str().unwrap(),
+        "--passphrase-file",
+        a.pass_file().to_str().unwrap(),
+        "--work-rate",
+        "4MiB",
+        "--non-work-rate",
+        "4MiB",
+    ]);
+    let (c, t) = a.json(&["throttle", "show"]);
+    assert_eq!(c, 0);
+    assert_eq!(t["rate_now"], "4MiB", "{t}");
+    let src = a.p("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("r.bin"), Rng(5).bytes(12 << 20)).unwrap();
+    let rep = a.backup(&src);
+    let added = rep["bytes_added"].as_u64().unwrap() as f64;
+    let secs = rep["duration_s"].as_f64().unwrap();
+    let rate = added / secs / (4.0 * 1048576.0);
+    // 12 MiB at 4 MiB/s: about 3 s; never much faster than the limit.
+    assert!(rate < 1.25, "uploaded at {rate:.2}x the limit: {rep}");
+    assert!(rep["throttle_wait_s"].as_f64().unwrap() > 1.0, "{rep}");
+    // Changed later with `throttle set`; bad values are refused with what is accepted.
+    a.ok(&[
+        "throttle",
+        "set",
+        "--work-rate",
+        "unlimited",
+        "--non-work-rate",
+        "unlimited",
+    ]);
+    let out = a.run(&["throttle", "set", "--work-rate", "fast"]);
+    assert_eq!(code(&out), 1);
+    fs::write(src.join("r2.bin"), Rng(6).bytes(12 << 20)).unwrap();
+    let rep = a.backup(&src);
+    assert_eq!(rep["throttle_wait_s"].as_f64().unwrap(), 0.0, "{rep}");
+}
