@@ -52,7 +52,10 @@ pub struct BackupOptions {
     pub job: Option<String>,
     /// Cache dir for staging packs (default: the system temp dir).
     pub cache_dir: Option<PathBuf>,
-    /// zstd level.
+    /// zstd level. The default, 4, was measured with `cargo xtask bench` (850 MB corpus, five
+    /// versions of a source tree): against level 3 it made the versions' vault 3% smaller
+    /// (59.1 vs 60.8 MB) for a quarter less first-backup throughput (221 vs 295 MB/s, still
+    /// 1.7x restic's); level 5 saved nothing more and fell to 187 MB/s.
     pub compression_level: i32,
     /// Worker threads for compression and sealing (0: one per core).
     pub threads: usize,
@@ -84,7 +87,7 @@ impl BackupOptions {
             excludes: Vec::new(),
             job: None,
             cache_dir: None,
-            compression_level: 3,
+            compression_level: 4,
             threads: 0,
             pack_size: 32 << 20,
             cache_rule: true,
