@@ -4,8 +4,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rbackup_engine::crypto::{KdfParams, Passphrase};
-use rbackup_engine::{BackupOptions, Registration, Repository, Unlock, Vault};
+use rbackup_engine::BackupOptions;
+
+mod support;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_written_during_the_backup_is_reported() {
@@ -29,28 +30,8 @@ async fn a_file_written_during_the_backup_is_reported() {
     };
     std::thread::sleep(std::time::Duration::from_millis(20));
 
-    let url = "memory://changing-file-test";
-    let store = rbackup_engine::store::open(url, &Default::default()).unwrap();
-    let (vault, creds) = Vault::create(store, url, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    let pass = Passphrase::new("changing file test pass").unwrap();
-    let (machine, keys) = vault
-        .register(
-            &creds,
-            Registration {
-                name: "t".into(),
-                hostname: "t".into(),
-                passphrase: &pass,
-                kdf: KdfParams::fast_insecure_for_tests(),
-                chunker: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
-    let repo = Repository::open(&vault, &machine, Unlock::Keys(keys), None)
-        .await
-        .unwrap();
+    let env = support::env().await;
+    let repo = &env.repo;
     let mut o = BackupOptions::new([&src]);
     o.cache_dir = Some(work.path().join("cache"));
     let rep = repo.backup(o).await.unwrap();

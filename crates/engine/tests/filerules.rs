@@ -10,13 +10,11 @@ use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod support;
 
 use rbackup_engine::classify::{Decision, FileClass, attrs_of, classify};
-use rbackup_engine::crypto::{KdfParams, Passphrase};
-use rbackup_engine::{
-    BackupOptions, BackupReport, Registration, Repository, RestoreOptions, Unlock, Vault,
-};
+use rbackup_engine::{BackupOptions, BackupReport, Repository, RestoreOptions};
 
 fn is_root() -> bool {
     rustix_uid() == 0
@@ -128,34 +126,9 @@ macro_rules! or_skip {
     };
 }
 
-async fn repo() -> Repository {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let url = format!(
-        "memory://filerules-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let store = rbackup_engine::store::open(&url, &Default::default()).unwrap();
-    let (vault, creds) = Vault::create(store, &url, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    let pass = Passphrase::new("file-rules-test-passphrase").unwrap();
-    let (machine, keys) = vault
-        .register(
-            &creds,
-            Registration {
-                name: "t".into(),
-                hostname: "t".into(),
-                passphrase: &pass,
-                kdf: KdfParams::fast_insecure_for_tests(),
-                chunker: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
-    Repository::open(&vault, &machine, Unlock::Keys(keys), None)
-        .await
-        .unwrap()
+/// A registered machine in a fresh vault (kept alive by the returned environment).
+async fn repo() -> support::Env {
+    support::env().await
 }
 
 async fn backup(repo: &Repository, path: &Path, cache: &Path) -> BackupReport {
@@ -216,16 +189,17 @@ async fn sparse_files_store_only_data_and_restore_holes() {
         return;
     }
     assert_eq!(classify(&a), Decision::File(FileClass::Sparse));
-    let repo = repo().await;
-    let rep = backup(&repo, &src, &work.path().join("cache")).await;
+    let env = repo().await;
+    let repo = &env.repo;
+    let rep = backup(repo, &src, &work.path().join("cache")).await;
     assert_eq!(
         rep.bytes_read,
         2 << 20,
         "only the two data segments are read"
     );
-    let again = backup(&repo, &src, &work.path().join("cache")).await;
+    let again = backup(repo, &src, &work.path().join("cache")).await;
     assert_eq!(again.files_unchanged, 1, "sparse files are incremental");
-    let target = restore(&repo, work.path()).await;
+    let target = restore(repo, work.path()).await;
     let back = restored(&target, &file);
     assert_eq!(fs::read(&file).unwrap(), fs::read(&back).unwrap());
     let m = fs::metadata(&back).unwrap();
@@ -252,8 +226,9 @@ async fn fscrypt_files_are_read_in_full_every_run() {
     }
     assert_eq!(classify(&a), Decision::File(FileClass::Encrypted));
     let work = tempfile::tempdir().unwrap();
-    let repo = repo().await;
-    let first = backup(&repo, &dir, &work.path().join("cache")).await;
+    let env = repo().await;
+    let repo = &env.repo;
+    let first = backup(repo, &dir, &work.path().join("cache")).await;
     assert_eq!(first.files_new, 1);
     let reasons = skip_reasons(&first);
     assert!(
@@ -262,11 +237,11 @@ async fn fscrypt_files_are_read_in_full_every_run() {
             .any(|(p, r)| p.ends_with("sparse.img") && r.contains("encrypted and sparse")),
         "{reasons:?}"
     );
-    let second = backup(&repo, &dir, &work.path().join("cache")).await;
+    let second = backup(repo, &dir, &work.path().join("cache")).await;
     assert_eq!(second.files_unchanged, 0, "never incremental");
     assert_eq!(second.files_changed, 1);
     assert_eq!(second.bytes_read, 110_000, "read in full again");
-    let target = restore(&repo, work.path()).await;
+    let target = restore(repo, work.path()).await;
     assert_eq!(
         fs::read(&secret).unwrap(),
         fs::read(restored(&target, &secret)).unwrap()
@@ -295,17 +270,18 @@ async fn btrfs_compressed_files_are_incremental_and_compressed_sparse_is_sparse(
         "compressed + sparse is sparse"
     );
     let work = tempfile::tempdir().unwrap();
-    let repo = repo().await;
-    let first = backup(&repo, &dir, &work.path().join("cache")).await;
+    let env = repo().await;
+    let repo = &env.repo;
+    let first = backup(repo, &dir, &work.path().join("cache")).await;
     assert_eq!(first.files_new, 2, "{:?}", first.skipped);
     assert_eq!(first.bytes_read, 950_000 + (2 << 20));
-    let second = backup(&repo, &dir, &work.path().join("cache")).await;
+    let second = backup(repo, &dir, &work.path().join("cache")).await;
     assert_eq!(
         second.files_unchanged, 2,
         "compressed and sparse files are incremental"
     );
     assert_eq!(second.bytes_read, 0);
-    let target = restore(&repo, work.path()).await;
+    let target = restore(repo, work.path()).await;
     assert_eq!(
         fs::read(&text).unwrap(),
         fs::read(restored(&target, &text)).unwrap()
@@ -347,8 +323,9 @@ async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
         at: inner.clone(),
     };
     fs::write(inner.join("b.txt"), b"b").unwrap();
-    let repo = repo().await;
-    let rep = backup(&repo, &src, &work.path().join("cache")).await;
+    let env = repo().await;
+    let repo = &env.repo;
+    let rep = backup(repo, &src, &work.path().join("cache")).await;
     let reasons = skip_reasons(&rep);
     assert!(
         reasons
@@ -358,7 +335,7 @@ async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
     );
     assert_eq!(rep.files_new, 1);
     // Named as a source itself, the mount is backed up.
-    let rep = backup(&repo, &inner, &work.path().join("cache")).await;
+    let rep = backup(repo, &inner, &work.path().join("cache")).await;
     assert_eq!(rep.files_new, 1, "{:?}", rep.skipped);
     println!("RAN mount_points_inside_a_source_are_skipped_but_a_named_root_is_not");
 }
