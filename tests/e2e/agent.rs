@@ -51,26 +51,12 @@ fn packs_in(a: &Agent) -> usize {
 #[test]
 fn cache_dir_without_five_percent_free_is_refused_before_upload() {
     let a = Agent::bare();
-    a.ok(&[
-        "vault",
-        "create",
-        &a.vault_url(),
-        "--credentials-out",
-        a.p("c.json").to_str().unwrap(),
-    ]);
+    let creds = a.create_vault();
     let cache = a.p("smallcache");
     let Some(_t) = Tmpfs::mount(&cache, "1m", "cache_rule") else {
         return;
     };
-    a.ok(&[
-        "register",
-        "--vault-credentials",
-        a.p("c.json").to_str().unwrap(),
-        "--passphrase-file",
-        a.pass_file().to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ]);
+    a.register_with(&creds, &["--cache-dir", cache.to_str().unwrap()]);
     let src = a.p("src");
     fs::create_dir_all(&src).unwrap();
     // 100 MiB of source (mostly a hole) needs 5 MiB of cache; the tmpfs has 1 MiB.
@@ -213,15 +199,7 @@ fn passphrase_change_replaces_the_old_one() {
         1,
         "exactly one key file after the change: {keys:?}"
     );
-    let cfg = fs::read_to_string(a.config()).unwrap();
-    let id = cfg
-        .lines()
-        .find(|l| l.starts_with("machine_id"))
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let id = a.machine_id();
     let target = a.p("out");
     let t = target.to_str().unwrap();
     let old = a.run(&[
@@ -342,25 +320,9 @@ fn job_history_lists_backups_and_restores_with_skips() {
 #[test]
 fn uploads_follow_the_throttle_and_the_report_says_how_long_they_waited() {
     let a = Agent::bare();
-    a.ok(&[
-        "vault",
-        "create",
-        &a.vault_url(),
-        "--credentials-out",
-        a.p("c.json").to_str().unwrap(),
-    ]);
+    let creds = a.create_vault();
     // The same rate in and out of work hours, so the test does not depend on the clock.
-    a.ok(&[
-        "register",
-        "--vault-credentials",
-        a.p("c.json").to_str().unwrap(),
-        "--passphrase-file",
-        a.pass_file().to_str().unwrap(),
-        "--work-rate",
-        "4MiB",
-        "--non-work-rate",
-        "4MiB",
-    ]);
+    a.register_with(&creds, &["--work-rate", "4MiB", "--non-work-rate", "4MiB"]);
     let (c, t) = a.json(&["throttle", "show"]);
     assert_eq!(c, 0);
     assert_eq!(t["rate_now"], "4MiB", "{t}");

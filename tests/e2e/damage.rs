@@ -16,20 +16,8 @@ fn second_agent(first: &Agent) -> Agent {
         "--out",
         creds.to_str().unwrap(),
     ]);
-    b.ok(&[
-        "register",
-        "--vault-credentials",
-        creds.to_str().unwrap(),
-        "--passphrase-file",
-        b.pass_file().to_str().unwrap(),
-    ]);
+    b.register_with(&creds, &[]);
     b
-}
-
-fn machine_id(a: &Agent) -> String {
-    let cfg = fs::read_to_string(a.config()).unwrap();
-    let line = cfg.lines().find(|l| l.starts_with("machine_id")).unwrap();
-    line.split('"').nth(1).unwrap().to_string()
 }
 
 #[test]
@@ -39,7 +27,7 @@ fn wrong_passphrase_is_refused_and_the_right_one_restores_elsewhere() {
     make_tree(&src, 41, 30, 30_000);
     a.backup(&src);
     let b = second_agent(&a);
-    let id = machine_id(&a);
+    let id = a.machine_id();
     let wrong = b.p("wrong.txt");
     fs::write(&wrong, "this is not the passphrase at all").unwrap();
     let target = b.p("out");

@@ -41,21 +41,41 @@ impl Agent {
     /// An agent registered with a fresh local vault.
     pub fn registered() -> Agent {
         let a = Agent::bare();
-        a.ok(&[
+        let creds = a.create_vault();
+        a.register_with(&creds, &[]);
+        a
+    }
+
+    /// Creates the agent's local vault; returns the credentials file.
+    pub fn create_vault(&self) -> PathBuf {
+        let creds = self.p("creds.json");
+        self.ok(&[
             "vault",
             "create",
-            &a.vault_url(),
+            &self.vault_url(),
             "--credentials-out",
-            a.p("creds.json").to_str().unwrap(),
+            creds.to_str().unwrap(),
         ]);
-        a.ok(&[
-            "register",
-            "--vault-credentials",
-            a.p("creds.json").to_str().unwrap(),
-            "--passphrase-file",
-            a.pass_file().to_str().unwrap(),
-        ]);
-        a
+        creds
+    }
+
+    /// Registers with the agent's passphrase file and `extra` register options.
+    pub fn register_with(&self, creds: &Path, extra: &[&str]) {
+        let mut args = vec!["register", "--vault-credentials", creds.to_str().unwrap()];
+        let pass = self.pass_file();
+        args.extend(["--passphrase-file", pass.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+
+    /// The machine id from the agent config.
+    pub fn machine_id(&self) -> String {
+        let cfg = fs::read_to_string(self.config()).unwrap();
+        let line = cfg
+            .lines()
+            .find(|l| l.starts_with("machine_id"))
+            .expect("machine_id in config");
+        line.split('"').nth(1).unwrap().to_string()
     }
 
     pub fn p(&self, rel: &str) -> PathBuf {

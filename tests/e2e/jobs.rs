@@ -200,15 +200,6 @@ fn a_failed_run_is_retried_at_the_next_tick() {
     assert_eq!(statuses(&jobs), one("flaky", "not_due"), "{out}");
 }
 
-fn machine_id(a: &Agent) -> String {
-    let cfg = fs::read_to_string(a.config()).unwrap();
-    let line = cfg
-        .lines()
-        .find(|l| l.starts_with("machine_id"))
-        .expect("machine_id in config");
-    line.split('"').nth(1).unwrap().to_string()
-}
-
 #[test]
 fn a_running_job_is_not_started_twice() {
     use std::io::Write;
@@ -227,7 +218,7 @@ fn a_running_job_is_not_started_twice() {
     // Hold the job's lock as a running rbackup would: flock on its lock file, pid inside.
     let lock_path = a.p(&format!(
         "home/.local/state/rbackup/{}/locks/docs.lock",
-        machine_id(&a)
+        a.machine_id()
     ));
     fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
     let mut held = fs::File::create(&lock_path).unwrap();

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use jiff::{Timestamp, Zoned};
-use rbackup_engine::{BackupOptions, BackupReport, human_bytes};
+use rbackup_engine::{BackupOptions, BackupReport};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, JobConfig, write_atomic, xdg};
@@ -354,17 +354,9 @@ fn print_human(ctx: &Ctx, r: &JobRun, due: bool) {
                 .as_ref()
                 .map_or("never".into(), crate::jobs::local)
         ),
-        (Status::Ok | Status::Warnings, Some(rep)) => println!(
-            "job {name}: recovery point {}; files {} new, {} changed, {} unchanged, {} skipped; read {}, added {} in {:.1}s",
-            rep.recovery_point.as_deref().unwrap_or("-"),
-            rep.files_new,
-            rep.files_changed,
-            rep.files_unchanged,
-            rep.skipped.len(),
-            human_bytes(rep.bytes_read),
-            human_bytes(rep.bytes_added),
-            rep.duration_s
-        ),
+        (Status::Ok | Status::Warnings, Some(rep)) => {
+            println!("job {name}: {}", crate::ops::backup_summary(rep))
+        }
         _ => {}
     }
 }

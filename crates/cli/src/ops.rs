@@ -55,24 +55,27 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     for w in &report.warnings {
         ctx.notice(&format!("warning: {w}"));
     }
-    ctx.output(&report, || {
-        format!(
-            "recovery point {}\nfiles: {} new, {} changed, {} unchanged; {} skipped\nread {}, added {} to the vault in {:.1}s",
-            report.recovery_point.as_deref().unwrap_or("-"),
-            report.files_new,
-            report.files_changed,
-            report.files_unchanged,
-            report.skipped.len(),
-            human_bytes(report.bytes_read),
-            human_bytes(report.bytes_added),
-            report.duration_s
-        )
-    })?;
+    ctx.output(&report, || backup_summary(&report))?;
     Ok(if report.has_warnings() {
         EXIT_WARNINGS
     } else {
         0
     })
+}
+
+/// The human summary of a backup, shared by `backup` and `run`.
+pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
+    format!(
+        "recovery point {}; files {} new, {} changed, {} unchanged, {} skipped; read {}, added {} in {:.1}s",
+        r.recovery_point.as_deref().unwrap_or("-"),
+        r.files_new,
+        r.files_changed,
+        r.files_unchanged,
+        r.skipped.len(),
+        human_bytes(r.bytes_read),
+        human_bytes(r.bytes_added),
+        r.duration_s
+    )
 }
 
 pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {

@@ -5,9 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rbackup_engine::crypto::{KdfParams, Passphrase};
+use rbackup_engine::crypto::Passphrase;
 use rbackup_engine::store::{Bytes, ObjectMeta, PutMode, Store, StoreError};
-use rbackup_engine::{BackupOptions, Registration, Repository, Unlock, Vault};
+use rbackup_engine::{BackupOptions, Repository, Unlock};
+
+mod support;
 
 /// Counts reads that fetch object content.
 #[derive(Debug)]
@@ -69,23 +71,8 @@ async fn unchanged_rerun_downloads_nothing() {
         reads: AtomicU64::new(0),
         read_bytes: AtomicU64::new(0),
     });
-    let (vault, creds) = Vault::create(counting.clone(), &url, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
     let pass = Passphrase::new("cache test passphrase!").unwrap();
-    let (machine, _) = vault
-        .register(
-            &creds,
-            Registration {
-                name: "t".into(),
-                hostname: "t".into(),
-                passphrase: &pass,
-                kdf: KdfParams::fast_insecure_for_tests(),
-                chunker: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    let (vault, machine, _) = support::register(counting.clone(), &url, &pass).await;
     let src = work.path().join("src");
     tree(&src);
     let cache = work.path().join("cache");

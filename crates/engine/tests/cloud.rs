@@ -3,12 +3,13 @@
 
 #[path = "../../store/tests/servers/mod.rs"]
 mod servers;
+mod support;
 
 use std::path::Path;
 
-use rbackup_engine::crypto::{KdfParams, Passphrase};
+use rbackup_engine::crypto::Passphrase;
 use rbackup_engine::store::StoreOptions;
-use rbackup_engine::{BackupOptions, Registration, Repository, RestoreOptions, Unlock, Vault};
+use rbackup_engine::{BackupOptions, Repository, RestoreOptions, Unlock, Vault};
 use servers::{Azurite, Moto};
 
 fn make_source(root: &Path) {
@@ -37,23 +38,8 @@ async fn round_trip(url: &str, options: StoreOptions) {
     let src = work.path().join("src");
     make_source(&src);
     let store = rbackup_engine::store::open(url, &options).unwrap();
-    let (vault, creds) = Vault::create(store, url, std::time::Duration::from_secs(600))
-        .await
-        .unwrap();
     let pass = Passphrase::new("cloud round trip passphrase").unwrap();
-    let (machine, _) = vault
-        .register(
-            &creds,
-            Registration {
-                name: "cloud".into(),
-                hostname: "cloud".into(),
-                passphrase: &pass,
-                kdf: KdfParams::fast_insecure_for_tests(),
-                chunker: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    let (vault, machine, _) = support::register(store, url, &pass).await;
     let cache = work.path().join("cache");
     let repo = Repository::open(&vault, &machine, Unlock::Passphrase(&pass), Some(&cache))
         .await

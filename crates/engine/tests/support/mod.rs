@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rbackup_engine::crypto::{KdfParams, Passphrase};
+use rbackup_engine::crypto::{KdfParams, MasterKeys, Passphrase};
 use rbackup_engine::store::Store;
 use rbackup_engine::{
     BackupOptions, BackupReport, Registration, Repository, RestoreOptions, Unlock, Vault,
@@ -20,6 +21,32 @@ pub struct Env {
     pub repo: Repository,
 }
 
+/// Creates a vault on `store` and registers one machine (cheap KDF): the vault, the machine
+/// id and its master keys.
+pub async fn register(
+    store: Arc<dyn Store>,
+    url: &str,
+    pass: &Passphrase,
+) -> (Vault, String, MasterKeys) {
+    let (vault, creds) = Vault::create(store, url, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let (machine, keys) = vault
+        .register(
+            &creds,
+            Registration {
+                name: "t".into(),
+                hostname: "test-host".into(),
+                passphrase: pass,
+                kdf: KdfParams::fast_insecure_for_tests(),
+                chunker: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    (vault, machine, keys)
+}
+
 /// A registered machine in a fresh local vault, with a metadata cache.
 pub async fn env() -> Env {
     let work = tempfile::tempdir().unwrap();
@@ -27,23 +54,8 @@ pub async fn env() -> Env {
     std::fs::create_dir_all(&root).unwrap();
     let url = format!("file://{}", root.display());
     let store = rbackup_engine::store::open(&url, &Default::default()).unwrap();
-    let (vault, creds) = Vault::create(store, &url, Duration::from_secs(60))
-        .await
-        .unwrap();
     let pass = Passphrase::new("prune tests passphrase").unwrap();
-    let (machine, keys) = vault
-        .register(
-            &creds,
-            Registration {
-                name: "t".into(),
-                hostname: "test-host".into(),
-                passphrase: &pass,
-                kdf: KdfParams::fast_insecure_for_tests(),
-                chunker: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    let (vault, machine, keys) = register(store, &url, &pass).await;
     let cache = work.path().join("cache");
     let repo = Repository::open(&vault, &machine, Unlock::Keys(keys), Some(&cache))
         .await
