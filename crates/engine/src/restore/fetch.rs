@@ -142,12 +142,15 @@ impl OpenFiles {
         offset: u64,
         data: &[u8],
     ) -> Result<(), String> {
-        let path = super::apply::staged_path(stage, file);
+        // The path is only built for an error message: this runs once per blob written.
+        let fail = |e: std::io::Error| {
+            let path = super::apply::staged_path(stage, file);
+            format!("cannot write {}: {e}", path.display())
+        };
         let pos = match self.open.iter().position(|(f, _)| *f == file) {
             Some(p) => p,
             None => {
-                let f = super::apply::open_staged(stage, file, size)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                let f = super::apply::open_staged(stage, file, size).map_err(fail)?;
                 if self.open.len() == Self::KEEP {
                     self.open.remove(0);
                 }
@@ -155,10 +158,7 @@ impl OpenFiles {
                 self.open.len() - 1
             }
         };
-        self.open[pos]
-            .1
-            .write_all_at(data, offset)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        self.open[pos].1.write_all_at(data, offset).map_err(fail)
     }
 }
 
