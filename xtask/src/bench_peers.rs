@@ -1,4 +1,4 @@
-//! How each benchmarked tool is driven: rbackup (the contract in /work/shared/CLI.md) and the
+//! How each benchmarked tool is driven: rbackup (through its command line, docs/cli.md) and the
 //! peers restic, borg and rustic, each with its config, cache and keys kept inside the bench
 //! work dir so that runs never touch (or benefit from) the user's own state.
 //!

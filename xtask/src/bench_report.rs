@@ -1,7 +1,8 @@
 //! The bench's table and JSON: figures per tool, and rbackup against the best peer.
 //!
 //! Each metric knows whether higher or lower is better, so "best peer" and the ratio
-//! ours/best are computed the same way everywhere, and the targets of DESIGN.md are checked
+//! ours/best are computed the same way everywhere, and each metric's target (the `target`
+//! column of [`METRICS`], listed in ARCHITECTURE.md under "Performance targets") is checked
 //! against that ratio.
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ pub struct Metric {
     pub unit: &'static str,
     /// Whether a larger value is better (throughput, dedup) or worse (time, memory, size).
     pub higher_is_better: bool,
-    /// Goal for ours/best from DESIGN.md, if there is one.
+    /// Goal for ours/best, if there is one.
     pub target: Option<f64>,
 }
 
@@ -169,7 +170,7 @@ pub struct Comparison {
     pub ours: f64,
     /// ours / best.
     pub ratio: f64,
-    /// Whether the DESIGN.md target is met (None when the metric has none).
+    /// Whether the metric's target is met (None when the metric has none).
     pub met: Option<bool>,
 }
 

@@ -36,8 +36,8 @@ pub fn default_vault_dir() -> PathBuf {
     xdg("XDG_DATA_HOME", ".local/share").join("rbackup/vault")
 }
 
-/// Work-hours throttling settings (applied by the throttle once it lands; stored now so that
-/// registration records them).
+/// Work-hours throttling settings, as text; `throttle()` below turns them into the schedule
+/// that paces uploads (and restore reads when `restores` is set).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Throttle {
     #[serde(default, skip_serializing_if = "Option::is_none")]

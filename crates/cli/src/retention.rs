@@ -111,9 +111,9 @@ fn policy_of(job: &JobConfig) -> RetentionPolicy {
     }
 }
 
-// Wired by `jobrun.rs` (its `apply_retention` call site) when the lead connects it.
-/// What `rbackup run` calls after a job's run: forget with the job's policy, then prune (which
-/// carries out earlier decisions and decides anew; deletion itself waits for a later run).
+/// What `rbackup run` calls (from `jobrun.rs`'s `apply_retention`) after a job's run: forget
+/// with the job's policy, then prune (which carries out earlier decisions and decides anew;
+/// deletion itself waits for a later run).
 pub async fn apply_job_policy(repo: &Repository, job: &JobConfig) -> Result<()> {
     if !job.has_retention() {
         return Ok(());

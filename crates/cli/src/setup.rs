@@ -272,7 +272,8 @@ pub async fn open_with_config(cfg: &AgentConfig) -> Result<Repository> {
     .await?)
 }
 
-/// The embedded default of CLI.md: a local vault, a generated passphrase saved 0600.
+/// The embedded default (docs/cli.md, "Embedded default"): a local vault, a generated
+/// passphrase saved 0600.
 pub async fn setup_default(ctx: &Ctx) -> Result<AgentConfig> {
     let vault_dir = config::default_vault_dir();
     let url = canonical_url(&vault_dir.display().to_string())?;

@@ -76,7 +76,7 @@ pub enum Decision {
     Skip(&'static str),
 }
 
-/// The MARS table (see DESIGN.md), top to bottom.
+/// The MARS file-type rules (the table in ARCHITECTURE.md), checked top to bottom.
 pub fn classify(a: &FileAttrs) -> Decision {
     if a.automount {
         return Decision::Skip("automount point (reparse point): not backed up");

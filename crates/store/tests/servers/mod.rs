@@ -13,8 +13,9 @@
 //! Buckets and containers are made with one raw HTTP request each, using only std and the
 //! dev-dependencies `aws-lc-rs` (HMAC-SHA256) and `base64`: moto accepts an unsigned
 //! `PUT /bucket`, and Azurite wants a SharedKey-signed `PUT /account/container?restype=container`
-//! (object_store cannot create either). To reuse this module from another crate's tests, copy
-//! this directory and add those two dev-dependencies plus `tempfile`.
+//! (object_store cannot create either). Other crates' tests include this one directory with
+//! `#[path = ".../crates/store/tests/servers/mod.rs"]` rather than a copy (the engine's and the
+//! end-to-end cloud tests do); such a crate needs those two dev-dependencies plus `tempfile`.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
