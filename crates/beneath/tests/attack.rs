@@ -147,6 +147,9 @@ fn hostile_names_from_a_recovery_point_are_refused() {
     assert_eq!(Name::new(OsStr::from_bytes(b"x\0")), Err(NameError::Nul));
     assert_eq!(RelPath::parse("/etc/passwd"), Err(RelPathError::Absolute));
     for path in ["a/../../etc", "..", "a/./b", "a//b", "a\0b/c"] {
-        assert!(matches!(RelPath::parse(path), Err(RelPathError::Component { .. })), "{path}");
+        assert!(
+            matches!(RelPath::parse(path), Err(RelPathError::Component { .. })),
+            "{path}"
+        );
     }
 }

@@ -75,7 +75,9 @@ pub fn listing(root: &Path) -> Vec<String> {
         let e = e.unwrap();
         let m = e.path().symlink_metadata().unwrap();
         let content = if m.is_file() {
-            blake3::hash(&fs::read(e.path()).unwrap()).to_hex().to_string()
+            blake3::hash(&fs::read(e.path()).unwrap())
+                .to_hex()
+                .to_string()
         } else if m.file_type().is_symlink() {
             fs::read_link(e.path()).unwrap().display().to_string()
         } else {
