@@ -37,7 +37,8 @@ pub enum Error {
     /// directory at the destination; only non-directories move in that mode.
     #[error("{}: is a directory; only non-directories move with replacement", .path.display())]
     SourceIsDirectory { path: PathBuf },
-    /// Any other failure of the system call `op` on `path`.
+    /// Any other failure of the system call `op`. Here `path` is the object the call failed
+    /// on: during a resolution, the prefix that ends in the component it failed at.
     #[error("{}: cannot {op}: {source}", .path.display())]
     Io {
         op: &'static str,
