@@ -34,7 +34,9 @@ pub enum Replace {
     /// itself; its target is never touched (rename does not follow the last component). A
     /// directory there is refused ([`Error::WouldReplaceDirectory`]). The source must not be
     /// a directory ([`Error::SourceIsDirectory`]): then the kernel itself refuses a directory
-    /// at the destination, with no window between a check and the rename.
+    /// at the destination, with no window between a check and the rename. The source's kind
+    /// is checked just before the rename, so the source should live where only the caller
+    /// writes (a 0700 staging folder).
     NonDirectory,
 }
 
