@@ -1,0 +1,197 @@
+//! Each operation does what it says, on the object beneath the base and on nothing else.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+use common::{Fixture, is_root, rel};
+use rbackup_beneath::{
+    Access, Dir, Error, FileKind, RelPath, Replace, Resolve, metadata, set_mode, set_owner,
+    set_times,
+};
+use rustix::fd::AsFd;
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    path.symlink_metadata().unwrap().permissions().mode() & 0o7777
+}
+
+both_modes! {
+    fn create_dir_all_makes_what_is_missing(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        fs::create_dir(fx.base.join("a")).unwrap();
+        let made = dir.create_dir_all(&rel("a/b/c"), 0o700).unwrap();
+        assert_eq!(made.label(), fx.base.join("a/b/c"));
+        assert_eq!(mode_of(&fx.base.join("a/b/c")), 0o700);
+        // Again: it exists now, and is opened, not refused.
+        dir.create_dir_all(&rel("a/b/c"), 0o700).unwrap();
+        made.create_file(&rel("f")).unwrap();
+        assert!(fx.base.join("a/b/c/f").is_file());
+        assert!(dir.open_dir(&RelPath::new()).is_ok());
+        match dir.open_dir(&rel("a/missing/x")) {
+            Err(Error::NotFound { at, .. }) => assert_eq!(at, fx.base.join("a/missing")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(dir.create_dir(&rel("a/b"), 0o700), Err(Error::Exists { .. })));
+        dir.create_dir(&rel("a/fresh"), 0o700).unwrap();
+        assert_eq!(mode_of(&fx.base.join("a/fresh")), 0o700);
+    }
+
+    fn files_are_created_exclusively_and_private(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        dir.create_dir_all(&rel("d"), 0o755).unwrap();
+        let mut f = dir.create_file(&rel("d/f")).unwrap();
+        f.write_all(b"hello").unwrap();
+        assert_eq!(mode_of(&fx.base.join("d/f")), 0o600);
+        assert!(matches!(dir.create_file(&rel("d/f")), Err(Error::Exists { .. })));
+        let mut s = String::new();
+        dir.open_file(&rel("d/f"), Access::Read).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        let mut w = dir.open_file(&rel("d/f"), Access::Write).unwrap();
+        w.write_all(b"J").unwrap();
+        assert_eq!(fs::read(fx.base.join("d/f")).unwrap(), b"Jello");
+        // The open file blocks as a file should: O_NONBLOCK was only for the open.
+        let fl = rustix::fs::fcntl_getfl(&w).unwrap();
+        assert!(!fl.contains(rustix::fs::OFlags::NONBLOCK));
+        assert!(matches!(dir.open_file(&rel("d"), Access::Read),
+            Err(Error::NotAFile { found: FileKind::Dir, .. })));
+        assert!(matches!(dir.open_file(&rel("d/none"), Access::Read), Err(Error::NotFound { .. })));
+    }
+
+    fn tmpfile_appears_only_when_published(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        let stage = dir.create_dir_all(&rel("stage"), 0o700).unwrap();
+        let tmp = dir.create_tmpfile(&rel("stage")).unwrap();
+        tmp.file().write_all(b"content").unwrap();
+        assert_eq!(fs::read_dir(fx.base.join("stage")).unwrap().count(), 0);
+        set_mode(tmp.file(), 0o640).unwrap();
+        let f = tmp.publish(&stage, &rel("done")).unwrap();
+        assert_eq!(metadata(&f).unwrap().nlink, 1);
+        assert_eq!(fs::read(fx.base.join("stage/done")).unwrap(), b"content");
+        assert_eq!(mode_of(&fx.base.join("stage/done")), 0o640);
+        drop(dir.create_tmpfile(&rel("stage")).unwrap());
+        assert_eq!(fs::read_dir(fx.base.join("stage")).unwrap().count(), 1);
+    }
+
+    fn rename_never_replaces_when_asked(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        let other = dir.create_dir_all(&rel("other"), 0o755).unwrap();
+        fs::write(fx.base.join("src"), "new").unwrap();
+        fs::write(fx.base.join("other/dst"), "old").unwrap();
+        assert!(matches!(dir.rename(&rel("src"), &other, &rel("dst"), Replace::Never),
+            Err(Error::Exists { .. })));
+        assert_eq!(fs::read_to_string(fx.base.join("other/dst")).unwrap(), "old");
+        dir.rename(&rel("src"), &other, &rel("moved"), Replace::Never).unwrap();
+        assert_eq!(fs::read_to_string(fx.base.join("other/moved")).unwrap(), "new");
+        assert!(matches!(dir.rename(&rel("src"), &other, &rel("x"), Replace::Never),
+            Err(Error::NotFound { .. })));
+    }
+
+    fn rename_replaces_a_symlink_itself_never_its_target(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        fs::write(fx.base.join("src"), "restored").unwrap();
+        symlink(fx.decoy.join("passwd"), fx.base.join("dst")).unwrap();
+        dir.rename(&rel("src"), &dir, &rel("dst"), Replace::NonDirectory).unwrap();
+        let m = fx.base.join("dst").symlink_metadata().unwrap();
+        assert!(m.is_file(), "the link was replaced by the file");
+        assert_eq!(fs::read_to_string(fx.base.join("dst")).unwrap(), "restored");
+        fx.assert_decoy_unchanged();
+        // A plain file is replaced too; a directory is refused and left alone.
+        fs::write(fx.base.join("src2"), "again").unwrap();
+        dir.rename(&rel("src2"), &dir, &rel("dst"), Replace::NonDirectory).unwrap();
+        assert_eq!(fs::read_to_string(fx.base.join("dst")).unwrap(), "again");
+        fs::create_dir(fx.base.join("dirdst")).unwrap();
+        assert!(matches!(
+            dir.rename(&rel("dst"), &dir, &rel("dirdst"), Replace::NonDirectory),
+            Err(Error::WouldReplaceDirectory { .. })
+        ));
+        assert!(fx.base.join("dirdst").is_dir() && fx.base.join("dst").is_file());
+        fs::create_dir(fx.base.join("dirsrc")).unwrap();
+        assert!(matches!(
+            dir.rename(&rel("dirsrc"), &dir, &rel("dst"), Replace::NonDirectory),
+            Err(Error::SourceIsDirectory { .. })
+        ));
+    }
+
+    fn remove_and_stat_do_not_follow(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        symlink(fx.decoy.join("passwd"), fx.base.join("link")).unwrap();
+        fs::create_dir(fx.base.join("empty")).unwrap();
+        assert_eq!(dir.stat(&rel("link")).unwrap().kind, FileKind::Symlink);
+        assert_eq!(dir.stat(&rel("empty")).unwrap().kind, FileKind::Dir);
+        assert_eq!(dir.stat(&RelPath::new()).unwrap().kind, FileKind::Dir);
+        dir.remove_file(&rel("link")).unwrap();
+        assert!(fx.base.join("link").symlink_metadata().is_err());
+        assert!(dir.remove_file(&rel("empty")).is_err());
+        dir.remove_dir(&rel("empty")).unwrap();
+        assert!(matches!(dir.stat(&rel("empty")), Err(Error::NotFound { .. })));
+        fx.assert_decoy_unchanged();
+    }
+
+    fn metadata_lands_on_the_opened_object_only(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        let f = dir.create_file(&rel("f")).unwrap();
+        let sub = dir.create_dir_all(&rel("sub"), 0o700).unwrap();
+        // After the open, the names are swapped for symlinks to the decoy: the fds still
+        // reach the objects opened, and the decoy is not touched.
+        fs::rename(fx.base.join("f"), fx.base.join("f.moved")).unwrap();
+        fs::rename(fx.base.join("sub"), fx.base.join("sub.moved")).unwrap();
+        symlink(fx.decoy.join("passwd"), fx.base.join("f")).unwrap();
+        symlink(&fx.decoy, fx.base.join("sub")).unwrap();
+        let owner = if is_root() { Some(1234) } else { None };
+        for (fd, path, mode) in [
+            (f.as_fd(), fx.base.join("f.moved"), 0o4751),
+            (sub.as_fd(), fx.base.join("sub.moved"), 0o1750),
+        ] {
+            set_owner(fd, owner, owner).unwrap();
+            set_mode(fd, mode).unwrap();
+            set_times(fd, Some(1_000_000_000), Some(1_600_000_000_123_456_789)).unwrap();
+            let m = path.symlink_metadata().unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, mode, "{}", path.display());
+            assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 123_456_789));
+            assert_eq!(m.atime(), 1);
+            if let Some(id) = owner {
+                assert_eq!((m.uid(), m.gid()), (id, id));
+            }
+            assert_eq!(metadata(fd).unwrap().mtime_ns, 1_600_000_000_123_456_789);
+        }
+        // `None` leaves a time as it is; `u32::MAX` is not taken to mean "leave the owner".
+        set_times(&f, None, Some(5_000_000_000)).unwrap();
+        assert_eq!(fx.base.join("f.moved").metadata().unwrap().atime(), 1);
+        assert!(set_owner(&f, Some(u32::MAX), None).is_err());
+        fx.assert_decoy_unchanged();
+    }
+
+    fn errors_name_the_path_and_the_component(resolve: Resolve) {
+        let fx = Fixture::new();
+        symlink(&fx.decoy, fx.base.join("a")).unwrap();
+        let dir = fx.dir(resolve);
+        let err = dir.create_dir_all(&rel("a/b/c"), 0o755).unwrap_err();
+        assert_eq!(err.path(), fx.base.join("a/b/c"));
+        let text = err.to_string();
+        assert!(text.contains(&format!("{} is a symbolic link", fx.base.join("a").display())), "{text}");
+    }
+}
+
+#[test]
+fn auto_mode_resolves_like_the_forced_ones() {
+    let fx = Fixture::new();
+    let dir = Dir::open(&fx.base).unwrap();
+    assert_eq!(dir.resolve(), Resolve::Auto);
+    symlink(&fx.decoy, fx.base.join("a")).unwrap();
+    dir.create_dir_all(&rel("x/y"), 0o755).unwrap();
+    assert!(matches!(
+        dir.open_dir(&rel("a/sub")),
+        Err(Error::Symlink { .. })
+    ));
+    assert_eq!(dir.open_dir(&rel("x/y")).unwrap().resolve(), Resolve::Auto);
+    fx.assert_decoy_unchanged();
+}
