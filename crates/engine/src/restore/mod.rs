@@ -197,7 +197,12 @@ mod tests {
     #[test]
     fn failed_files_are_flagged_by_number_and_a_fetch_reason_wins() {
         let mut plan = Plan {
-            files: vec![file("z/last"), file("a/ok"), file("m/broken"), file("b/both")],
+            files: vec![
+                file("z/last"),
+                file("a/ok"),
+                file("m/broken"),
+                file("b/both"),
+            ],
             ..Plan::default()
         };
         plan.broken.insert(2, "blob missing".into());
