@@ -12,8 +12,9 @@ use rbackup_crypto::BlobId;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{self, Index};
+use crate::layout::pack_rel;
 use crate::pack::{self, BlobKind};
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 use crate::report::CheckReport;
 use crate::tree::NodeKind;
 
@@ -54,7 +55,7 @@ impl Repository {
     async fn check_packs(&self, index: &Index, report: &mut CheckReport) -> Result<()> {
         let stored: HashMap<String, u64> = self
             .store
-            .list(&self.path("packs"))
+            .list(&self.path(crate::layout::PACKS))
             .await?
             .into_iter()
             .filter_map(|m| Some((m.path.rsplit('/').next()?.to_string(), m.size)))

@@ -1,9 +1,10 @@
 //! How structured objects become bytes: CBOR (self-describing, so fields can be added without
 //! a format break), zstd, then AES-256-GCM under a metadata subkey whose associated data names
 //! the object's kind and name, so an index file cannot be passed off as a recovery point or moved
-//! to another name.
+//! to another name. The few plain objects (vault.json, machine.json, key files) are pretty JSON.
 
 use rbackup_crypto::MasterKeys;
+use rbackup_store::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,6 +23,14 @@ pub(crate) fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub(crate) fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     ciborium::from_reader(bytes).map_err(|e| EngineError::corrupt(what, e))
+}
+
+/// A plain object's bytes: pretty JSON, for people reading the vault.
+pub(crate) fn json<T: Serialize>(value: &T) -> Bytes {
+    // Our metadata types always serialize.
+    #[allow(clippy::expect_used)]
+    let v = serde_json::to_vec_pretty(value).expect("JSON encoding");
+    Bytes::from(v)
 }
 
 fn ad(kind: &str, name: &str) -> Vec<u8> {

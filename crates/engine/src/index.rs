@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::pack::{BlobKind, PackEntry};
 
-pub(crate) const KIND: &str = "index";
+pub(crate) const KIND: &str = crate::layout::INDEX;
 
 /// One index file's content.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -47,6 +47,7 @@ mod credentials;
 mod error;
 mod id;
 mod index;
+mod layout;
 mod lock;
 mod pack;
 mod progress;
@@ -64,6 +65,7 @@ pub use backup::{BackupOptions, CACHE_PERCENT, MAX_RECOVERY_POINTS, MAX_SOURCE_B
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{EngineError, Result};
 pub use id::Id;
+pub use layout::{FORMAT_VERSION, VaultMeta};
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
 pub use pack::BlobKind;
 pub use progress::{NoProgress, Progress};
@@ -73,7 +75,7 @@ pub use report::{BackupReport, CheckReport, RestoreReport, Skipped};
 pub use restore::RestoreOptions;
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
-pub use vault::{FORMAT_VERSION, Registration, Vault, VaultMeta};
+pub use vault::{Registration, Vault};
 
 /// The chunker crate, re-exported so embedders need one dependency.
 pub use rbackup_chunker as chunker;

@@ -28,7 +28,7 @@ use crate::id::Id;
 use crate::repo::Repository;
 
 /// Where leases live in a machine's repository.
-pub(crate) const KIND: &str = "locks";
+pub(crate) const KIND: &str = crate::layout::LOCKS;
 
 /// How long a lease lasts without a refresh. Holders refresh every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);

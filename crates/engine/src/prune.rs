@@ -49,7 +49,7 @@ use crate::snapshot::RecoveryPoint;
 use crate::tree::NodeKind;
 
 /// Where prune markers live in a machine's repository.
-pub(crate) const KIND: &str = "prune";
+pub(crate) const KIND: &str = crate::layout::PRUNE;
 
 /// Default grace period: a lease TTL plus five minutes for clocks and slow listings.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(DEFAULT_LEASE_TTL.as_secs() + 300);
@@ -305,7 +305,7 @@ impl Repository {
         }
         let used = self.referenced(&index, &rps).await?;
         let mut stored = HashMap::new();
-        for m in self.store.list(&self.path("packs")).await? {
+        for m in self.store.list(&self.path(crate::layout::PACKS)).await? {
             let name = m.path.rsplit('/').next().unwrap_or_default();
             match Id::from_hex(name) {
                 Ok(id) => {
@@ -409,7 +409,7 @@ impl Repository {
         let markers = self.read_markers(&mut PruneReport::default()).await?;
         let stored: HashMap<Id, u64> = self
             .store
-            .list(&self.path("packs"))
+            .list(&self.path(crate::layout::PACKS))
             .await?
             .into_iter()
             .filter_map(|m| Some((Id::from_hex(m.path.rsplit('/').next()?).ok()?, m.size)))

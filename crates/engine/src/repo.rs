@@ -6,50 +6,22 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use rbackup_chunker::ChunkerParams;
 use rbackup_crypto::{BlobId, CryptoError, KdfParams, KeyFile, MasterKeys, Passphrase};
 use rbackup_store::{Bytes, PutMode, Store};
-use serde::{Deserialize, Serialize};
 
 use crate::cache::MetaCache;
-use crate::codec;
+use crate::codec::{self, json};
 use crate::error::{EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, Index};
+use crate::layout::{self, FORMAT_VERSION, MachineConfig, MachineMarker, machine_path, pack_rel};
 use crate::pack::{self, BlobKind};
 use crate::snapshot::{self, RecoveryPoint};
 use crate::tree::Tree;
-use crate::vault::{FORMAT_VERSION, Vault, json};
+use crate::vault::Vault;
 
 /// Parallel metadata downloads: enough to hide latency on a cloud store.
 const FETCH_CONCURRENCY: usize = 8;
-
-pub(crate) fn machine_path(machine: &str, rel: &str) -> String {
-    format!("machines/{machine}/{rel}")
-}
-
-pub(crate) fn pack_rel(pack: &Id) -> String {
-    let hex = pack.to_hex();
-    format!("packs/{}/{hex}", &hex[..2])
-}
-
-/// `machines/<id>/machine.json`: written last at registration; its presence means the machine
-/// exists.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct MachineMarker {
-    pub format: u32,
-    pub machine_id: String,
-    pub created: String,
-}
-
-/// `machines/<id>/config`, sealed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct MachineConfig {
-    pub name: String,
-    pub hostname: String,
-    pub chunker: ChunkerParams,
-    pub created: String,
-}
 
 /// How to unlock a machine's master keys.
 #[derive(Debug)]
@@ -82,7 +54,7 @@ impl Repository {
         cache_dir: Option<&Path>,
     ) -> Result<Repository> {
         let store = vault.store();
-        let marker_path = machine_path(machine, "machine.json");
+        let marker_path = machine_path(machine, layout::MACHINE_JSON);
         let marker = match store.get(&marker_path).await {
             Err(e) if e.is_not_found() => {
                 return Err(EngineError::MachineNotFound {
@@ -105,12 +77,10 @@ impl Repository {
             Unlock::Keys(k) => k,
             Unlock::Passphrase(p) => unlock_with_passphrase(&*store, machine, p).await?,
         };
-        let sealed = store.get(&machine_path(machine, "config")).await?;
-        let config: MachineConfig =
-            codec::open_meta(&keys, "config", machine, &sealed).map_err(|_| {
-                EngineError::WrongPassphrase {
-                    machine: machine.into(),
-                }
+        let sealed = store.get(&machine_path(machine, layout::CONFIG)).await?;
+        let config: MachineConfig = codec::open_meta(&keys, layout::CONFIG, machine, &sealed)
+            .map_err(|_| EngineError::WrongPassphrase {
+                machine: machine.into(),
             })?;
         let cache = match cache_dir {
             Some(dir) => Some(MetaCache::new(dir, vault.id(), machine)?),
@@ -145,9 +115,9 @@ impl Repository {
     /// afterwards only the new passphrase opens the machine. The new file is written first, so
     /// a crash in between leaves both passphrases working rather than none.
     pub async fn change_passphrase(&self, new: &Passphrase, kdf: KdfParams) -> Result<()> {
-        let old = self.store.list(&self.path("keys")).await?;
+        let old = self.store.list(&self.path(layout::KEYS)).await?;
         let file = KeyFile::wrap(&self.keys, new, kdf)?;
-        let new_path = self.path(&format!("keys/{}", Id::random().to_hex()));
+        let new_path = self.path(&layout::key_rel(&Id::random()));
         self.store
             .put(&new_path, json(&file), PutMode::Create)
             .await?;
@@ -328,7 +298,7 @@ async fn unlock_with_passphrase(
     machine: &str,
     passphrase: &Passphrase,
 ) -> Result<MasterKeys> {
-    let files = store.list(&machine_path(machine, "keys")).await?;
+    let files = store.list(&machine_path(machine, layout::KEYS)).await?;
     for f in files {
         let bytes = store.get(&f.path).await?;
         let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {

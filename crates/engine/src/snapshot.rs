@@ -7,7 +7,7 @@ use crate::codec;
 use crate::error::Result;
 use crate::id::Id;
 
-pub(crate) const KIND: &str = "snapshots";
+pub(crate) const KIND: &str = crate::layout::SNAPSHOTS;
 
 /// A recovery point: a root tree and what produced it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

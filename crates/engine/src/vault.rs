@@ -6,31 +6,15 @@ use std::time::Duration;
 
 use rbackup_chunker::ChunkerParams;
 use rbackup_crypto::{KdfParams, KeyFile, MasterKeys, Passphrase};
-use rbackup_store::{Bytes, PutMode, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use rbackup_store::{PutMode, Store, StoreError};
 
-use crate::codec;
-use crate::credentials::{CredentialsRecord, VaultCredentials};
+use crate::codec::{self, json};
+use crate::credentials::VaultCredentials;
 use crate::error::{EngineError, Result};
 use crate::id::{Id, random_bytes};
-use crate::repo::{MachineConfig, MachineMarker, machine_path};
-
-/// The vault format this release writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-const VAULT_JSON: &str = "vault.json";
-
-/// `vault.json`: nothing secret.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VaultMeta {
-    /// Format version.
-    pub format: u32,
-    /// Random id of the vault.
-    pub vault_id: String,
-    /// RFC 3339.
-    pub created: String,
-    /// The newest credentials.
-    pub credentials: CredentialsRecord,
-}
+use crate::layout::{
+    self, FORMAT_VERSION, MachineConfig, MachineMarker, VAULT_JSON, VaultMeta, machine_path,
+};
 
 /// What a machine registers with.
 #[derive(Debug)]
@@ -158,7 +142,7 @@ impl Vault {
         let machine = hex::encode(random_bytes::<8>());
         let keys = MasterKeys::generate();
         let key_file = KeyFile::wrap(&keys, reg.passphrase, reg.kdf)?;
-        let key_path = machine_path(&machine, &format!("keys/{}", Id::random().to_hex()));
+        let key_path = machine_path(&machine, &layout::key_rel(&Id::random()));
         self.store
             .put(&key_path, json(&key_file), PutMode::Create)
             .await?;
@@ -168,10 +152,10 @@ impl Vault {
             chunker: reg.chunker,
             created: jiff::Timestamp::now().to_string(),
         };
-        let sealed = codec::seal_meta(&keys, "config", &machine, &config);
+        let sealed = codec::seal_meta(&keys, layout::CONFIG, &machine, &config);
         self.store
             .put(
-                &machine_path(&machine, "config"),
+                &machine_path(&machine, layout::CONFIG),
                 sealed.into(),
                 PutMode::Create,
             )
@@ -183,7 +167,7 @@ impl Vault {
         };
         self.store
             .put(
-                &machine_path(&machine, "machine.json"),
+                &machine_path(&machine, layout::MACHINE_JSON),
                 json(&marker),
                 PutMode::Create,
             )
@@ -195,23 +179,12 @@ impl Vault {
     pub async fn machines(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = self
             .store
-            .list("machines")
+            .list(layout::MACHINES)
             .await?
             .into_iter()
-            .filter_map(|m| {
-                let rest = m.path.strip_prefix("machines/")?;
-                let (id, file) = rest.split_once('/')?;
-                (file == "machine.json").then(|| id.to_string())
-            })
+            .filter_map(|m| layout::marker_machine(&m.path).map(str::to_string))
             .collect();
         out.sort();
         Ok(out)
     }
-}
-
-pub(crate) fn json<T: Serialize>(value: &T) -> Bytes {
-    // Our metadata types always serialize.
-    #[allow(clippy::expect_used)]
-    let v = serde_json::to_vec_pretty(value).expect("JSON encoding");
-    Bytes::from(v)
 }

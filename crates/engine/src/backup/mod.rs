@@ -5,21 +5,25 @@
 //! it, and every index file is written before the recovery point that needs it. A run killed at
 //! any moment leaves at worst packs no index lists (ignored, removed by prune) and index files
 //! no recovery point needs — never a recovery point that points at missing data.
+//!
+//! A run is three steps: `plan` (sources, limits, parent, staging, and the index to
+//! deduplicate against), `pipeline` (the walker, packer and uploader threads), `commit` (the
+//! last index file, then the recovery point).
 
+mod commit;
 mod excludes;
 mod packer;
+mod pipeline;
+mod plan;
 mod walk;
 
 pub(crate) use walk::data_segments;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rbackup_chunker::Chunker;
 use rbackup_throttle::Throttle;
-use tokio::runtime::Handle;
 
 use crate::error::{EngineError, Result};
 use crate::id::Id;
@@ -27,11 +31,8 @@ use crate::lock::{Lease, LeaseKind};
 use crate::progress::{NoProgress, Progress};
 use crate::repo::Repository;
 use crate::report::BackupReport;
-use crate::snapshot::{self, RecoveryPoint};
-use crate::workdir::WorkDir;
+use crate::snapshot::RecoveryPoint;
 use excludes::Excludes;
-use packer::{Budget, IndexCollector, PackerConfig};
-use walk::{SourceTrie, Walker};
 
 /// MARS: a data source may not exceed 54,400 GB.
 pub const MAX_SOURCE_BYTES: u64 = 54_400 * 1_000_000_000;
@@ -98,154 +99,26 @@ impl BackupOptions {
 }
 
 impl Repository {
-    /// Backs up the sources and writes a recovery point, under a shared lease (see `lock.rs`).
+    /// Backs up the sources and writes a recovery point, under a shared lease (see `lock.rs`;
+    /// the steps keep the order B1–B5 that ARCHITECTURE.md gives for running beside a prune).
     pub async fn backup(&self, opts: BackupOptions) -> Result<BackupReport> {
+        // B1: the lease is written first, honouring no prune marker.
         let lease = self.take_lease(LeaseKind::Shared, "backup").await?;
         let result = self.backup_leased(opts, &lease).await;
         lease.release().await;
         result
     }
 
+    /// Plan (B2–B4: the index without doomed packs, the lease rewritten honouring the markers
+    /// seen), run the pipeline against that index only, then commit (B5: the lease checked
+    /// right before the recovery point is written).
     async fn backup_leased(&self, opts: BackupOptions, lease: &Lease) -> Result<BackupReport> {
         let started = Instant::now();
         let time = jiff::Timestamp::now();
-        let paths = normalize_sources(&opts.paths)?;
-        let excludes = Excludes::new(&opts.excludes)?;
-        let (files, bytes) = {
-            let (p, e) = (paths.clone(), excludes.clone());
-            tokio::task::spawn_blocking(move || prescan(&p, &e))
-                .await
-                .map_err(|e| EngineError::Internal(e.to_string()))?
-        };
-        if bytes > MAX_SOURCE_BYTES {
-            return Err(EngineError::Limit(format!(
-                "the sources hold {} GB, over the limit of 54,400 GB per data source: split them into several jobs",
-                bytes / 1_000_000_000
-            )));
-        }
-        opts.progress.total(files, bytes);
-        let rps = self.recovery_points().await?;
-        check_recovery_point_limit(rps.len())?;
-        let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let parent = choose_parent(&rps, &path_strings, opts.job.as_deref());
-        let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&cache_dir).map_err(|e| EngineError::io(&cache_dir, e))?;
-        let budget_bytes = if opts.cache_rule {
-            check_cache_space(&cache_dir, bytes)?
-        } else {
-            u64::MAX
-        };
-        let staging = WorkDir::create(&cache_dir.join("staging"), 0)?;
-        // Without the packs a pending prune will delete (see prune.rs).
-        let index = Arc::new(self.load_index_for_backup(lease).await?);
-        let parent_root = match &parent {
-            Some((_, rp)) if index.contains(&rp.tree) => {
-                Some(self.load_tree(&index, &rp.tree).await?)
-            }
-            _ => None,
-        };
-
-        let threads = match opts.threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
-        let budget = Arc::new(Budget::new(budget_bytes));
-        let pack_target = opts
-            .pack_size
-            .min((budget_bytes / (threads as u64 + 2)).max(1 << 20));
-        let cfg = PackerConfig {
-            keys: self.keys.clone(),
-            staging: staging.path().to_path_buf(),
-            pack_target,
-            level: opts.compression_level,
-            budget: budget.clone(),
-        };
-        let chunker = Chunker::new(self.keys.chunker_key(), self.config.chunker)
-            .map_err(|e| EngineError::corrupt("machine config", e))?;
-        let (blob_tx, blob_rx) = crossbeam_channel::bounded(threads * 2);
-        let (pack_tx, pack_rx) = crossbeam_channel::bounded(2);
-        let collector = Arc::new(tokio::sync::Mutex::new(IndexCollector::default()));
-        let handle = Handle::current();
-
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let (cfg, rx, tx) = (cfg.clone(), blob_rx.clone(), pack_tx.clone());
-                std::thread::spawn(move || packer::worker(cfg, rx, tx))
-            })
-            .collect();
-        drop((blob_rx, pack_tx));
-        let uploaders: Vec<_> = (0..2)
-            .map(|_| {
-                let (repo, h, rx) = (self.clone(), handle.clone(), pack_rx.clone());
-                let (b, c, t) = (budget.clone(), collector.clone(), opts.throttle.clone());
-                std::thread::spawn(move || packer::uploader(repo, h, rx, b, c, t))
-            })
-            .collect();
-        drop(pack_rx);
-
-        let walked = {
-            let (repo, idx, progress) = (self.clone(), index.clone(), opts.progress.clone());
-            let trie = SourceTrie::new(&paths);
-            tokio::task::spawn_blocking(move || {
-                let mut w = Walker {
-                    repo: &repo,
-                    handle,
-                    index: &idx,
-                    chunker,
-                    tx: blob_tx,
-                    excludes,
-                    progress,
-                    report: BackupReport::default(),
-                    sent: HashSet::new(),
-                    root_dev: None,
-                };
-                let root = w.run(&trie, parent_root.as_ref());
-                (root, w.report)
-            })
+        let plan = self.plan_backup(&opts, lease).await?;
+        let ran = self.run_pipeline(&opts, &plan).await?;
+        self.commit_backup(&opts, lease, plan, ran, time, started)
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
-        };
-        // The walker dropped its sender: workers drain, flush their packs and stop; then the
-        // uploaders stop. Join everything before looking at any result.
-        let worker_results = join_all(workers).await;
-        let uploader_results = join_all(uploaders).await;
-        let (root, mut report) = walked;
-        let root = first_error(root, worker_results.into_iter().chain(uploader_results))?;
-
-        let mut collector = collector.lock().await;
-        collector.flush(self).await?;
-        let rp_id = Id::random();
-        let rp = RecoveryPoint {
-            time: time.to_string(),
-            hostname: self.config.hostname.clone(),
-            paths: path_strings,
-            tree: root,
-            parent: parent.as_ref().map(|(id, _)| *id),
-            job: opts.job.clone(),
-            files: report.files_new + report.files_changed + report.files_unchanged,
-            dirs: report.dirs,
-            bytes,
-            bytes_added: collector.bytes,
-        };
-        let sealed = snapshot::seal(&self.keys, &rp_id, &rp);
-        let rp_bytes = sealed.len() as u64;
-        lease.ensure_held()?; // a lapsed lease means a prune may have removed what we reused
-        self.put_immutable(&format!("{}/{}", snapshot::KIND, rp_id.to_hex()), sealed)
-            .await?;
-
-        report.recovery_point = Some(rp_id.to_hex());
-        report.parent = parent.map(|(id, _)| id.to_hex());
-        report.bytes_added = collector.bytes + rp_bytes;
-        report.packs = collector.packs;
-        report.source_files = files;
-        report.source_bytes = bytes;
-        report.cache_high_water = budget.high_water();
-        report.throttle_wait_s = opts
-            .throttle
-            .as_ref()
-            .map_or(0.0, |t| t.total_wait().as_secs_f64());
-        report.duration_s = started.elapsed().as_secs_f64();
-        Ok(report)
     }
 }
 

@@ -16,8 +16,9 @@ use tokio::runtime::Handle;
 use crate::error::{EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
+use crate::layout::pack_rel;
 use crate::pack::{BlobKind, FinishedPack, Framer, PackWriter};
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 
 /// A blob on its way to a pack.
 #[derive(Debug)]

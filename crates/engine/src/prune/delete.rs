@@ -11,8 +11,9 @@ use super::{KIND, PruneOptions, PruneReport, State};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
+use crate::layout::pack_rel;
 use crate::lock::plus;
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 
 impl Repository {
     /// Phase 2 for every ripe marker.
@@ -141,7 +142,7 @@ impl Repository {
                     .filter(|id| !delete.contains(id) && id.to_hex().starts_with(&dir))
                     .map(Id::to_hex)
                     .collect();
-                c.retain(&format!("packs/{dir}"), &keep);
+                c.retain(&format!("{}/{dir}", crate::layout::PACKS), &keep);
             }
         }
         Ok(())

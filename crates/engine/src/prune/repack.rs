@@ -12,8 +12,9 @@ use super::{PruneOptions, State};
 use crate::error::{EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
+use crate::layout::pack_rel;
 use crate::pack::{self, BlobKind, FinishedPack, PackWriter};
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 use crate::workdir::WorkDir;
 
 /// Size at which a repacked pack is closed (the backup's default).

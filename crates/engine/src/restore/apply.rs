@@ -69,7 +69,7 @@ pub(crate) fn move_into_target(
                 moved.bytes += f.node.size;
             }
             Err(e) => moved.failed.push(Skipped {
-                path: Path::new("/").join(&f.rel).display().to_string(),
+                path: f.shown(),
                 reason: format!("cannot place {}: {e}", dest.display()),
             }),
         }

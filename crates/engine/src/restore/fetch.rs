@@ -11,9 +11,10 @@ use tokio::runtime::Handle;
 
 use super::plan::{BlobRead, Plan};
 use crate::index::Index;
+use crate::layout::pack_rel;
 use crate::pack::{self, BlobKind};
 use crate::progress::Progress;
-use crate::repo::{Repository, pack_rel};
+use crate::repo::Repository;
 
 /// Reads of neighbouring blobs are merged when the gap is at most this...
 const MERGE_GAP: u64 = 256 << 10;

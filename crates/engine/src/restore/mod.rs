@@ -9,7 +9,8 @@ mod apply;
 mod fetch;
 mod plan;
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -119,31 +120,10 @@ impl Repository {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??
         };
-        let mut failed: Vec<Skipped> = failures
-            .into_iter()
-            .chain(plan.broken.iter().map(|(f, r)| (*f, r.clone())))
-            .map(|(f, reason)| Skipped {
-                path: Path::new("/")
-                    .join(&plan.files[f].rel)
-                    .display()
-                    .to_string(),
-                reason,
-            })
-            .collect();
-        failed.sort_by(|a, b| a.path.cmp(&b.path));
-        failed.dedup_by(|a, b| a.path == b.path);
-        let bad: std::collections::HashSet<&str> = failed.iter().map(|s| s.path.as_str()).collect();
+        let (mut failed, bad) = failed_files(&plan, failures);
         let target = opts.target.clone();
         let moved = {
-            let (plan, bad): (Arc<Plan>, Vec<bool>) = (
-                plan.clone(),
-                plan.files
-                    .iter()
-                    .map(|e| {
-                        bad.contains(Path::new("/").join(&e.rel).display().to_string().as_str())
-                    })
-                    .collect(),
-            );
+            let plan = plan.clone();
             tokio::task::spawn_blocking(move || {
                 apply::move_into_target(&plan, &stage, &target, &bad)
             })
@@ -163,5 +143,84 @@ impl Repository {
             warnings: plan.warnings.clone(),
             duration_s: started.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// The files that will not be restored, by file number: those whose reads failed (with the
+/// fetch's reason) and those the plan found broken. Returns them as reported, sorted by path,
+/// and as a flag per file of the plan.
+fn failed_files(plan: &Plan, mut failures: HashMap<usize, String>) -> (Vec<Skipped>, Vec<bool>) {
+    for (&f, reason) in &plan.broken {
+        failures.entry(f).or_insert_with(|| reason.clone());
+    }
+    let bad = (0..plan.files.len())
+        .map(|f| failures.contains_key(&f))
+        .collect();
+    let mut failed: Vec<Skipped> = failures
+        .into_iter()
+        .map(|(f, reason)| Skipped {
+            path: plan.files[f].shown(),
+            reason,
+        })
+        .collect();
+    failed.sort_by(|a, b| a.path.cmp(&b.path));
+    (failed, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Node, NodeKind};
+
+    fn file(rel: &str) -> plan::Entry {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        plan::Entry {
+            rel: rel.into(),
+            node: Node {
+                name: name.as_bytes().to_vec().into(),
+                kind: NodeKind::File,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                ino: 0,
+                size: 0,
+                content: Vec::new(),
+                segments: Vec::new(),
+                subtree: None,
+                class: None,
+            },
+        }
+    }
+
+    #[test]
+    fn failed_files_are_flagged_by_number_and_a_fetch_reason_wins() {
+        let mut plan = Plan {
+            files: vec![
+                file("z/last"),
+                file("a/ok"),
+                file("m/broken"),
+                file("b/both"),
+            ],
+            ..Plan::default()
+        };
+        plan.broken.insert(2, "blob missing".into());
+        plan.broken.insert(3, "blob missing".into());
+        let fetch = HashMap::from([(0, "pack unreadable".into()), (3, "damaged".into())]);
+        let (failed, bad) = failed_files(&plan, fetch);
+        assert_eq!(bad, [true, false, true, true]);
+        let got: Vec<(&str, &str)> = failed
+            .iter()
+            .map(|s| (s.path.as_str(), s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/b/both", "damaged"),
+                ("/m/broken", "blob missing"),
+                ("/z/last", "pack unreadable"),
+            ]
+        );
     }
 }

@@ -18,6 +18,13 @@ pub(crate) struct Entry {
     pub node: Node,
 }
 
+impl Entry {
+    /// The absolute path, as reports show it.
+    pub(crate) fn shown(&self) -> String {
+        Path::new("/").join(&self.rel).display().to_string()
+    }
+}
+
 /// Where one blob's content goes: file number and offset in it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
@@ -42,7 +49,8 @@ pub(crate) struct Plan {
     pub files: Vec<Entry>,
     /// Pack number → blobs, sorted by offset.
     pub packs: BTreeMap<u32, Vec<BlobRead>>,
-    /// Files that cannot be restored before reading anything (blob missing from the index).
+    /// Files (by number in `files`) that cannot be restored before reading anything (blob
+    /// missing from the index).
     pub broken: HashMap<usize, String>,
     /// Bytes that will be written into the staging area.
     pub data_bytes: u64,

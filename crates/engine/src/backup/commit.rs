@@ -1,0 +1,68 @@
+//! The end of a backup: the last index file, then (B5) the lease check right before the
+//! recovery point is written, then the report.
+
+use std::time::Instant;
+
+use super::BackupOptions;
+use super::pipeline::Ran;
+use super::plan::Plan;
+use crate::error::Result;
+use crate::id::Id;
+use crate::lock::Lease;
+use crate::repo::Repository;
+use crate::report::BackupReport;
+use crate::snapshot::{self, RecoveryPoint};
+
+impl Repository {
+    /// Flushes the index, writes the recovery point started at `time` and fills in the report.
+    pub(super) async fn commit_backup(
+        &self,
+        opts: &BackupOptions,
+        lease: &Lease,
+        plan: Plan,
+        ran: Ran,
+        time: jiff::Timestamp,
+        started: Instant,
+    ) -> Result<BackupReport> {
+        let Ran {
+            root,
+            mut report,
+            collector,
+            budget,
+        } = ran;
+        let mut collector = collector.lock().await;
+        collector.flush(self).await?;
+        let rp_id = Id::random();
+        let rp = RecoveryPoint {
+            time: time.to_string(),
+            hostname: self.config.hostname.clone(),
+            paths: plan.path_strings,
+            tree: root,
+            parent: plan.parent.as_ref().map(|(id, _)| *id),
+            job: opts.job.clone(),
+            files: report.files_new + report.files_changed + report.files_unchanged,
+            dirs: report.dirs,
+            bytes: plan.bytes,
+            bytes_added: collector.bytes,
+        };
+        let sealed = snapshot::seal(&self.keys, &rp_id, &rp);
+        let rp_bytes = sealed.len() as u64;
+        lease.ensure_held()?; // B5: a lapsed lease means a prune may have removed what we reused
+        self.put_immutable(&format!("{}/{}", snapshot::KIND, rp_id.to_hex()), sealed)
+            .await?;
+
+        report.recovery_point = Some(rp_id.to_hex());
+        report.parent = plan.parent.map(|(id, _)| id.to_hex());
+        report.bytes_added = collector.bytes + rp_bytes;
+        report.packs = collector.packs;
+        report.source_files = plan.files;
+        report.source_bytes = plan.bytes;
+        report.cache_high_water = budget.high_water();
+        report.throttle_wait_s = opts
+            .throttle
+            .as_ref()
+            .map_or(0.0, |t| t.total_wait().as_secs_f64());
+        report.duration_s = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}

@@ -1,0 +1,134 @@
+//! The running backup: the walker reads and chunks the sources on a blocking thread, packer
+//! workers compress and seal blobs into staged packs, uploaders put the packs into the vault
+//! and collect their index entries. Channels between the stages are bounded, and so is the
+//! staging space (`Budget`), so a slow vault slows the walk instead of filling the disk.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use rbackup_chunker::Chunker;
+use rbackup_crypto::BlobId;
+use tokio::runtime::Handle;
+
+use super::packer::{self, BlobJob, Budget, IndexCollector, PackerConfig};
+use super::plan::Plan;
+use super::walk::{SourceTrie, Walker};
+use super::{BackupOptions, first_error, join_all};
+use crate::error::{EngineError, Result};
+use crate::repo::Repository;
+use crate::report::BackupReport;
+
+/// What the pipeline produced: the new root tree, the walker's counts, and what the uploaders
+/// collected (index entries not yet flushed, packs and bytes written).
+pub(super) struct Ran {
+    pub root: BlobId,
+    pub report: BackupReport,
+    pub collector: Arc<tokio::sync::Mutex<IndexCollector>>,
+    pub budget: Arc<Budget>,
+}
+
+/// The packer workers and uploaders, started; the walker feeds them through `blobs`.
+struct Stages {
+    blobs: Sender<BlobJob>,
+    workers: Vec<JoinHandle<Result<()>>>,
+    uploaders: Vec<JoinHandle<Result<()>>>,
+    budget: Arc<Budget>,
+    collector: Arc<tokio::sync::Mutex<IndexCollector>>,
+}
+
+impl Repository {
+    /// Runs walk → pack → upload to the end and joins every thread before looking at any
+    /// result.
+    pub(super) async fn run_pipeline(&self, opts: &BackupOptions, plan: &Plan) -> Result<Ran> {
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let chunker = Chunker::new(self.keys.chunker_key(), self.config.chunker)
+            .map_err(|e| EngineError::corrupt("machine config", e))?;
+        let stages = self.start_stages(opts, plan, threads);
+        let handle = Handle::current();
+
+        let walked = {
+            let (repo, idx, progress) = (self.clone(), plan.index.clone(), opts.progress.clone());
+            let trie = SourceTrie::new(&plan.paths);
+            let (blob_tx, excludes) = (stages.blobs, plan.excludes.clone());
+            let parent_root = plan.parent_root.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut w = Walker {
+                    repo: &repo,
+                    handle,
+                    index: &idx,
+                    chunker,
+                    tx: blob_tx,
+                    excludes,
+                    progress,
+                    report: BackupReport::default(),
+                    sent: HashSet::new(),
+                    root_dev: None,
+                };
+                let root = w.run(&trie, parent_root.as_ref());
+                (root, w.report)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        // The walker dropped its sender: workers drain, flush their packs and stop; then the
+        // uploaders stop. Join everything before looking at any result.
+        let worker_results = join_all(stages.workers).await;
+        let uploader_results = join_all(stages.uploaders).await;
+        let (root, report) = walked;
+        let root = first_error(root, worker_results.into_iter().chain(uploader_results))?;
+        Ok(Ran {
+            root,
+            report,
+            collector: stages.collector,
+            budget: stages.budget,
+        })
+    }
+
+    /// Starts `threads` packer workers and two uploaders.
+    fn start_stages(&self, opts: &BackupOptions, plan: &Plan, threads: usize) -> Stages {
+        let budget_bytes = plan.budget_bytes;
+        let budget = Arc::new(Budget::new(budget_bytes));
+        let pack_target = opts
+            .pack_size
+            .min((budget_bytes / (threads as u64 + 2)).max(1 << 20));
+        let cfg = PackerConfig {
+            keys: self.keys.clone(),
+            staging: plan.staging.path().to_path_buf(),
+            pack_target,
+            level: opts.compression_level,
+            budget: budget.clone(),
+        };
+        let (blob_tx, blob_rx) = crossbeam_channel::bounded(threads * 2);
+        let (pack_tx, pack_rx) = crossbeam_channel::bounded(2);
+        let collector = Arc::new(tokio::sync::Mutex::new(IndexCollector::default()));
+        let handle = Handle::current();
+
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (cfg, rx, tx) = (cfg.clone(), blob_rx.clone(), pack_tx.clone());
+                std::thread::spawn(move || packer::worker(cfg, rx, tx))
+            })
+            .collect();
+        drop((blob_rx, pack_tx));
+        let uploaders: Vec<_> = (0..2)
+            .map(|_| {
+                let (repo, h, rx) = (self.clone(), handle.clone(), pack_rx.clone());
+                let (b, c, t) = (budget.clone(), collector.clone(), opts.throttle.clone());
+                std::thread::spawn(move || packer::uploader(repo, h, rx, b, c, t))
+            })
+            .collect();
+        drop(pack_rx);
+        Stages {
+            blobs: blob_tx,
+            workers,
+            uploaders,
+            budget,
+            collector,
+        }
+    }
+}

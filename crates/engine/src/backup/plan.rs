@@ -1,0 +1,94 @@
+//! Before anything is read: the sources, their size against the limits, the parent, the
+//! staging area, and the index this backup deduplicates against (B2–B4 of the lease order in
+//! ARCHITECTURE.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::excludes::Excludes;
+use super::{
+    BackupOptions, MAX_SOURCE_BYTES, check_cache_space, check_recovery_point_limit, choose_parent,
+    normalize_sources, prescan,
+};
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+use crate::index::Index;
+use crate::lock::Lease;
+use crate::repo::Repository;
+use crate::snapshot::RecoveryPoint;
+use crate::tree::Tree;
+use crate::workdir::WorkDir;
+
+/// What one backup works from.
+pub(super) struct Plan {
+    pub paths: Vec<PathBuf>,
+    /// The sources as the recovery point records them.
+    pub path_strings: Vec<String>,
+    pub excludes: Excludes,
+    /// Files and bytes under the sources (from the prescan).
+    pub files: u64,
+    pub bytes: u64,
+    pub parent: Option<(Id, RecoveryPoint)>,
+    /// The parent's root tree, when `index` holds it (a doomed root is not used).
+    pub parent_root: Option<Tree>,
+    /// Where packs are staged before upload; removed when the plan is dropped.
+    pub staging: WorkDir,
+    /// Staging bytes allowed (the 5% cache rule), or unlimited.
+    pub budget_bytes: u64,
+    /// The index without the packs a pending prune will delete: the only one this backup
+    /// deduplicates against and reads the parent's trees from.
+    pub index: Arc<Index>,
+}
+
+impl Repository {
+    pub(super) async fn plan_backup(&self, opts: &BackupOptions, lease: &Lease) -> Result<Plan> {
+        let paths = normalize_sources(&opts.paths)?;
+        let excludes = Excludes::new(&opts.excludes)?;
+        let (files, bytes) = {
+            let (p, e) = (paths.clone(), excludes.clone());
+            tokio::task::spawn_blocking(move || prescan(&p, &e))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        if bytes > MAX_SOURCE_BYTES {
+            return Err(EngineError::Limit(format!(
+                "the sources hold {} GB, over the limit of 54,400 GB per data source: split them into several jobs",
+                bytes / 1_000_000_000
+            )));
+        }
+        opts.progress.total(files, bytes);
+        let rps = self.recovery_points().await?;
+        check_recovery_point_limit(rps.len())?;
+        let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let parent = choose_parent(&rps, &path_strings, opts.job.as_deref());
+        let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&cache_dir).map_err(|e| EngineError::io(&cache_dir, e))?;
+        let budget_bytes = if opts.cache_rule {
+            check_cache_space(&cache_dir, bytes)?
+        } else {
+            u64::MAX
+        };
+        let staging = WorkDir::create(&cache_dir.join("staging"), 0)?;
+        // B2–B4: list the prune markers, load the index without the packs they doom, and
+        // rewrite the lease honouring them (see prune.rs).
+        let index = Arc::new(self.load_index_for_backup(lease).await?);
+        let parent_root = match &parent {
+            Some((_, rp)) if index.contains(&rp.tree) => {
+                Some(self.load_tree(&index, &rp.tree).await?)
+            }
+            _ => None,
+        };
+        Ok(Plan {
+            paths,
+            path_strings,
+            excludes,
+            files,
+            bytes,
+            parent,
+            parent_root,
+            staging,
+            budget_bytes,
+            index,
+        })
+    }
+}
