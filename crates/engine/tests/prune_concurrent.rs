@@ -1,6 +1,6 @@
 //! Prune beside running backups. A backup is paused at its first file (after it took its
-//! lease and loaded its index) by a progress callback, so the interleavings are exact, not
-//! left to timing.
+//! lease and loaded its index) by a progress callback, and time is the test vault's manual
+//! clock, so the interleavings are exact, not left to timing.
 
 mod support;
 
@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rbackup_engine::{BackupReport, Progress, PruneOptions, RetentionPolicy};
+use rbackup_engine::{BackupReport, DEFAULT_LEASE_TTL, Progress, PruneOptions, RetentionPolicy};
 use support::{Env, Tree, env, noise, snapshot, write};
 
 /// Stops the walker at the first file until released.
@@ -91,8 +91,7 @@ async fn forgotten_history(e: &Env, x: &[u8]) -> (String, std::path::PathBuf, Tr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prune_beside_a_running_backup_keeps_what_it_reuses() {
-    let mut e = env().await;
-    e.repo.set_lease_ttl(Duration::from_secs(3));
+    let e = env().await;
     let x = noise(3 << 20, 21);
     let (kept_rp, keep_dir, keep_tree) = forgotten_history(&e, &x).await;
 
@@ -159,8 +158,7 @@ async fn a_backup_started_after_the_decision_stores_its_own_copies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
-    let mut e = env().await;
-    e.repo.set_lease_ttl(Duration::from_secs(3));
+    let e = env().await;
     let (kept_rp, keep_dir, keep_tree) = forgotten_history(&e, &noise(1 << 20, 41)).await;
     let newer = e.dir("newer");
     write(&newer, "n.bin", &noise(500 << 10, 42));
@@ -170,10 +168,21 @@ async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
     opts.wait = true;
     let repo = e.repo.clone();
     let prune = tokio::spawn(async move { repo.prune(opts).await });
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(!prune.is_finished(), "prune waits for the backup's lease");
+    // Asleep on the clock: the backup's lease refresher, the prune's, and the prune's wait
+    // (which it only starts when something is left to delete that it may not delete yet).
+    e.clock.settled(3).await;
+    // Over two lease lifetimes, in steps of one refresh period: the backup keeps refreshing
+    // its lease, and the prune, waking at each step, keeps waiting for it.
+    for _ in 0..6 {
+        e.clock.advance(DEFAULT_LEASE_TTL / 3);
+        e.clock.settled(3).await;
+        assert!(!prune.is_finished(), "prune waits for the backup's lease");
+    }
 
     let report = c.finish().await;
+    // The backup's lease is gone; the prune notices at its next check.
+    e.clock.settled(2).await;
+    e.clock.advance(DEFAULT_LEASE_TTL / 3);
     let p = tokio::time::timeout(Duration::from_secs(20), prune)
         .await
         .expect("prune finished after the backup")
@@ -193,8 +202,7 @@ async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prunes_in_a_loop_during_a_free_running_backup_lose_nothing() {
-    let mut e = env().await;
-    e.repo.set_lease_ttl(Duration::from_secs(3));
+    let e = env().await;
     let x = noise(2 << 20, 51);
     let (kept_rp, keep_dir, keep_tree) = forgotten_history(&e, &x).await;
     // A larger folder that shares x.bin with the forgotten point, so the backup reuses

@@ -234,7 +234,11 @@ impl ManualClock {
             .send_modify(|e| *e = e.saturating_add(d));
         self.shared.changed();
         // Taking the lock orders this after any blocking sleeper's check of the time.
-        let _guard = self.shared.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self
+            .shared
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         self.shared.moved.notify_all();
     }
 
@@ -289,7 +293,11 @@ impl Clock for ManualClock {
     fn sleep_blocking(&self, d: Duration) {
         let deadline = self.shared.now().saturating_add(d);
         let _ticket = Ticket::new(&self.shared, deadline);
-        let mut guard = self.shared.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .shared
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while self.shared.now() < deadline {
             guard = self
                 .shared
@@ -373,7 +381,11 @@ mod tests {
         c.advance(Duration::from_secs(3600));
         c.settled(1).await;
         assert_eq!(runs.load(Ordering::SeqCst), 4);
-        assert_eq!(c.elapsed(), Duration::from_secs(3780), "the loop moved no time");
+        assert_eq!(
+            c.elapsed(),
+            Duration::from_secs(3780),
+            "the loop moved no time"
+        );
         task.abort();
         let _ = task.await;
         c.settled(0).await;

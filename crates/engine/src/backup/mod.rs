@@ -107,8 +107,9 @@ impl Repository {
     }
 
     async fn backup_leased(&self, opts: BackupOptions, lease: &Lease) -> Result<BackupReport> {
+        // Real elapsed time for the report; the recovery point's time is the vault's clock's.
         let started = Instant::now();
-        let time = jiff::Timestamp::now();
+        let time = self.clock.now();
         let paths = normalize_sources(&opts.paths)?;
         let excludes = Excludes::new(&opts.excludes)?;
         let (files, bytes) = {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use rbackup_engine::crypto::{KdfParams, MasterKeys, Passphrase};
 use rbackup_engine::store::Store;
 use rbackup_engine::{
-    BackupOptions, BackupReport, Registration, Repository, RestoreOptions, Unlock, Vault,
+    BackupOptions, BackupReport, Clock, ManualClock, Registration, Repository, RestoreOptions,
+    SystemClock, Unlock, Vault,
 };
 
 pub struct Env {
@@ -19,6 +20,8 @@ pub struct Env {
     pub vault: Vault,
     pub machine: String,
     pub repo: Repository,
+    /// The vault's clock: time moves only when a test advances it.
+    pub clock: Arc<ManualClock>,
 }
 
 /// Creates a vault on `store` and registers one machine (cheap KDF): the vault, the machine
@@ -28,7 +31,17 @@ pub async fn register(
     url: &str,
     pass: &Passphrase,
 ) -> (Vault, String, MasterKeys) {
-    let (vault, creds) = Vault::create(store, url, Duration::from_secs(600))
+    register_on(store, url, pass, Arc::new(SystemClock::new())).await
+}
+
+/// [`register`] with the vault on `clock`.
+pub async fn register_on(
+    store: Arc<dyn Store>,
+    url: &str,
+    pass: &Passphrase,
+    clock: Arc<dyn Clock>,
+) -> (Vault, String, MasterKeys) {
+    let (vault, creds) = Vault::create_with_clock(store, url, Duration::from_secs(600), clock)
         .await
         .unwrap();
     let (machine, keys) = vault
@@ -47,7 +60,12 @@ pub async fn register(
     (vault, machine, keys)
 }
 
-/// A registered machine in a fresh local vault, with a metadata cache.
+/// A manual clock at a fixed moment (a Monday morning, UTC).
+pub fn manual_clock() -> Arc<ManualClock> {
+    ManualClock::new("2030-01-07T09:00:00+00:00[UTC]".parse().unwrap())
+}
+
+/// A registered machine in a fresh local vault on a [`manual_clock`], with a metadata cache.
 pub async fn env() -> Env {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("vault");
@@ -55,7 +73,8 @@ pub async fn env() -> Env {
     let url = format!("file://{}", root.display());
     let store = rbackup_engine::store::open(&url, &Default::default()).unwrap();
     let pass = Passphrase::new("prune tests passphrase").unwrap();
-    let (vault, machine, keys) = register(store, &url, &pass).await;
+    let clock = manual_clock();
+    let (vault, machine, keys) = register_on(store, &url, &pass, clock.clone()).await;
     let cache = work.path().join("cache");
     let repo = Repository::open(&vault, &machine, Unlock::Keys(keys), Some(&cache))
         .await
@@ -65,6 +84,7 @@ pub async fn env() -> Env {
         vault,
         machine,
         repo,
+        clock,
     }
 }
 
@@ -75,7 +95,10 @@ impl Env {
         d
     }
 
+    /// Options for a backup of `paths`. The clock moves on a second first, so that recovery
+    /// points made one after the other have distinct times (retention orders by time).
     pub fn options(&self, paths: &[&Path], job: Option<&str>) -> BackupOptions {
+        self.clock.advance(Duration::from_secs(1));
         let mut o = BackupOptions::new(paths.iter().copied());
         o.cache_dir = Some(self.work.path().join("cache"));
         o.job = job.map(str::to_string);
