@@ -5,63 +5,13 @@
 mod support;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rbackup_engine::{BackupReport, DEFAULT_LEASE_TTL, Progress, PruneOptions, RetentionPolicy};
-use support::{Env, Tree, env, noise, snapshot, write};
-
-/// Stops the walker at the first file until released.
-struct Gate {
-    hit: AtomicBool,
-    reached: Mutex<Option<Sender<()>>>,
-    release: Mutex<Receiver<()>>,
-}
-
-impl Progress for Gate {
-    fn file(&self, _: &Path) {
-        if !self.hit.swap(true, Ordering::SeqCst) {
-            if let Some(tx) = self.reached.lock().unwrap().take() {
-                tx.send(()).unwrap();
-            }
-            let _ = self.release.lock().unwrap().recv();
-        }
-    }
-}
-
-/// A backup of `dir` running in a task, paused at its first file.
-struct Paused {
-    task: tokio::task::JoinHandle<rbackup_engine::Result<BackupReport>>,
-    release: Sender<()>,
-}
+use rbackup_engine::{DEFAULT_LEASE_TTL, PruneOptions, RetentionPolicy};
+use support::{Env, Paused, Tree, env, noise, snapshot, write};
 
 async fn start_paused(e: &Env, dir: &Path) -> Paused {
-    let (reached_tx, reached_rx) = channel();
-    let (release_tx, release_rx) = channel();
-    let mut o = e.options(&[dir], Some("j"));
-    o.progress = Arc::new(Gate {
-        hit: AtomicBool::new(false),
-        reached: Mutex::new(Some(reached_tx)),
-        release: Mutex::new(release_rx),
-    });
-    let repo = e.repo.clone();
-    let task = tokio::spawn(async move { repo.backup(o).await });
-    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap())
-        .await
-        .unwrap();
-    Paused {
-        task,
-        release: release_tx,
-    }
-}
-
-impl Paused {
-    async fn finish(self) -> BackupReport {
-        self.release.send(()).unwrap();
-        self.task.await.unwrap().unwrap()
-    }
+    support::start_paused(&e.repo, e.options(&[dir], Some("j"))).await
 }
 
 fn now_opts() -> PruneOptions {
@@ -113,7 +63,7 @@ async fn prune_beside_a_running_backup_keeps_what_it_reuses() {
         "{p2:?}"
     );
 
-    let report = c.finish().await;
+    let report = c.finish().await.unwrap();
     assert!(
         report.bytes_added < 1 << 20,
         "x-copy.bin was deduplicated against the doomed packs: {report:?}"
@@ -179,7 +129,7 @@ async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
         assert!(!prune.is_finished(), "prune waits for the backup's lease");
     }
 
-    let report = c.finish().await;
+    let report = c.finish().await.unwrap();
     // The backup's lease is gone; the prune notices at its next check.
     e.clock.settled(2).await;
     e.clock.advance(DEFAULT_LEASE_TTL / 3);

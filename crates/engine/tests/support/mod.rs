@@ -5,14 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rbackup_engine::crypto::{KdfParams, MasterKeys, Passphrase};
 use rbackup_engine::store::Store;
 use rbackup_engine::{
-    BackupOptions, BackupReport, Clock, ManualClock, Registration, Repository, RestoreOptions,
-    SystemClock, Unlock, Vault,
+    BackupOptions, BackupReport, Clock, ManualClock, Progress, Registration, Repository,
+    RestoreOptions, SystemClock, Unlock, Vault,
 };
 
 pub struct Env {
@@ -154,6 +156,59 @@ impl Env {
         let c = self.repo.check(true).await.unwrap();
         assert!(c.ok(), "check --read-data: {:?}", c.errors);
         assert_eq!(c.unreferenced_packs, 0, "{:?}", c.notes);
+    }
+}
+
+/// Stops the walker at the first file until released.
+struct Gate {
+    hit: AtomicBool,
+    reached: Mutex<Option<Sender<()>>>,
+    release: Mutex<Receiver<()>>,
+}
+
+impl Progress for Gate {
+    fn file(&self, _: &Path) {
+        if !self.hit.swap(true, Ordering::SeqCst) {
+            if let Some(tx) = self.reached.lock().unwrap().take() {
+                tx.send(()).unwrap();
+            }
+            let _ = self.release.lock().unwrap().recv();
+        }
+    }
+}
+
+/// A backup running in a task, paused at its first file: it has taken its lease and loaded
+/// the index it deduplicates against, and has read no file yet.
+pub struct Paused {
+    task: tokio::task::JoinHandle<rbackup_engine::Result<BackupReport>>,
+    release: Sender<()>,
+}
+
+/// Starts a backup with `opts` (whose sources must hold a file) and returns once it is paused.
+pub async fn start_paused(repo: &Repository, mut opts: BackupOptions) -> Paused {
+    let (reached_tx, reached_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    opts.progress = Arc::new(Gate {
+        hit: AtomicBool::new(false),
+        reached: Mutex::new(Some(reached_tx)),
+        release: Mutex::new(release_rx),
+    });
+    let repo = repo.clone();
+    let task = tokio::spawn(async move { repo.backup(opts).await });
+    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap())
+        .await
+        .unwrap();
+    Paused {
+        task,
+        release: release_tx,
+    }
+}
+
+impl Paused {
+    /// Lets the backup go on and waits for its result.
+    pub async fn finish(self) -> rbackup_engine::Result<BackupReport> {
+        self.release.send(()).unwrap();
+        self.task.await.unwrap()
     }
 }
 
