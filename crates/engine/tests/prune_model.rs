@@ -410,14 +410,14 @@ async fn run_case(ops: Vec<Op>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 16,
+        cases: 10,
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn every_recovery_point_restores_exactly_through_backups_forgets_and_prunes(
-        ops in prop::collection::vec(op(), 8..40)
+        ops in prop::collection::vec(op(), 8..32)
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
