@@ -44,15 +44,16 @@ pub struct VaultCredentials {
 }
 
 impl VaultCredentials {
-    /// New credentials valid for `valid_for`, and the record the vault keeps of them.
+    /// New credentials issued at `now`, valid for `valid_for`, and the record the vault keeps
+    /// of them.
     pub(crate) fn issue(
         vault: &str,
         vault_id: &str,
         generation: u64,
         valid_for: std::time::Duration,
+        now: jiff::Timestamp,
     ) -> Result<(VaultCredentials, CredentialsRecord)> {
         let secret = hex::encode(crate::id::random_bytes::<32>());
-        let now = jiff::Timestamp::now();
         let span = jiff::SignedDuration::try_from(valid_for)
             .map_err(|e| EngineError::Invalid(format!("validity {valid_for:?}: {e}")))?;
         let expires = now
@@ -136,14 +137,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A fixed moment: these tests are about the rules, not about the system clock.
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_900_000_000).unwrap()
+    }
+
     #[test]
     fn newest_only_and_expiry() {
-        let (c1, r1) =
-            VaultCredentials::issue("memory://v", "vid", 1, Duration::from_secs(3600)).unwrap();
-        let now = jiff::Timestamp::now();
+        let now = now();
+        let hour = Duration::from_secs(3600);
+        let (c1, r1) = VaultCredentials::issue("memory://v", "vid", 1, hour, now).unwrap();
         c1.check("vid", &r1, now).unwrap();
-        let (c2, r2) =
-            VaultCredentials::issue("memory://v", "vid", 2, Duration::from_secs(3600)).unwrap();
+        let (c2, r2) = VaultCredentials::issue("memory://v", "vid", 2, hour, now).unwrap();
         c2.check("vid", &r2, now).unwrap();
         let e = c1.check("vid", &r2, now).unwrap_err().to_string();
         assert!(e.starts_with("Invalid vault credentials provided"), "{e}");
@@ -162,7 +167,8 @@ mod tests {
     #[test]
     fn forged_secret_and_garbage_are_invalid() {
         let (mut c, r) =
-            VaultCredentials::issue("memory://v", "vid", 1, Duration::from_secs(60)).unwrap();
+            VaultCredentials::issue("memory://v", "vid", 1, Duration::from_secs(60), now())
+                .unwrap();
         c.secret.replace_range(
             0..2,
             if c.secret.starts_with("00") {
@@ -172,7 +178,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            c.check("vid", &r, jiff::Timestamp::now()),
+            c.check("vid", &r, now()),
             Err(EngineError::InvalidCredentials { .. })
         ));
         assert!(matches!(

@@ -77,6 +77,10 @@ pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
 pub use vault::{Registration, Vault};
 
+/// Time sources for [`Vault::with_clock`]: the system clock (the default) and a manual clock
+/// for tests.
+pub use rbackup_throttle::{Clock, ManualClock, SystemClock};
+
 /// The chunker crate, re-exported so embedders need one dependency.
 pub use rbackup_chunker as chunker;
 /// The crypto crate, re-exported.

@@ -8,7 +8,9 @@
 //! refresh that reached the vault, and a backup calls it right before writing its recovery
 //! point. Readers of a lease compare `expires` with their own clock, so the clocks of the
 //! machines that back up and prune one repository must agree to well within the TTL (they are
-//! normally one and the same machine).
+//! normally one and the same machine). "Their own clock" is the vault handle's (see
+//! [`Vault::with_clock`](crate::Vault::with_clock)): the refresh loop waits on it too, so a
+//! test's manual clock decides when leases are refreshed and when they run out.
 //!
 //! A shared lease also records which prune markers its holder *honours*: the markers it had
 //! read before it loaded the index it deduplicates against, whose packs it therefore never
@@ -119,7 +121,7 @@ impl Repository {
     /// Takes a lease. An exclusive lease is refused while another live exclusive lease exists
     /// (another prune); shared leases never wait for anything.
     pub async fn take_lease(&self, kind: LeaseKind, purpose: &str) -> Result<Lease> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let ttl = self.lease_ttl;
         let info = LeaseInfo {
             kind,
@@ -185,7 +187,9 @@ impl Repository {
 async fn refresh_loop(shared: Arc<Shared>) {
     let every = shared.ttl / 3;
     loop {
-        tokio::time::sleep(every).await;
+        // The sleep starts after the previous write finished: a clock moved far ahead wakes
+        // this once, not once per period it skipped.
+        shared.repo.clock.sleep(every).await;
         if let Err(e) = write(&shared, |_| {}).await {
             tracing::warn!("cannot refresh lease {}: {e}", shared.id.short());
         }
@@ -197,7 +201,7 @@ async fn write(shared: &Shared, change: impl FnOnce(&mut LeaseInfo)) -> Result<(
     let _guard = shared.write.lock().await;
     let (info, expires) = {
         let mut s = lock(&shared.state);
-        let now = Timestamp::now();
+        let now = shared.repo.clock.now();
         note_if_lost(&mut s, now, shared.ttl);
         change(&mut s.info);
         let expires = plus(now, shared.ttl);
@@ -246,7 +250,7 @@ impl Lease {
     /// vault: whoever relied on it must not commit (a prune may have removed what it used).
     pub fn ensure_held(&self) -> Result<()> {
         let mut s = lock(&self.shared.state);
-        note_if_lost(&mut s, Timestamp::now(), self.shared.ttl);
+        note_if_lost(&mut s, self.shared.repo.clock.now(), self.shared.ttl);
         if s.lost {
             return Err(EngineError::Invalid(format!(
                 "this {}'s lease on the repository ran out (the process was suspended or the \
@@ -287,7 +291,7 @@ impl Lease {
     }
 
     async fn check_no_other_exclusive(&self) -> Result<()> {
-        let now = Timestamp::now();
+        let now = self.shared.repo.clock.now();
         for (id, info) in self.shared.repo.leases().await? {
             if id == self.shared.id {
                 continue;
@@ -332,7 +336,7 @@ mod tests {
     use super::*;
 
     fn state(valid_for: Duration) -> (LeaseState, Timestamp) {
-        let now = Timestamp::now();
+        let now = Timestamp::from_second(1_900_000_000).unwrap();
         let info = LeaseInfo {
             kind: LeaseKind::Shared,
             purpose: "backup".into(),

@@ -158,6 +158,7 @@ impl Repository {
     /// beside running backups). Deletes what earlier decisions made deletable, then decides
     /// anew; with `opts.wait`, waits until the new decision may be carried out too.
     pub async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        // Real elapsed time for the report, whatever the vault's clock says.
         let started = Instant::now();
         let lease = if opts.dry_run {
             None
@@ -214,7 +215,7 @@ impl Repository {
             }
             let wait = self.ripeness(&markers, opts, own).await?.next_check;
             tracing::info!("prune: waiting {wait:?} for pending deletions to become safe");
-            tokio::time::sleep(wait).await;
+            self.clock.sleep(wait).await;
             if let Some(l) = lease {
                 l.ensure_held()?;
             }
@@ -359,7 +360,7 @@ impl Repository {
         opts: &PruneOptions,
         own: Option<Id>,
     ) -> Result<Ripeness> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let leases = self.leases().await?;
         let mut r = Ripeness {
             ripe: Vec::new(),

@@ -42,6 +42,8 @@ pub struct Repository {
     pub(crate) cache: Option<MetaCache>,
     /// TTL of the leases this handle takes (see `lock.rs`).
     pub(crate) lease_ttl: std::time::Duration,
+    /// The vault handle's clock (see [`Vault::with_clock`]).
+    pub(crate) clock: Arc<dyn rbackup_throttle::Clock>,
 }
 
 impl Repository {
@@ -93,6 +95,7 @@ impl Repository {
             config: Arc::new(config),
             cache,
             lease_ttl: crate::lock::DEFAULT_LEASE_TTL,
+            clock: vault.clock().clone(),
         })
     }
 

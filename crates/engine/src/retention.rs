@@ -292,7 +292,8 @@ pub struct ForgetReport {
 }
 
 impl Repository {
-    /// Applies `policy` (in the system time zone) to this machine's recovery points, per job
+    /// Applies `policy` (in the time zone of the vault's clock, normally the system's; see
+    /// [`Vault::with_clock`](crate::Vault::with_clock)) to this machine's recovery points, per job
     /// (points without a job are grouped by source paths), optionally only to `job`'s, and
     /// deletes the points it does not keep. The data they referenced stays until
     /// [`Repository::prune`]. An empty policy is refused: it would delete everything.
@@ -302,8 +303,8 @@ impl Repository {
         job: Option<&str>,
         dry_run: bool,
     ) -> Result<ForgetReport> {
-        self.forget_in(policy, job, dry_run, &TimeZone::system())
-            .await
+        let tz = self.clock.now_zoned().time_zone().clone();
+        self.forget_in(policy, job, dry_run, &tz).await
     }
 
     /// [`Repository::forget`] with periods taken in time zone `tz`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rbackup_chunker::ChunkerParams;
 use rbackup_crypto::{KdfParams, KeyFile, MasterKeys, Passphrase};
 use rbackup_store::{PutMode, Store, StoreError};
+use rbackup_throttle::{Clock, SystemClock};
 
 use crate::codec::{self, json};
 use crate::credentials::VaultCredentials;
@@ -37,6 +38,8 @@ pub struct Vault {
     store: Arc<dyn Store>,
     url: String,
     meta: VaultMeta,
+    /// Every time the engine reads or waits for (see [`Vault::with_clock`]).
+    clock: Arc<dyn Clock>,
 }
 
 impl Vault {
@@ -46,12 +49,24 @@ impl Vault {
         url: &str,
         valid_for: Duration,
     ) -> Result<(Vault, VaultCredentials)> {
+        Vault::create_with_clock(store, url, valid_for, Arc::new(SystemClock::new())).await
+    }
+
+    /// [`Vault::create`] on `clock` (see [`Vault::with_clock`]): the creation time and the
+    /// first credentials' validity come from it.
+    pub async fn create_with_clock(
+        store: Arc<dyn Store>,
+        url: &str,
+        valid_for: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Vault, VaultCredentials)> {
         let vault_id = hex::encode(random_bytes::<16>());
-        let (creds, record) = VaultCredentials::issue(url, &vault_id, 1, valid_for)?;
+        let now = clock.now();
+        let (creds, record) = VaultCredentials::issue(url, &vault_id, 1, valid_for, now)?;
         let meta = VaultMeta {
             format: FORMAT_VERSION,
             vault_id,
-            created: jiff::Timestamp::now().to_string(),
+            created: now.to_string(),
             credentials: record,
         };
         match store.put(VAULT_JSON, json(&meta), PutMode::Create).await {
@@ -64,6 +79,7 @@ impl Vault {
             store,
             url: url.into(),
             meta,
+            clock,
         };
         Ok((vault, creds))
     }
@@ -87,7 +103,27 @@ impl Vault {
             store,
             url: url.into(),
             meta,
+            clock: Arc::new(SystemClock::new()),
         })
+    }
+
+    /// Uses `clock` instead of the system clock for everything done through this handle and
+    /// the repositories opened from it: credentials, creation times, recovery-point times,
+    /// leases (their expiry and the waits between refreshes), prune's decision times and
+    /// grace periods, and the time zone retention counts days in.
+    ///
+    /// The clock's sleeps must wait for its time to pass, as the system clock's and
+    /// [`ManualClock`](rbackup_throttle::ManualClock)'s do: a clock whose sleeps move time
+    /// themselves (the throttle's `FakeClock`) would let a lease's refresh loop run it
+    /// forward without end.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Vault {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this handle uses.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The vault's id.
@@ -108,8 +144,13 @@ impl Vault {
     /// Issues new credentials; every older credentials file stops working.
     pub async fn issue_credentials(&mut self, valid_for: Duration) -> Result<VaultCredentials> {
         let generation = self.meta.credentials.generation + 1;
-        let (creds, record) =
-            VaultCredentials::issue(&self.url, &self.meta.vault_id, generation, valid_for)?;
+        let (creds, record) = VaultCredentials::issue(
+            &self.url,
+            &self.meta.vault_id,
+            generation,
+            valid_for,
+            self.clock.now(),
+        )?;
         let mut meta = self.meta.clone();
         meta.credentials = record;
         self.store
@@ -124,7 +165,7 @@ impl Vault {
         creds.check(
             &self.meta.vault_id,
             &self.meta.credentials,
-            jiff::Timestamp::now(),
+            self.clock.now(),
         )
     }
 
@@ -150,7 +191,7 @@ impl Vault {
             name: reg.name,
             hostname: reg.hostname,
             chunker: reg.chunker,
-            created: jiff::Timestamp::now().to_string(),
+            created: self.clock.now().to_string(),
         };
         let sealed = codec::seal_meta(&keys, layout::CONFIG, &machine, &config);
         self.store

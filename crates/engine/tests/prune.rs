@@ -1,12 +1,14 @@
 //! Forget and prune through the public API: space comes back, every remaining recovery point
 //! still restores exactly and passes `check --read-data`; orphans and leases hold deletion as
-//! documented in ARCHITECTURE.md.
+//! documented in ARCHITECTURE.md. Time is the test vault's manual clock, moved by the tests.
 
 mod support;
 
 use std::time::Duration;
 
-use rbackup_engine::{Id, LeaseKind, PruneOptions, RetentionPolicy};
+use rbackup_engine::{
+    Clock, DEFAULT_GRACE, DEFAULT_LEASE_TTL, Id, LeaseKind, PruneOptions, RetentionPolicy,
+};
 use support::{env, noise, snapshot, write};
 
 fn now_opts() -> PruneOptions {
@@ -153,16 +155,18 @@ async fn orphan_packs_go_after_the_grace_period_and_not_before() {
         .unwrap();
     assert_eq!(e.repo.check(false).await.unwrap().unreferenced_packs, 1);
 
-    let mut opts = PruneOptions::default();
-    opts.grace = Duration::from_secs(3);
+    // The default grace period, one second short of it, then one second past it.
+    let opts = PruneOptions::default();
     let p1 = e.repo.prune(opts.clone()).await.unwrap();
     assert_eq!((p1.orphans_found, p1.orphans_deleted), (1, 0), "{p1:?}");
-    assert!(p1.deletable_after.is_some());
+    let due = e.clock.now() + DEFAULT_GRACE;
+    assert_eq!(p1.deletable_after, Some(due.to_string()), "{p1:?}");
+    e.clock.advance(DEFAULT_GRACE - Duration::from_secs(1));
     let p2 = e.repo.prune(opts.clone()).await.unwrap();
     assert_eq!(p2.orphans_deleted, 0, "within the grace period: {p2:?}");
     assert!(e.store().exists(&path).await.unwrap());
 
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    e.clock.advance(Duration::from_secs(2));
     let p3 = e.repo.prune(opts).await.unwrap();
     assert_eq!((p3.orphans_deleted, p3.bytes_freed), (1, 5000), "{p3:?}");
     assert!(!e.store().exists(&path).await.unwrap());
@@ -173,7 +177,7 @@ async fn orphan_packs_go_after_the_grace_period_and_not_before() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_backups_lease_holds_deletion_until_it_runs_out() {
-    let mut e = env().await;
+    let e = env().await;
     let src = e.dir("src");
     write(&src, "one.bin", &noise(300 << 10, 4));
     e.backup(&[&src], None).await;
@@ -184,7 +188,6 @@ async fn a_killed_backups_lease_holds_deletion_until_it_runs_out() {
     assert!(p1.packs_doomed > 0);
 
     // A backup that was killed: its lease stays behind, honouring no marker.
-    e.repo.set_lease_ttl(Duration::from_secs(3));
     let lease = e
         .repo
         .take_lease(LeaseKind::Shared, "backup")
@@ -197,7 +200,11 @@ async fn a_killed_backups_lease_holds_deletion_until_it_runs_out() {
         p2.waiting_for.iter().any(|w| w.contains("backup")),
         "{p2:?}"
     );
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // At its expiry the lease still counts; a second later it does not.
+    e.clock.advance(DEFAULT_LEASE_TTL);
+    let p3 = e.repo.prune(now_opts()).await.unwrap();
+    assert_eq!(p3.packs_deleted, 0, "{p3:?}");
+    e.clock.advance(Duration::from_secs(1));
     let p3 = e.repo.prune(now_opts()).await.unwrap();
     assert!(p3.packs_deleted > 0, "{p3:?}");
     assert!(e.objects("locks").await.is_empty(), "ran-out lease removed");

@@ -1,67 +1,17 @@
 //! Prune beside running backups. A backup is paused at its first file (after it took its
-//! lease and loaded its index) by a progress callback, so the interleavings are exact, not
-//! left to timing.
+//! lease and loaded its index) by a progress callback, and time is the test vault's manual
+//! clock, so the interleavings are exact, not left to timing.
 
 mod support;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rbackup_engine::{BackupReport, Progress, PruneOptions, RetentionPolicy};
-use support::{Env, Tree, env, noise, snapshot, write};
-
-/// Stops the walker at the first file until released.
-struct Gate {
-    hit: AtomicBool,
-    reached: Mutex<Option<Sender<()>>>,
-    release: Mutex<Receiver<()>>,
-}
-
-impl Progress for Gate {
-    fn file(&self, _: &Path) {
-        if !self.hit.swap(true, Ordering::SeqCst) {
-            if let Some(tx) = self.reached.lock().unwrap().take() {
-                tx.send(()).unwrap();
-            }
-            let _ = self.release.lock().unwrap().recv();
-        }
-    }
-}
-
-/// A backup of `dir` running in a task, paused at its first file.
-struct Paused {
-    task: tokio::task::JoinHandle<rbackup_engine::Result<BackupReport>>,
-    release: Sender<()>,
-}
+use rbackup_engine::{DEFAULT_LEASE_TTL, PruneOptions, RetentionPolicy};
+use support::{Env, Paused, Tree, env, noise, snapshot, write};
 
 async fn start_paused(e: &Env, dir: &Path) -> Paused {
-    let (reached_tx, reached_rx) = channel();
-    let (release_tx, release_rx) = channel();
-    let mut o = e.options(&[dir], Some("j"));
-    o.progress = Arc::new(Gate {
-        hit: AtomicBool::new(false),
-        reached: Mutex::new(Some(reached_tx)),
-        release: Mutex::new(release_rx),
-    });
-    let repo = e.repo.clone();
-    let task = tokio::spawn(async move { repo.backup(o).await });
-    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap())
-        .await
-        .unwrap();
-    Paused {
-        task,
-        release: release_tx,
-    }
-}
-
-impl Paused {
-    async fn finish(self) -> BackupReport {
-        self.release.send(()).unwrap();
-        self.task.await.unwrap().unwrap()
-    }
+    support::start_paused(&e.repo, e.options(&[dir], Some("j"))).await
 }
 
 fn now_opts() -> PruneOptions {
@@ -91,8 +41,7 @@ async fn forgotten_history(e: &Env, x: &[u8]) -> (String, std::path::PathBuf, Tr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prune_beside_a_running_backup_keeps_what_it_reuses() {
-    let mut e = env().await;
-    e.repo.set_lease_ttl(Duration::from_secs(3));
+    let e = env().await;
     let x = noise(3 << 20, 21);
     let (kept_rp, keep_dir, keep_tree) = forgotten_history(&e, &x).await;
 
@@ -114,7 +63,7 @@ async fn prune_beside_a_running_backup_keeps_what_it_reuses() {
         "{p2:?}"
     );
 
-    let report = c.finish().await;
+    let report = c.finish().await.unwrap();
     assert!(
         report.bytes_added < 1 << 20,
         "x-copy.bin was deduplicated against the doomed packs: {report:?}"
@@ -159,8 +108,7 @@ async fn a_backup_started_after_the_decision_stores_its_own_copies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
-    let mut e = env().await;
-    e.repo.set_lease_ttl(Duration::from_secs(3));
+    let e = env().await;
     let (kept_rp, keep_dir, keep_tree) = forgotten_history(&e, &noise(1 << 20, 41)).await;
     let newer = e.dir("newer");
     write(&newer, "n.bin", &noise(500 << 10, 42));
@@ -170,10 +118,21 @@ async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
     opts.wait = true;
     let repo = e.repo.clone();
     let prune = tokio::spawn(async move { repo.prune(opts).await });
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(!prune.is_finished(), "prune waits for the backup's lease");
+    // Asleep on the clock: the backup's lease refresher, the prune's, and the prune's wait
+    // (which it only starts when something is left to delete that it may not delete yet).
+    e.clock.settled(3).await;
+    // Over two lease lifetimes, in steps of one refresh period: the backup keeps refreshing
+    // its lease, and the prune, waking at each step, keeps waiting for it.
+    for _ in 0..6 {
+        e.clock.advance(DEFAULT_LEASE_TTL / 3);
+        e.clock.settled(3).await;
+        assert!(!prune.is_finished(), "prune waits for the backup's lease");
+    }
 
-    let report = c.finish().await;
+    let report = c.finish().await.unwrap();
+    // The backup's lease is gone; the prune notices at its next check.
+    e.clock.settled(2).await;
+    e.clock.advance(DEFAULT_LEASE_TTL / 3);
     let p = tokio::time::timeout(Duration::from_secs(20), prune)
         .await
         .expect("prune finished after the backup")
@@ -193,8 +152,7 @@ async fn a_waiting_prune_finishes_once_the_running_backup_ends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prunes_in_a_loop_during_a_free_running_backup_lose_nothing() {
-    let mut e = env().await;
-    e.repo.set_lease_ttl(Duration::from_secs(3));
+    let e = env().await;
     let x = noise(2 << 20, 51);
     let (kept_rp, keep_dir, keep_tree) = forgotten_history(&e, &x).await;
     // A larger folder that shares x.bin with the forgotten point, so the backup reuses

@@ -61,7 +61,7 @@ mod schedule;
 #[cfg(test)]
 mod tests;
 
-pub use clock::{Clock, FakeClock, Sleep, SystemClock};
+pub use clock::{Clock, FakeClock, ManualClock, Sleep, SystemClock};
 pub use limiter::Throttle;
 pub use rate::Rate;
 pub use reader::ThrottledReader;

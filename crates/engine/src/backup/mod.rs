@@ -113,8 +113,9 @@ impl Repository {
     /// seen), run the pipeline against that index only, then commit (B5: the lease checked
     /// right before the recovery point is written).
     async fn backup_leased(&self, opts: BackupOptions, lease: &Lease) -> Result<BackupReport> {
+        // Real elapsed time for the report; the recovery point's time is the vault's clock's.
         let started = Instant::now();
-        let time = jiff::Timestamp::now();
+        let time = self.clock.now();
         let plan = self.plan_backup(&opts, lease).await?;
         let ran = self.run_pipeline(&opts, &plan).await?;
         self.commit_backup(&opts, lease, plan, ran, time, started)

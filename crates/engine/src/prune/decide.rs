@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use jiff::Timestamp;
 use rbackup_crypto::BlobId;
 use rbackup_store::PutMode;
 
@@ -48,7 +47,7 @@ impl Repository {
             return Ok(());
         }
         let marker = Marker {
-            decided: Timestamp::now().to_string(),
+            decided: self.clock.now().to_string(),
             doomed,
             orphans,
         };

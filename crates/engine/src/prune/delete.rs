@@ -150,7 +150,7 @@ impl Repository {
 
     /// Removes leases that ran out more than `grace` ago (holders that were killed).
     async fn cleanup_leases(&self, grace: Duration) -> Result<()> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         for (id, info) in self.leases().await? {
             let Some(i) = info else { continue };
             if let Ok(exp) = i.expires.parse::<Timestamp>()

@@ -79,6 +79,7 @@ impl RestoreOptions {
 impl Repository {
     /// Restores a recovery point (or chosen paths of it).
     pub async fn restore(&self, opts: RestoreOptions) -> Result<RestoreReport> {
+        // Real elapsed time for the report, whatever the vault's clock says.
         let started = Instant::now();
         let (rp_id, rp) = self.find_recovery_point(&opts.recovery_point).await?;
         let index = Arc::new(self.load_index().await?);

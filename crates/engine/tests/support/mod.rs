@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rbackup_engine::crypto::{KdfParams, MasterKeys, Passphrase};
 use rbackup_engine::store::Store;
 use rbackup_engine::{
-    BackupOptions, BackupReport, Registration, Repository, RestoreOptions, Unlock, Vault,
+    BackupOptions, BackupReport, Clock, ManualClock, Progress, Registration, Repository,
+    RestoreOptions, SystemClock, Unlock, Vault,
 };
 
 pub struct Env {
@@ -19,6 +22,8 @@ pub struct Env {
     pub vault: Vault,
     pub machine: String,
     pub repo: Repository,
+    /// The vault's clock: time moves only when a test advances it.
+    pub clock: Arc<ManualClock>,
 }
 
 /// Creates a vault on `store` and registers one machine (cheap KDF): the vault, the machine
@@ -28,7 +33,17 @@ pub async fn register(
     url: &str,
     pass: &Passphrase,
 ) -> (Vault, String, MasterKeys) {
-    let (vault, creds) = Vault::create(store, url, Duration::from_secs(600))
+    register_on(store, url, pass, Arc::new(SystemClock::new())).await
+}
+
+/// [`register`] with the vault on `clock`.
+pub async fn register_on(
+    store: Arc<dyn Store>,
+    url: &str,
+    pass: &Passphrase,
+    clock: Arc<dyn Clock>,
+) -> (Vault, String, MasterKeys) {
+    let (vault, creds) = Vault::create_with_clock(store, url, Duration::from_secs(600), clock)
         .await
         .unwrap();
     let (machine, keys) = vault
@@ -47,7 +62,12 @@ pub async fn register(
     (vault, machine, keys)
 }
 
-/// A registered machine in a fresh local vault, with a metadata cache.
+/// A manual clock at a fixed moment (a Monday morning, UTC).
+pub fn manual_clock() -> Arc<ManualClock> {
+    ManualClock::new("2030-01-07T09:00:00+00:00[UTC]".parse().unwrap())
+}
+
+/// A registered machine in a fresh local vault on a [`manual_clock`], with a metadata cache.
 pub async fn env() -> Env {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("vault");
@@ -55,7 +75,8 @@ pub async fn env() -> Env {
     let url = format!("file://{}", root.display());
     let store = rbackup_engine::store::open(&url, &Default::default()).unwrap();
     let pass = Passphrase::new("prune tests passphrase").unwrap();
-    let (vault, machine, keys) = register(store, &url, &pass).await;
+    let clock = manual_clock();
+    let (vault, machine, keys) = register_on(store, &url, &pass, clock.clone()).await;
     let cache = work.path().join("cache");
     let repo = Repository::open(&vault, &machine, Unlock::Keys(keys), Some(&cache))
         .await
@@ -65,6 +86,7 @@ pub async fn env() -> Env {
         vault,
         machine,
         repo,
+        clock,
     }
 }
 
@@ -75,7 +97,10 @@ impl Env {
         d
     }
 
+    /// Options for a backup of `paths`. The clock moves on a second first, so that recovery
+    /// points made one after the other have distinct times (retention orders by time).
     pub fn options(&self, paths: &[&Path], job: Option<&str>) -> BackupOptions {
+        self.clock.advance(Duration::from_secs(1));
         let mut o = BackupOptions::new(paths.iter().copied());
         o.cache_dir = Some(self.work.path().join("cache"));
         o.job = job.map(str::to_string);
@@ -131,6 +156,59 @@ impl Env {
         let c = self.repo.check(true).await.unwrap();
         assert!(c.ok(), "check --read-data: {:?}", c.errors);
         assert_eq!(c.unreferenced_packs, 0, "{:?}", c.notes);
+    }
+}
+
+/// Stops the walker at the first file until released.
+struct Gate {
+    hit: AtomicBool,
+    reached: Mutex<Option<Sender<()>>>,
+    release: Mutex<Receiver<()>>,
+}
+
+impl Progress for Gate {
+    fn file(&self, _: &Path) {
+        if !self.hit.swap(true, Ordering::SeqCst) {
+            if let Some(tx) = self.reached.lock().unwrap().take() {
+                tx.send(()).unwrap();
+            }
+            let _ = self.release.lock().unwrap().recv();
+        }
+    }
+}
+
+/// A backup running in a task, paused at its first file: it has taken its lease and loaded
+/// the index it deduplicates against, and has read no file yet.
+pub struct Paused {
+    task: tokio::task::JoinHandle<rbackup_engine::Result<BackupReport>>,
+    release: Sender<()>,
+}
+
+/// Starts a backup with `opts` (whose sources must hold a file) and returns once it is paused.
+pub async fn start_paused(repo: &Repository, mut opts: BackupOptions) -> Paused {
+    let (reached_tx, reached_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    opts.progress = Arc::new(Gate {
+        hit: AtomicBool::new(false),
+        reached: Mutex::new(Some(reached_tx)),
+        release: Mutex::new(release_rx),
+    });
+    let repo = repo.clone();
+    let task = tokio::spawn(async move { repo.backup(opts).await });
+    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap())
+        .await
+        .unwrap();
+    Paused {
+        task,
+        release: release_tx,
+    }
+}
+
+impl Paused {
+    /// Lets the backup go on and waits for its result.
+    pub async fn finish(self) -> rbackup_engine::Result<BackupReport> {
+        self.release.send(()).unwrap();
+        self.task.await.unwrap()
     }
 }
 
