@@ -51,6 +51,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bytes::Bytes;
+use rbackup_throttle::{Throttle, ThrottledReader};
+use tokio::io::AsyncReadExt;
 
 mod cloud;
 pub mod conformance;
@@ -164,6 +166,35 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
                 path: local.display().to_string(),
                 source,
             })?;
+        self.put(path, Bytes::from(data), mode).await
+    }
+
+    /// [`Store::put_file`] with the upload paced by `throttle` as its bytes are sent, so that
+    /// the bytes leave at the throttle's rate rather than at line speed after a wait.
+    ///
+    /// Same atomicity as [`Store::put`]: a paced upload is as invisible until complete as any
+    /// other. [`CloudStore`] paces the HTTP request bodies on the socket (parts of a multipart
+    /// upload included, and a retried request pays again); [`LocalStore`] paces the copy into
+    /// its staging file. This default paces the reading of the file into memory and then calls
+    /// `put`, which is the same thing for stores where `put` does no network I/O (memory);
+    /// a backend that sends over a network overrides it.
+    async fn put_file_throttled(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: PutMode,
+        throttle: &Throttle,
+    ) -> Result<(), StoreError> {
+        let io_error = |source| StoreError::Io {
+            path: local.display().to_string(),
+            source,
+        };
+        let file = tokio::fs::File::open(local).await.map_err(io_error)?;
+        let mut data = Vec::new();
+        ThrottledReader::new(file, throttle.clone())
+            .read_to_end(&mut data)
+            .await
+            .map_err(io_error)?;
         self.put(path, Bytes::from(data), mode).await
     }
 }
