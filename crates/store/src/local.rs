@@ -131,7 +131,8 @@ impl Store for LocalStore {
         mode: PutMode,
         throttle: &Throttle,
     ) -> Result<(), StoreError> {
-        self.copy_in(path, local, mode, Some(throttle.clone())).await
+        self.copy_in(path, local, mode, Some(throttle.clone()))
+            .await
     }
 }
 

@@ -118,7 +118,9 @@ impl PacedService {
             .streaming
             .get_or_init(|| streaming_client(&self.options).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| HttpError::new(HttpErrorKind::Unknown, std::io::Error::other(e.clone())))?;
+            .map_err(|e| {
+                HttpError::new(HttpErrorKind::Unknown, std::io::Error::other(e.clone()))
+            })?;
         let (parts, body) = req.into_parts();
         let url = parts
             .uri
@@ -200,7 +202,10 @@ fn streaming_client(options: &ClientOptions) -> Result<reqwest::Client, reqwest:
         (K::Timeout, reqwest::ClientBuilder::timeout),
         (K::ConnectTimeout, reqwest::ClientBuilder::connect_timeout),
         (K::ReadTimeout, reqwest::ClientBuilder::read_timeout),
-        (K::PoolIdleTimeout, reqwest::ClientBuilder::pool_idle_timeout),
+        (
+            K::PoolIdleTimeout,
+            reqwest::ClientBuilder::pool_idle_timeout,
+        ),
     ];
     for (key, set) in timeouts {
         if let Some(d) = duration(key) {
