@@ -22,8 +22,9 @@
 //! Backends: [`LocalStore`] (std::fs with fsync and atomic publication, for `file://` URLs and
 //! plain paths), [`ObjectStoreBackend`] (any `object_store` store plus a key prefix; used for
 //! `memory://`) and [`CloudStore`] (`s3://`, `az://`, `gs://`: an [`ObjectStoreBackend`] over
-//! object_store's cloud clients, plus multipart uploads and errors that name the bucket, the
-//! credentials or the endpoint). [`open`] turns a vault URL into the right one.
+//! object_store's cloud clients, plus multipart uploads, uploads paced on the wire, and errors
+//! that name the bucket, the credentials or the endpoint). [`open`] turns a vault URL into the
+//! right one.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
