@@ -198,7 +198,8 @@ fn streaming_client(options: &ClientOptions) -> Result<reqwest::Client, reqwest:
         }
         builder = builder.proxy(proxy);
     }
-    let timeouts: [(K, fn(_, Duration) -> _); 4] = [
+    type SetTimeout = fn(reqwest::ClientBuilder, Duration) -> reqwest::ClientBuilder;
+    let timeouts: [(K, SetTimeout); 4] = [
         (K::Timeout, reqwest::ClientBuilder::timeout),
         (K::ConnectTimeout, reqwest::ClientBuilder::connect_timeout),
         (K::ReadTimeout, reqwest::ClientBuilder::read_timeout),
