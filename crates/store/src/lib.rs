@@ -214,9 +214,10 @@ pub struct StoreOptions {
     /// sent as `Proxy-Authorization: Basic`. When unset, the `HTTPS_PROXY`/`HTTP_PROXY`/
     /// `NO_PROXY` environment variables apply.
     pub proxy: Option<String>,
-    /// Time allowed for one whole request, upload included (default 300 s). Must cover the
-    /// largest single request at the slowest throttled rate: a part of a multipart upload, or
-    /// a whole object up to [`multipart_threshold`](Self::multipart_threshold).
+    /// Time allowed for one whole request, upload included (default 300 s). A request of a
+    /// throttled upload ([`Store::put_file_throttled`]) is allowed this plus the time its body
+    /// takes at the throttle's rate when four uploads share it, since its bytes are paced
+    /// while it runs.
     pub request_timeout: Duration,
     /// Time allowed to open a connection (default 5 s).
     pub connect_timeout: Duration,

@@ -135,11 +135,33 @@ impl PacedService {
             .headers_mut()
             .entry(CONTENT_LENGTH)
             .or_insert_with(|| HeaderValue::from(body.content_length()));
+        *request.timeout_mut() = self.timeout(body.content_length(), &throttle);
         *request.body_mut() = Some(reqwest::Body::wrap_stream(paced_body(body, throttle)));
         let response = client.execute(request).await.map_err(http_error)?;
         let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
         let body = HttpResponseBody::new(body.map_err(http_error));
         Ok(HttpResponse::from_parts(parts, body))
+    }
+}
+
+/// Paced bodies the request timeout allows to share one throttle: the engine sends two packs
+/// at once, each with up to two parts in flight.
+const SHARING: f64 = 4.0;
+
+impl PacedService {
+    /// The configured whole-request timeout, plus the time a body of `length` bytes takes at
+    /// the current rate when shared [`SHARING`] ways: a request now lasts as long as its
+    /// pacing, which a timeout chosen for line speed must not cut short.
+    fn timeout(&self, length: usize, throttle: &Throttle) -> Option<Duration> {
+        let base = self
+            .options
+            .get_config_value(&ClientConfigKey::Timeout)
+            .and_then(|v| humantime::parse_duration(&v).ok())?;
+        let pacing = throttle
+            .current_rate()
+            .bytes_per_sec()
+            .map_or(0.0, |rate| length as f64 * SHARING / rate.max(1) as f64);
+        Some(base + Duration::from_secs_f64(pacing))
     }
 }
 
