@@ -7,6 +7,7 @@
 
 mod build;
 mod explain;
+mod paced;
 
 use std::ops::Range;
 use std::path::Path;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use rbackup_throttle::Throttle;
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
@@ -215,6 +217,8 @@ impl CloudStore {
             .put_multipart(&location)
             .await
             .map_err(|e| self.put_error(key, e))?;
+        // Parts are sent from tasks of their own; a paced upload's throttle goes with them.
+        let upload = Box::new(paced::PacedUpload(upload));
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let fed = match source {
             Source::Memory(data) => self.feed_memory(key, &mut writer, data).await,
@@ -349,6 +353,18 @@ impl Store for CloudStore {
         }
         self.ready().await?;
         self.put_large(path, Source::File(local), mode).await
+    }
+
+    /// `put_file` with every request body paced on its way to the socket (see the `paced`
+    /// module): the single request of a small file, and each part of a multipart upload.
+    async fn put_file_throttled(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: PutMode,
+        throttle: &Throttle,
+    ) -> Result<(), StoreError> {
+        paced::scope(throttle.clone(), self.put_file(path, local, mode)).await
     }
 }
 

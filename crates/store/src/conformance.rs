@@ -10,8 +10,11 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::future::join_all;
+use rbackup_throttle::{Rate, Schedule, Throttle};
 
 use crate::{PutMode, Store, StoreError};
 use support::{
@@ -40,6 +43,7 @@ pub async fn run_all(store: &dyn Store) {
     overwrite_is_atomic_for_readers(store).await;
     large_object(store).await;
     put_file_roundtrip(store).await;
+    put_file_throttled_roundtrip(store).await;
     clear(store, SUITE_PREFIX).await;
 }
 
@@ -526,4 +530,31 @@ pub async fn put_file_roundtrip(store: &dyn Store) {
         !ok(store, "exists", store.exists(&other).await),
         format!("{other}: exists after a failed put_file"),
     );
+}
+
+/// `put_file_throttled` uploads what `put_file` would, honours `Create`, and really waits on
+/// the throttle: 512 KiB at 1 MiB/s from an empty limiter cannot be sent in under ~0.5 s.
+pub async fn put_file_throttled_roundtrip(store: &dyn Store) {
+    let base = fresh(store, "put-file-throttled").await;
+    let key = format!("{base}/pack");
+    let local = LocalTemp::new(store);
+    let data = pattern(512 * 1024 + 17, 42);
+    local.write(store, &data);
+    let rate = Rate::BytesPerSec(1024 * 1024);
+    let throttle = Throttle::new(Schedule {
+        work_rate: rate,
+        non_work_rate: rate,
+        ..Schedule::default()
+    });
+    let put = store.put_file_throttled(&key, &local.0, PutMode::Create, &throttle);
+    ok(store, "put_file_throttled Create", put.await);
+    same(store, &key, &ok(store, "get", store.get(&key).await), &data);
+    let waited = throttle.total_wait();
+    check(
+        store,
+        waited >= Duration::from_millis(300),
+        format!("put_file_throttled of 512 KiB at 1 MiB/s waited only {waited:?}"),
+    );
+    let again = store.put_file_throttled(&key, &local.0, PutMode::Create, &throttle);
+    expect_already_exists(store, &key, again.await);
 }

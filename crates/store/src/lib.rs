@@ -22,8 +22,9 @@
 //! Backends: [`LocalStore`] (std::fs with fsync and atomic publication, for `file://` URLs and
 //! plain paths), [`ObjectStoreBackend`] (any `object_store` store plus a key prefix; used for
 //! `memory://`) and [`CloudStore`] (`s3://`, `az://`, `gs://`: an [`ObjectStoreBackend`] over
-//! object_store's cloud clients, plus multipart uploads and errors that name the bucket, the
-//! credentials or the endpoint). [`open`] turns a vault URL into the right one.
+//! object_store's cloud clients, plus multipart uploads, uploads paced on the wire, and errors
+//! that name the bucket, the credentials or the endpoint). [`open`] turns a vault URL into the
+//! right one.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -51,6 +52,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bytes::Bytes;
+use rbackup_throttle::{Throttle, ThrottledReader};
+use tokio::io::AsyncReadExt;
 
 mod cloud;
 pub mod conformance;
@@ -166,6 +169,35 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             })?;
         self.put(path, Bytes::from(data), mode).await
     }
+
+    /// [`Store::put_file`] with the upload paced by `throttle` as its bytes are sent, so that
+    /// the bytes leave at the throttle's rate rather than at line speed after a wait.
+    ///
+    /// Same atomicity as [`Store::put`]: a paced upload is as invisible until complete as any
+    /// other. [`CloudStore`] paces the HTTP request bodies on the socket (parts of a multipart
+    /// upload included, and a retried request pays again); [`LocalStore`] paces the copy into
+    /// its staging file. This default paces the reading of the file into memory and then calls
+    /// `put`, which is the same thing for stores where `put` does no network I/O (memory);
+    /// a backend that sends over a network overrides it.
+    async fn put_file_throttled(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: PutMode,
+        throttle: &Throttle,
+    ) -> Result<(), StoreError> {
+        let io_error = |source| StoreError::Io {
+            path: local.display().to_string(),
+            source,
+        };
+        let file = tokio::fs::File::open(local).await.map_err(io_error)?;
+        let mut data = Vec::new();
+        ThrottledReader::new(file, throttle.clone())
+            .read_to_end(&mut data)
+            .await
+            .map_err(io_error)?;
+        self.put(path, Bytes::from(data), mode).await
+    }
 }
 
 /// Options for [`open`]. Local and memory stores ignore all of them.
@@ -182,9 +214,10 @@ pub struct StoreOptions {
     /// sent as `Proxy-Authorization: Basic`. When unset, the `HTTPS_PROXY`/`HTTP_PROXY`/
     /// `NO_PROXY` environment variables apply.
     pub proxy: Option<String>,
-    /// Time allowed for one whole request, upload included (default 300 s). Must cover the
-    /// largest single request at the slowest throttled rate: a part of a multipart upload, or
-    /// a whole object up to [`multipart_threshold`](Self::multipart_threshold).
+    /// Time allowed for one whole request, upload included (default 300 s). A request of a
+    /// throttled upload ([`Store::put_file_throttled`]) is allowed this plus the time its body
+    /// takes at the throttle's rate when four uploads share it, since its bytes are paced
+    /// while it runs.
     pub request_timeout: Duration,
     /// Time allowed to open a connection (default 5 s).
     pub connect_timeout: Duration,

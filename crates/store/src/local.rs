@@ -6,13 +6,14 @@
 //! at worst a stray staging file, which listing never shows.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufReader, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use rbackup_throttle::{Throttle, ThrottledReader};
 
 use crate::error::{is_missing, join_error};
 use crate::key::{TEMP_PREFIX, normalize_prefix, valid_segment, validate_key};
@@ -119,6 +120,31 @@ impl Store for LocalStore {
     }
 
     async fn put_file(&self, path: &str, local: &Path, mode: PutMode) -> Result<(), StoreError> {
+        self.copy_in(path, local, mode, None).await
+    }
+
+    /// Paces the copy into the staging file (the disk is this store's wire).
+    async fn put_file_throttled(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: PutMode,
+        throttle: &Throttle,
+    ) -> Result<(), StoreError> {
+        self.copy_in(path, local, mode, Some(throttle.clone()))
+            .await
+    }
+}
+
+impl LocalStore {
+    /// Copies `local` in as `path`, through `throttle` if given.
+    async fn copy_in(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: PutMode,
+        throttle: Option<Throttle>,
+    ) -> Result<(), StoreError> {
         let dest = self.file_for(path)?;
         let key = path.to_string();
         let local = local.to_path_buf();
@@ -128,9 +154,17 @@ impl Store for LocalStore {
                 source,
             })?;
             put_blocking(&key, &dest, mode, |file| {
-                // std::io::copy uses copy_file_range/sendfile between files on Linux, so the
-                // pack never passes through user-space buffers, let alone memory as a whole.
-                io::copy(&mut source, file).map(drop).map_err(|e| {
+                // Unthrottled, std::io::copy uses copy_file_range/sendfile between files on
+                // Linux, so the pack never passes through user-space buffers. Throttled, it
+                // goes through one bounded buffer, read in pieces the throttle paces.
+                let copied = match throttle {
+                    None => io::copy(&mut source, file),
+                    Some(t) => {
+                        let paced = ThrottledReader::new(source, t);
+                        io::copy(&mut BufReader::with_capacity(COPY_BUFFER, paced), file)
+                    }
+                };
+                copied.map(drop).map_err(|e| {
                     let what = format!("{} (copying from {})", dest.display(), local.display());
                     StoreError::from_write_io(&what, e)
                 })
@@ -139,6 +173,9 @@ impl Store for LocalStore {
         .await
     }
 }
+
+/// Buffer of a throttled copy; each read is further capped at the throttle's piece size.
+const COPY_BUFFER: usize = 256 * 1024;
 
 /// A staging file that is removed when dropped unless it was renamed into place.
 struct Staged {

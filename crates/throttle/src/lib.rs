@@ -49,7 +49,9 @@
 //! These hold for the bytes *handed out* by `acquire`; a caller that sends one huge buffer after
 //! a single `acquire` still puts it on the wire at once, so callers that want wire-level
 //! smoothness write in pieces of at most [`Throttle::piece_size`] (as [`ThrottledReader`]
-//! does), for example by streaming a request body in such chunks.
+//! does), for example by streaming a request body in such chunks. rbackup's uploads do: the
+//! store's `put_file_throttled` streams each cloud request body in such pieces, paying for each
+//! before it goes to the socket, and copies into a local vault through a [`ThrottledReader`].
 
 mod calendar;
 mod clock;

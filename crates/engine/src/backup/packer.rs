@@ -180,15 +180,15 @@ pub(crate) fn uploader(
 ) -> Result<()> {
     for pack in rx {
         let rel = pack_rel(&pack.id);
-        if let Some(t) = &throttle {
-            // Paced in small pieces inside the throttle, so the average holds whatever the
-            // pack size; the store then sends the pack in one go.
-            t.acquire_blocking(pack.size);
-        }
-        handle.block_on(
-            repo.store
-                .put_file(&repo.path(&rel), &pack.path, PutMode::Create),
-        )?;
+        let key = repo.path(&rel);
+        // Throttled, the store paces the bytes as it sends them, so the wire follows the rate
+        // and not just the average.
+        handle.block_on(match &throttle {
+            Some(t) => repo
+                .store
+                .put_file_throttled(&key, &pack.path, PutMode::Create, t),
+            None => repo.store.put_file(&key, &pack.path, PutMode::Create),
+        })?;
         if let Some(cache) = &repo.cache
             && pack.entries.iter().any(|e| e.kind == BlobKind::Tree)
         {

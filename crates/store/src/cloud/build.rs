@@ -16,6 +16,7 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use super::Provider;
+use super::paced::PacedConnector;
 use crate::{StoreError, StoreOptions};
 
 /// A built client and the endpoint it talks to (for messages).
@@ -119,6 +120,7 @@ fn build_s3(
     let store = builder
         .with_bucket_name(bucket)
         .with_retry(retry(options))
+        .with_http_connector(PacedConnector)
         .build()
         .map_err(|e| format!("{e}; {}", Provider::S3.credentials_hint()))?;
     Ok(Built {
@@ -169,6 +171,7 @@ fn build_azure(
     let store = builder
         .with_container_name(container)
         .with_retry(retry(options))
+        .with_http_connector(PacedConnector)
         .build()
         .map_err(|e| format!("{e}; {}", Provider::Azure.credentials_hint()))?;
     Ok(Built {
@@ -199,6 +202,7 @@ fn build_gcs(
     let store = builder
         .with_bucket_name(bucket)
         .with_retry(retry(options))
+        .with_http_connector(PacedConnector)
         .build()
         .map_err(|e| format!("{e}; {}", Provider::Gcs.credentials_hint()))?;
     Ok(Built {

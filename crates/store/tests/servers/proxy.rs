@@ -6,11 +6,15 @@
 //! server to close the connection after answering (so every request arrives on a fresh
 //! connection and is counted), and pipes bytes both ways. Targets other than 127.0.0.1 are
 //! refused: tests send traffic to this machine only.
+//!
+//! It also logs, with the time it arrived, every chunk of request body it forwards, so that a
+//! test can see how fast uploads really went out.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -28,6 +32,9 @@ struct State {
     refused: AtomicUsize,
     /// The `Proxy-Authorization` header of each request, as received (None if absent).
     auth_seen: Mutex<Vec<Option<String>>>,
+    /// Each chunk of request body (and whatever else the client sent after the head) as it
+    /// arrived: when, and how many bytes.
+    uploaded: Mutex<Vec<(Instant, usize)>>,
 }
 
 impl CountingProxy {
@@ -65,6 +72,19 @@ impl CountingProxy {
         self.state.refused.load(Ordering::SeqCst)
     }
 
+    /// Every chunk of request body forwarded so far, with its arrival time, in order.
+    pub fn uploaded(&self) -> Vec<(Instant, usize)> {
+        let mut log = self
+            .state
+            .uploaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Connections log from their own threads; order by time.
+        log.sort_by_key(|&(at, _)| at);
+        log
+    }
+
     /// Every `Proxy-Authorization` header received, in order.
     pub fn auth_seen(&self) -> Vec<Option<String>> {
         self.state
@@ -75,7 +95,7 @@ impl CountingProxy {
     }
 }
 
-fn handle(client: TcpStream, state: &State, expected: &str) -> std::io::Result<()> {
+fn handle(client: TcpStream, state: &Arc<State>, expected: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -127,8 +147,19 @@ fn handle(client: TcpStream, state: &State, expected: &str) -> std::io::Result<(
     state.forwarded.fetch_add(1, Ordering::SeqCst);
     // Body (and anything after) to the server; the response back to the client.
     let mut server_in = server.try_clone()?;
+    let log = Arc::clone(state);
     let upload = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut reader, &mut server_in);
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            let at = Instant::now();
+            if server_in.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            log.uploaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((at, n));
+        }
     });
     let _ = std::io::copy(&mut server, &mut client_out);
     let _ = client_out.shutdown(std::net::Shutdown::Both);
