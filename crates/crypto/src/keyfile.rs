@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::{
-    CryptoError, KdfParams, Malformed, MASTER_KEYS_LEN, MasterKeys, Passphrase, SEAL_OVERHEAD, SealKey,
-    fill_random,
+    CryptoError, KdfParams, MASTER_KEYS_LEN, Malformed, MasterKeys, Passphrase, SEAL_OVERHEAD,
+    SealKey, fill_random,
 };
 
 /// The only key-file format version this crate reads and writes.

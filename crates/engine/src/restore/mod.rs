@@ -93,7 +93,7 @@ impl Repository {
             .total(plan.files.len() as u64, plan.data_bytes);
         let work = WorkDir::create(&opts.recovery_dir.join("rbackup-restore"), plan.data_bytes)?;
         if opts.check_space {
-            work.check_space("the recovery folder", "--recovery-dir")?;
+            work.check_space()?;
         }
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -117,7 +117,7 @@ impl Repository {
                 Ok::<_, EngineError>(failures)
             })
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??
+            .map_err(|e| EngineError::join("restore fetch", e))??
         };
         let mut failed: Vec<Skipped> = failures
             .into_iter()
@@ -148,7 +148,7 @@ impl Repository {
                 apply::move_into_target(&plan, &stage, &target, &bad)
             })
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??
+            .map_err(|e| EngineError::join("restore apply", e))??
         };
         tracing::info!("restore moved into target: {:?}", started.elapsed());
         drop(work);
