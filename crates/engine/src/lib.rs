@@ -83,6 +83,11 @@ pub use rbackup_chunker as chunker;
 pub use rbackup_crypto as crypto;
 /// The store crate, re-exported.
 pub use rbackup_store as store;
+/// The throttle crate, re-exported (clocks, rates, calendars and the limiter itself).
+pub use rbackup_throttle as throttle;
+/// The throttle types [`BackupOptions::throttle`] and [`RestoreOptions::throttle`] take, so
+/// an embedder needs no other crate to limit bandwidth.
+pub use rbackup_throttle::{Rate, Schedule, Throttle, WorkDays, WorkHours};
 
 /// Free bytes for an unprivileged user on the file system holding `path`.
 pub fn free_space(path: &std::path::Path) -> Result<u64> {
