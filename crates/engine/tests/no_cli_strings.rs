@@ -122,7 +122,7 @@ fn engine_and_crypto_sources_hold_no_command_line_text() {
     let (found, seen) = scan(&dirs);
     // Guards against a scan that silently read nothing.
     assert!(
-        seen > 500,
+        seen > 200,
         "only {seen} string literals found under {dirs:?}"
     );
     let report: Vec<String> = found
