@@ -66,7 +66,7 @@ fn cache_dir_without_five_percent_free_is_refused_before_upload() {
     assert_eq!(code(&out), 1, "{}", text(&out));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains(cache.to_str().unwrap()) && e.contains("5%") && e.contains("needs 5.0 MiB"),
+        e.contains(cache.to_str().unwrap()) && e.contains("5%") && e.contains("needs 5.00 MiB"),
         "{e}"
     );
     assert_eq!(packs_in(&a), 0, "nothing uploaded");

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -52,7 +53,7 @@ impl JobRecord {
                 None,
                 serde_json::to_value(r).ok(),
             ),
-            Err(e) => ("failed", Some(format!("{e:#}")), None),
+            Err(e) => ("failed", Some(crate::advice::render(e)), None),
         };
         JobRecord {
             kind: kind.into(),
@@ -136,8 +137,8 @@ pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
                 num("files_new"),
                 num("files_changed"),
                 num("files_unchanged"),
-                rbackup_engine::human_bytes(num("bytes_read")),
-                rbackup_engine::human_bytes(num("bytes_added")),
+                HumanBytes(num("bytes_read")),
+                HumanBytes(num("bytes_added")),
             );
             if let Some(e) = &r.error {
                 out += &format!("    error: {e}\n");

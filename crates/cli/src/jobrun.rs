@@ -225,7 +225,7 @@ fn due_now(cfg: &AgentConfig, job: &JobConfig, due: bool) -> Result<(bool, Optio
 async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> JobRun {
     let failed = |e: anyhow::Error| {
         let mut r = JobRun::new(&job.name, Status::Failed);
-        r.error = Some(format!("{e:#}"));
+        r.error = Some(crate::advice::render(&e));
         r
     };
     // None when the job should run now; otherwise what to report instead.
@@ -285,7 +285,7 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
     if job.has_retention()
         && let Err(e) = apply_retention(ctx, cfg, job).await
     {
-        r.retention_error = Some(format!("{e:#}"));
+        r.retention_error = Some(crate::advice::render(&e));
     }
     r.report = Some(report);
     r

@@ -1,6 +1,7 @@
 //! `rbackup`: the command-line agent. A thin shell over `rbackup-engine`: arguments, the agent
 //! config, progress bars, output and exit codes.
 
+mod advice;
 mod config;
 mod history;
 mod jobrun;
@@ -227,7 +228,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("rbackup: error: {e:#}");
+            eprintln!("rbackup: error: {}", advice::render(&e));
             ExitCode::FAILURE
         }
     }

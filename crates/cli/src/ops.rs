@@ -1,7 +1,8 @@
 //! Backup, restore, check and listing.
 
 use anyhow::{Result, anyhow};
-use rbackup_engine::{BackupOptions, Repository, RestoreOptions, Unlock, human_bytes};
+use indicatif::HumanBytes;
+use rbackup_engine::{BackupOptions, Repository, RestoreOptions, Unlock};
 use serde_json::json;
 
 use crate::config::AgentConfig;
@@ -72,8 +73,8 @@ pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
         r.files_changed,
         r.files_unchanged,
         r.skipped.len(),
-        human_bytes(r.bytes_read),
-        human_bytes(r.bytes_added),
+        HumanBytes(r.bytes_read),
+        HumanBytes(r.bytes_added),
         r.duration_s
     )
 }
@@ -99,7 +100,7 @@ pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
                 "{:<10} {:<32} {:>10} {:>8}  {}\n",
                 id.short(),
                 rp.time,
-                human_bytes(rp.bytes),
+                HumanBytes(rp.bytes),
                 rp.files,
                 rp.paths.join(" ")
             );
@@ -164,7 +165,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
             "restored {} files, {} dirs, {} from recovery point {} into {} in {:.1}s",
             report.files,
             report.dirs,
-            human_bytes(report.bytes),
+            HumanBytes(report.bytes),
             &report.recovery_point[..8],
             args.target.display(),
             report.duration_s
@@ -186,8 +187,12 @@ pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
     for e in &report.errors {
         ctx.notice(&format!("error: {e}"));
     }
-    for n in &report.notes {
-        ctx.notice(&format!("note: {n}"));
+    if report.unreferenced_packs > 0 {
+        ctx.notice(&format!(
+            "note: {} pack(s) are not in any index (left by an interrupted backup): harmless; \
+             `rbackup prune` removes them",
+            report.unreferenced_packs
+        ));
     }
     ctx.output(&report, || {
         format!(

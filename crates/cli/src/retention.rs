@@ -7,9 +7,10 @@
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
+use indicatif::HumanBytes;
 use rbackup_engine::retention::ForgetGroup;
 use rbackup_engine::{
-    ForgetReport, PruneOptions, PruneReport, Repository, RetentionPolicy, Verdict, human_bytes,
+    ForgetReport, PruneOptions, PruneReport, Repository, RetentionPolicy, Verdict,
 };
 use serde_json::json;
 
@@ -263,7 +264,7 @@ fn prune_text(r: &PruneReport) -> String {
         "deleted {} packs and {} orphaned packs, freed {}; {} packs kept because new recovery points use them\n",
         r.packs_deleted,
         r.orphans_deleted,
-        human_bytes(r.bytes_freed),
+        HumanBytes(r.bytes_freed),
         r.packs_kept_in_use
     );
     out += &format!(
@@ -271,7 +272,7 @@ fn prune_text(r: &PruneReport) -> String {
         r.packs_doomed,
         r.packs_repacked,
         r.blobs_repacked,
-        human_bytes(r.bytes_repacked),
+        HumanBytes(r.bytes_repacked),
         r.orphans_found,
         r.partly_used_kept
     );
@@ -279,7 +280,7 @@ fn prune_text(r: &PruneReport) -> String {
         out += &format!(
             "pending: {} packs ({}) will be deleted by a later prune",
             r.candidates_pending,
-            human_bytes(r.bytes_pending)
+            HumanBytes(r.bytes_pending)
         );
         if let Some(t) = &r.deletable_after {
             out += &format!(", not before {t}");

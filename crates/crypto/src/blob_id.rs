@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::CryptoError;
+use crate::{CryptoError, Malformed};
 
 /// Id of a blob: the keyed BLAKE3 hash of its plaintext (see [`crate::MasterKeys::blob_id`]).
 ///
@@ -27,8 +27,9 @@ impl BlobId {
     /// [`CryptoError::Malformed`] for any other length or a non-hex character.
     pub fn from_hex(s: &str) -> Result<BlobId, CryptoError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|e| CryptoError::Malformed {
-            what: format!("blob id {:?} is not 64 hex digits: {e}", shorten(s)),
+        hex::decode_to_slice(s, &mut out).map_err(|source| Malformed::Hex {
+            what: format!("blob id {:?}", shorten(s)),
+            source,
         })?;
         Ok(BlobId(out))
     }

@@ -4,7 +4,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{CryptoError, Passphrase};
+use crate::{CryptoError, KdfError, KdfParam, Passphrase};
 
 /// Largest memory cost [`KdfParams::validate`] accepts: 4 GiB. A key file is read from the
 /// vault, which may be hostile; without a ceiling an edited file could make unlocking
@@ -72,22 +72,28 @@ impl KdfParams {
     /// [`CryptoError::Kdf`] naming the offending parameter.
     pub fn validate(&self) -> Result<(), CryptoError> {
         if self.m_cost_kib > MAX_M_COST_KIB {
-            return Err(CryptoError::Kdf(format!(
-                "memory cost {} KiB exceeds the limit of {MAX_M_COST_KIB} KiB",
-                self.m_cost_kib
-            )));
+            return Err(KdfError::TooLarge {
+                param: KdfParam::MemoryKib,
+                value: self.m_cost_kib,
+                max: MAX_M_COST_KIB,
+            }
+            .into());
         }
         if self.t_cost > MAX_T_COST {
-            return Err(CryptoError::Kdf(format!(
-                "time cost {} exceeds the limit of {MAX_T_COST}",
-                self.t_cost
-            )));
+            return Err(KdfError::TooLarge {
+                param: KdfParam::Time,
+                value: self.t_cost,
+                max: MAX_T_COST,
+            }
+            .into());
         }
         if self.p_cost > MAX_P_COST {
-            return Err(CryptoError::Kdf(format!(
-                "parallelism {} exceeds the limit of {MAX_P_COST}",
-                self.p_cost
-            )));
+            return Err(KdfError::TooLarge {
+                param: KdfParam::Parallelism,
+                value: self.p_cost,
+                max: MAX_P_COST,
+            }
+            .into());
         }
         self.argon2_params().map(drop)
     }
@@ -104,7 +110,7 @@ impl KdfParams {
 
     fn argon2_params(&self) -> Result<Params, CryptoError> {
         Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
-            .map_err(|e| CryptoError::Kdf(e.to_string()))
+            .map_err(|e| CryptoError::Kdf(KdfError::Argon2(e)))
     }
 
     /// Runs Argon2id over `passphrase` and `salt` and returns the 32-byte key, zeroized on
@@ -127,7 +133,7 @@ impl KdfParams {
                 &mut key[..],
                 &mut memory[..],
             )
-            .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+            .map_err(|e| CryptoError::Kdf(KdfError::Argon2(e)))?;
         Ok(key)
     }
 }

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::{
-    CryptoError, KdfParams, MASTER_KEYS_LEN, MasterKeys, Passphrase, SEAL_OVERHEAD, SealKey,
-    fill_random,
+    CryptoError, KdfParams, MASTER_KEYS_LEN, Malformed, MasterKeys, Passphrase, SEAL_OVERHEAD,
+    SealKey, fill_random,
 };
 
 /// The only key-file format version this crate reads and writes.
@@ -75,30 +75,30 @@ impl KeyFile {
     ///   the file was altered (the two cannot be told apart, by design).
     pub fn unwrap(&self, passphrase: &Passphrase) -> Result<MasterKeys, CryptoError> {
         if self.version != KEY_FILE_VERSION {
-            return Err(CryptoError::Malformed {
-                what: format!(
-                    "key file version {} is not supported (this build reads version \
-                     {KEY_FILE_VERSION}); use a newer rbackup",
-                    self.version
-                ),
-            });
+            return Err(Malformed::KeyFileVersion {
+                found: self.version,
+                supported: KEY_FILE_VERSION,
+            }
+            .into());
         }
         self.kdf.validate()?;
         let salt = decode_hex_field("salt", &self.salt)?;
         if salt.len() != SALT_LEN {
-            return Err(CryptoError::Malformed {
-                what: format!("key file salt is {} bytes, expected {SALT_LEN}", salt.len()),
-            });
+            return Err(Malformed::Length {
+                what: "key file salt",
+                got: salt.len(),
+                expected: SALT_LEN,
+            }
+            .into());
         }
         let wrapped = decode_hex_field("wrapped keys", &self.wrapped)?;
         if wrapped.len() != MASTER_KEYS_LEN + SEAL_OVERHEAD {
-            return Err(CryptoError::Malformed {
-                what: format!(
-                    "key file wrapped keys are {} bytes, expected {}",
-                    wrapped.len(),
-                    MASTER_KEYS_LEN + SEAL_OVERHEAD
-                ),
-            });
+            return Err(Malformed::Length {
+                what: "key file wrapped keys",
+                got: wrapped.len(),
+                expected: MASTER_KEYS_LEN + SEAL_OVERHEAD,
+            }
+            .into());
         }
         let kek = SealKey::from_raw(self.kdf.derive(passphrase, &salt)?);
         let secret = kek
@@ -118,7 +118,11 @@ fn key_file_ad(kdf: &KdfParams) -> [u8; KEY_FILE_AD_PREFIX.len() + 12] {
 }
 
 fn decode_hex_field(field: &str, value: &str) -> Result<Vec<u8>, CryptoError> {
-    hex::decode(value).map_err(|e| CryptoError::Malformed {
-        what: format!("key file {field} is not valid hex: {e}"),
+    hex::decode(value).map_err(|source| {
+        Malformed::Hex {
+            what: format!("key file {field}"),
+            source,
+        }
+        .into()
     })
 }

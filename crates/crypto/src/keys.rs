@@ -4,7 +4,7 @@ use std::fmt;
 
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::{BlobId, CryptoError, SealKey, fill_random};
+use crate::{BlobId, CryptoError, Malformed, SealKey, fill_random};
 
 /// Length of [`MasterKeys::to_secret_bytes`]: data key, id key, chunker key.
 pub const MASTER_KEYS_LEN: usize = 96;
@@ -122,9 +122,12 @@ impl MasterKeys {
 }
 
 fn bad_len(got: usize) -> CryptoError {
-    CryptoError::Malformed {
-        what: format!("master key material is {got} bytes, expected {MASTER_KEYS_LEN}"),
+    Malformed::Length {
+        what: "master key material",
+        got,
+        expected: MASTER_KEYS_LEN,
     }
+    .into()
 }
 
 impl fmt::Debug for MasterKeys {

@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 mod blob_id;
+mod error;
 mod kdf;
 mod keyfile;
 mod keys;
@@ -60,6 +61,7 @@ mod passphrase;
 mod seal;
 
 pub use blob_id::BlobId;
+pub use error::{CryptoError, KdfError, KdfParam, Malformed};
 pub use kdf::{KdfParams, MAX_M_COST_KIB, MAX_P_COST, MAX_T_COST};
 pub use keyfile::{KEY_FILE_VERSION, KeyFile};
 pub use keys::{MASTER_KEYS_LEN, MasterKeys};
@@ -82,44 +84,6 @@ pub const NONCE_LEN: usize = 12;
 
 /// Length of the GCM authentication tag that ends every sealed message.
 pub const TAG_LEN: usize = 16;
-
-/// Everything that can go wrong in this crate.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum CryptoError {
-    /// The passphrase is shorter than the policy allows.
-    #[error(
-        "the passphrase has {got} characters but at least {min} are required; \
-         generate a strong one with `rbackup passphrase generate`"
-    )]
-    PassphraseTooShort {
-        /// The minimum number of characters ([`MIN_PASSPHRASE_CHARS`]).
-        min: usize,
-        /// The number of characters given.
-        got: usize,
-    },
-    /// The passphrase did not unlock a key file (or the key file was altered).
-    #[error("the passphrase does not open this key file")]
-    WrongPassphrase,
-    /// Authenticated decryption failed.
-    #[error(
-        "{what} failed authentication: the data is corrupted, was swapped with another \
-         object, or is of another type"
-    )]
-    Tampered {
-        /// What was being opened.
-        what: String,
-    },
-    /// Input of the wrong shape: bad lengths, bad key-file fields, bad hex.
-    #[error("malformed input: {what}")]
-    Malformed {
-        /// What was wrong with it.
-        what: String,
-    },
-    /// Argon2id rejected its parameters (or they exceed this crate's sanity limits).
-    #[error("invalid key derivation (Argon2id) parameters: {0}")]
-    Kdf(String),
-}
 
 /// Fills `buf` from the operating system's RNG.
 ///

@@ -6,7 +6,7 @@ use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
 use aes_gcm::{Aes256Gcm, Key};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{BlobId, CryptoError, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, fill_random};
+use crate::{BlobId, CryptoError, Malformed, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, fill_random};
 
 /// Prefix of the associated data of every blob, so a blob can never be opened as some other
 /// sealed object (or vice versa) even under the same key.
@@ -150,12 +150,12 @@ impl SealKey {
             .split_first_chunk::<NONCE_LEN>()
             .and_then(|(nonce, rest)| Some((nonce, rest.split_last_chunk::<TAG_LEN>()?)));
         let Some((nonce, (ciphertext, tag))) = split else {
-            return Err(CryptoError::Malformed {
-                what: format!(
-                    "{} is shorter than the {SEAL_OVERHEAD}-byte nonce and tag; it was truncated",
-                    what()
-                ),
-            });
+            return Err(Malformed::Truncated {
+                what: what(),
+                got: sealed.len(),
+                min: SEAL_OVERHEAD,
+            }
+            .into());
         };
         let nonce: &Nonce<Aes256Gcm> = nonce.into();
         let tag: &Tag<Aes256Gcm> = tag.into();

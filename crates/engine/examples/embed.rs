@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use rbackup_engine::crypto::{KdfParams, Passphrase};
-use rbackup_engine::{BackupOptions, Registration, Repository, RestoreOptions, Unlock, Vault};
+use rbackup_engine::{
+    BackupOptions, Rate, Registration, Repository, RestoreOptions, Schedule, Throttle, Unlock,
+    Vault,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -51,6 +54,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .await?;
     let mut opts = BackupOptions::new([&source]);
     opts.cache_dir = Some(cache.clone());
+    // Uploads at 50 MiB/s during work hours (Monday to Friday, 09:00-17:00 local time), at full
+    // speed otherwise; the throttle types come from the engine crate too.
+    opts.throttle = Some(Throttle::new(Schedule {
+        work_days: "mon-fri".parse()?,
+        work_hours: "09:00-17:00".parse()?,
+        work_rate: Rate::BytesPerSec(50 << 20),
+        non_work_rate: Rate::Unlimited,
+        tz: None,
+    }));
     let report = repo.backup(opts).await?;
     println!(
         "backed up {} files ({} bytes) as recovery point {}",

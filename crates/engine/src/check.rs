@@ -74,13 +74,7 @@ impl Repository {
             }
             listed.insert(name);
         }
-        let unreferenced = stored.keys().filter(|k| !listed.contains(*k)).count() as u64;
-        if unreferenced > 0 {
-            report.notes.push(format!(
-                "{unreferenced} pack(s) are not in any index (left by an interrupted backup): harmless; `rbackup prune` removes them"
-            ));
-        }
-        report.unreferenced_packs = unreferenced;
+        report.unreferenced_packs = stored.keys().filter(|k| !listed.contains(*k)).count() as u64;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use rbackup_store::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{EngineError, Result};
+use crate::error::{CorruptReason, EngineError, Result};
 
 /// Version byte at the start of every sealed metadata plaintext.
 const META_VERSION: u8 = 1;
@@ -68,7 +68,7 @@ pub(crate) fn open_meta<T: DeserializeOwned>(
         .map_err(|e| EngineError::corrupt(&what, e))?;
     let (&version, body) = plain
         .split_first()
-        .ok_or_else(|| EngineError::corrupt(&what, "empty"))?;
+        .ok_or_else(|| EngineError::corrupt(&what, CorruptReason::Empty))?;
     if version != META_VERSION {
         return Err(EngineError::UnsupportedFormat {
             what,
@@ -76,6 +76,7 @@ pub(crate) fn open_meta<T: DeserializeOwned>(
             supported: META_VERSION.into(),
         });
     }
-    let cbor = zstd::stream::decode_all(body).map_err(|e| EngineError::corrupt(&what, e))?;
+    let cbor = zstd::stream::decode_all(body)
+        .map_err(|e| EngineError::corrupt(&what, CorruptReason::Decompress(e)))?;
     from_cbor(&cbor, &what)
 }

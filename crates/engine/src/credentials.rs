@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{EngineError, Result};
+use crate::error::{CredentialsProblem, EngineError, Result};
 
 const FORMAT: &str = "rbackup-vault-credentials";
 
@@ -54,11 +54,9 @@ impl VaultCredentials {
         now: jiff::Timestamp,
     ) -> Result<(VaultCredentials, CredentialsRecord)> {
         let secret = hex::encode(crate::id::random_bytes::<32>());
-        let span = jiff::SignedDuration::try_from(valid_for)
-            .map_err(|e| EngineError::Invalid(format!("validity {valid_for:?}: {e}")))?;
-        let expires = now
-            .checked_add(span)
-            .map_err(|e| EngineError::Invalid(format!("validity {valid_for:?}: {e}")))?;
+        let invalid = |source| EngineError::InvalidValidity { valid_for, source };
+        let span = jiff::SignedDuration::try_from(valid_for).map_err(invalid)?;
+        let expires = now.checked_add(span).map_err(invalid)?;
         let creds = VaultCredentials {
             format: FORMAT.into(),
             vault: vault.into(),
@@ -81,12 +79,13 @@ impl VaultCredentials {
 impl VaultCredentials {
     /// Parses a credentials file; anything malformed is "invalid", as MARS says it.
     pub fn from_json(text: &str) -> Result<VaultCredentials> {
-        let c: VaultCredentials = serde_json::from_str(text).map_err(|e| EngineError::InvalidCredentials {
-            reason: format!("the file is not a vault credentials file ({e}); download it again with `rbackup vault credentials`"),
-        })?;
+        let c: VaultCredentials =
+            serde_json::from_str(text).map_err(|e| EngineError::InvalidCredentials {
+                problem: CredentialsProblem::NotCredentials(e),
+            })?;
         if c.format != FORMAT {
             return Err(EngineError::InvalidCredentials {
-                reason: format!("unknown format {:?}", c.format),
+                problem: CredentialsProblem::UnknownFormat(c.format),
             });
         }
         Ok(c)
@@ -109,13 +108,13 @@ impl VaultCredentials {
     ) -> Result<()> {
         if self.vault_id != vault_id {
             return Err(EngineError::InvalidCredentials {
-                reason: "the file belongs to another vault".into(),
+                problem: CredentialsProblem::OtherVault,
             });
         }
         let hash = blake3::hash(self.secret.as_bytes()).to_hex().to_string();
         if self.generation != record.generation || hash != record.secret_hash {
             return Err(EngineError::InvalidCredentials {
-                reason: "only the newest credentials downloaded for a vault are valid; download new ones with `rbackup vault credentials <URL> --out FILE`".into(),
+                problem: CredentialsProblem::Superseded,
             });
         }
         // The vault's own record decides expiry: editing the date in the file changes nothing.
@@ -125,7 +124,7 @@ impl VaultCredentials {
             .map_err(|e| EngineError::corrupt("vault.json credentials record", e))?;
         if now >= expires {
             return Err(EngineError::CredentialsExpired {
-                expired_at: record.expires_at.clone(),
+                expired_at: expires,
             });
         }
         Ok(())
@@ -150,7 +149,17 @@ mod tests {
         c1.check("vid", &r1, now).unwrap();
         let (c2, r2) = VaultCredentials::issue("memory://v", "vid", 2, hour, now).unwrap();
         c2.check("vid", &r2, now).unwrap();
-        let e = c1.check("vid", &r2, now).unwrap_err().to_string();
+        let e = c1.check("vid", &r2, now).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::InvalidCredentials {
+                    problem: CredentialsProblem::Superseded
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.starts_with("Invalid vault credentials provided"), "{e}");
         assert!(e.contains("newest"), "{e}");
         let later = now

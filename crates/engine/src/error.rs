@@ -1,13 +1,23 @@
 //! The engine's error type.
 //!
-//! Rules (after rustic_core's `error.rs`): every variant's message says what was wrong and,
-//! where the user can act, what to do; lower-level errors are kept as `source` so `{:#}`-style
-//! chains still show the OS or store detail; no variant carries secret material.
+//! Rules (after rustic_core's `error.rs`):
+//! - every variant says *what* went wrong and *where* (the path, object, machine or URL), with
+//!   its *figures* as numbers (bytes needed and available, counts, limits), so an embedder can
+//!   `match` on it and render it as it likes;
+//! - the lower-level error is kept as `source`, so `{:#}`-style chains still show the OS, store
+//!   or decoder detail;
+//! - no variant gives advice: the engine knows nothing of the command line, so no message names
+//!   a command or a flag. What the user should do is the application's to say (the agent's
+//!   `advice.rs`); a source-scan test keeps command-line text out of this crate;
+//! - no variant carries secret material.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use rbackup_crypto::CryptoError;
+use rbackup_crypto::{BlobId, CryptoError};
 use rbackup_store::StoreError;
+
+use crate::lock::LeaseInfo;
 
 /// Everything that can go wrong in the engine.
 #[non_exhaustive]
@@ -22,35 +32,28 @@ pub enum EngineError {
     Crypto(#[from] CryptoError),
 
     /// The passphrase does not open any key file of the machine.
-    #[error(
-        "the passphrase does not open machine {machine}: check that you use the passphrase \
-         saved when this machine was registered"
-    )]
+    #[error("the passphrase does not open machine {machine}")]
     WrongPassphrase {
         /// The machine id.
         machine: String,
     },
 
     /// No vault at the URL.
-    #[error("no rbackup vault at {url}: create one with `rbackup vault create {url}`")]
+    #[error("{url} holds no vault")]
     NotAVault {
         /// Where we looked.
         url: String,
     },
 
-    /// `vault create` on a URL that already holds a vault.
-    #[error(
-        "{url} already holds an rbackup vault; use `rbackup vault credentials` for new credentials"
-    )]
+    /// Creating a vault on a URL that already holds one.
+    #[error("{url} already holds a vault")]
     VaultExists {
         /// The vault URL.
         url: String,
     },
 
     /// A format version this release cannot read.
-    #[error(
-        "{what} has format version {found}, but this rbackup reads version {supported}: upgrade rbackup"
-    )]
+    #[error("{what} has format version {found}, but this build reads version {supported}")]
     UnsupportedFormat {
         /// Which object.
         what: String,
@@ -61,9 +64,7 @@ pub enum EngineError {
     },
 
     /// The machine id is not registered in the vault.
-    #[error(
-        "machine {machine} is not registered in vault {vault}: check the id with `rbackup recovery-points` on that machine, or register it"
-    )]
+    #[error("machine {machine} is not registered in vault {vault}")]
     MachineNotFound {
         /// The machine id.
         machine: String,
@@ -72,29 +73,28 @@ pub enum EngineError {
     },
 
     /// Vault credentials that are corrupted, forged or superseded.
-    #[error("Invalid vault credentials provided: {reason}")]
+    #[error("Invalid vault credentials provided: {problem}")]
     InvalidCredentials {
-        /// Why.
-        reason: String,
+        /// What is wrong with them.
+        #[source]
+        problem: CredentialsProblem,
     },
 
     /// Vault credentials older than their validity.
-    #[error(
-        "Vault credentials file provided has expired (it was valid until {expired_at}): \
-         download new ones with `rbackup vault credentials <URL> --out FILE`"
-    )]
+    #[error("Vault credentials file provided has expired (it was valid until {expired_at})")]
     CredentialsExpired {
-        /// When they stopped being valid.
-        expired_at: String,
+        /// When they stopped being valid, by the vault's own record.
+        expired_at: jiff::Timestamp,
     },
 
     /// Stored data that decrypted but does not parse, or does not match its id.
-    #[error("{what} is corrupt: {detail}; run `rbackup check --read-data` to see what is affected")]
+    #[error("{object} is corrupt: {reason}")]
     Corrupt {
-        /// Which object.
-        what: String,
-        /// What is wrong.
-        detail: String,
+        /// Which object (`pack <id>`, `blob <id> in pack <id>`, `index/<id>`, ...).
+        object: String,
+        /// What is wrong with it.
+        #[source]
+        reason: CorruptReason,
     },
 
     /// A backup source that does not exist or cannot be read at all.
@@ -116,38 +116,311 @@ pub enum EngineError {
     },
 
     /// The requested recovery point does not exist.
-    #[error("no recovery point {id} on this machine: list them with `rbackup recovery-points`")]
+    #[error("no recovery point {id} on this machine")]
     RecoveryPointNotFound {
         /// What was asked for.
         id: String,
     },
 
     /// A prefix that names more than one recovery point.
-    #[error("recovery point prefix {id} is ambiguous: give more digits")]
+    #[error("recovery point prefix {id} is ambiguous")]
     AmbiguousRecoveryPoint {
         /// What was asked for.
         id: String,
     },
 
     /// The machine has no recovery point yet.
-    #[error("this machine has no recovery points yet: run `rbackup backup` first")]
+    #[error("this machine has no recovery points yet")]
     NoRecoveryPoints,
 
-    /// A limit of the MARS model was reached.
-    #[error("{0}")]
-    Limit(String),
+    /// A path asked for in a restore that the recovery point does not hold.
+    #[error("{} is not in this recovery point", path.display())]
+    PathNotInRecoveryPoint {
+        /// The absolute path asked for.
+        path: PathBuf,
+    },
 
-    /// Not enough local space (cache or recovery folder).
-    #[error("{0}")]
-    NoSpace(String),
+    /// MARS: the sources of one backup exceed the size of a data source
+    /// ([`MAX_SOURCE_BYTES`](crate::MAX_SOURCE_BYTES)).
+    #[error("the sources hold {bytes} bytes, over the limit of {max} bytes per data source")]
+    SourceTooLarge {
+        /// Bytes found under the sources.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
 
-    /// Invalid arguments passed through the library API.
-    #[error("{0}")]
-    Invalid(String),
+    /// MARS: the machine already holds the most recovery points allowed
+    /// ([`MAX_RECOVERY_POINTS`](crate::MAX_RECOVERY_POINTS)).
+    #[error("this machine already has {existing} recovery points, the most it may hold ({max})")]
+    TooManyRecoveryPoints {
+        /// Recovery points the machine has.
+        existing: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// Not enough local space to stage a backup or a restore.
+    #[error(
+        "{place} {} has {available} bytes free but needs {needed} bytes",
+        path.display()
+    )]
+    NoSpace {
+        /// Which place, with the figures that explain `needed`.
+        place: SpacePlace,
+        /// The directory checked.
+        path: PathBuf,
+        /// Bytes this run needs there.
+        needed: u64,
+        /// Bytes free there for this run (less what other runs reserved).
+        available: u64,
+    },
+
+    /// A backup was asked for with no source path.
+    #[error("nothing to back up: no source path given")]
+    NothingToBackUp,
+
+    /// An exclude pattern that is not a valid glob.
+    #[error("bad exclude pattern{}: {source}", pattern.as_ref().map(|p| format!(" {p:?}")).unwrap_or_default())]
+    BadExclude {
+        /// The pattern, when one alone is at fault.
+        pattern: Option<String>,
+        /// The glob parser's complaint.
+        source: globset::Error,
+    },
+
+    /// A retention policy that keeps nothing, so it would forget every recovery point.
+    #[error("the retention policy is empty, so it would forget every recovery point")]
+    EmptyRetentionPolicy,
+
+    /// A credentials validity that cannot be added to the current time.
+    #[error("a validity of {valid_for:?} is out of range: {source}")]
+    InvalidValidity {
+        /// The validity asked for.
+        valid_for: Duration,
+        /// The time library's complaint.
+        source: jiff::Error,
+    },
+
+    /// Chunker parameters given at registration that the chunker refuses.
+    #[error("invalid chunker parameters: {source}")]
+    InvalidChunker {
+        /// The chunker's complaint.
+        source: rbackup_chunker::ChunkerError,
+    },
+
+    /// A zstd compression level zstd refuses.
+    #[error("zstd compression level {level} is refused: {source}")]
+    CompressionLevel {
+        /// The level asked for.
+        level: i32,
+        /// zstd's complaint.
+        source: std::io::Error,
+    },
+
+    /// This process's lease ran out before it committed, so a prune may have removed data it
+    /// relied on; nothing was committed.
+    #[error(
+        "this {purpose}'s lease on the repository ran out (the process was suspended or the \
+         vault unreachable for longer than {ttl:?}), so a prune may have removed data it \
+         relied on; nothing was committed"
+    )]
+    LeaseLost {
+        /// What held the lease (`backup`, `prune`).
+        purpose: String,
+        /// The lease's time to live.
+        ttl: Duration,
+    },
+
+    /// Another process holds an exclusive lease on the repository.
+    #[error(
+        "another {} is running on this repository (host {}, pid {}, since {}); its lease runs \
+         out at {}",
+        holder.purpose, holder.hostname, holder.pid, holder.created, holder.expires
+    )]
+    RepositoryBusy {
+        /// The other process's lease.
+        holder: Box<LeaseInfo>,
+    },
+
+    /// Prune could not read a tree, so it cannot know what is in use; it deleted nothing.
+    #[error("prune stopped without deleting anything: tree {tree} cannot be read: {source}")]
+    PruneStopped {
+        /// The tree blob.
+        tree: BlobId,
+        /// Why it cannot be read.
+        source: Box<EngineError>,
+    },
 
     /// A worker thread panicked or the runtime went away.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {task}: {failure}")]
+    Internal {
+        /// Which task (`backup walk`, `restore fetch`, ...).
+        task: &'static str,
+        /// How it failed.
+        #[source]
+        failure: InternalFailure,
+    },
+}
+
+/// Where local space ran out ([`EngineError::NoSpace`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpacePlace {
+    /// The cache dir, which must have free space of at least
+    /// [`CACHE_PERCENT`](crate::CACHE_PERCENT)% of the data backed up (MARS).
+    Cache {
+        /// Bytes under the sources; `needed` is `CACHE_PERCENT`% of it.
+        source_bytes: u64,
+    },
+    /// The recovery folder, where a restore stages the data before moving it into place.
+    RecoveryFolder {
+        /// Free bytes on its file system.
+        free: u64,
+        /// Of those, bytes reserved by other restores in progress.
+        reserved_by_others: u64,
+    },
+}
+
+impl std::fmt::Display for SpacePlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpacePlace::Cache { .. } => "the cache dir",
+            SpacePlace::RecoveryFolder { .. } => "the recovery folder",
+        })
+    }
+}
+
+/// Why vault credentials are invalid ([`EngineError::InvalidCredentials`]).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsProblem {
+    /// The file does not parse as a credentials file.
+    #[error("the file is not a vault credentials file: {0}")]
+    NotCredentials(#[source] serde_json::Error),
+    /// A credentials file of a format this build does not know.
+    #[error("unknown format {0:?}")]
+    UnknownFormat(String),
+    /// Credentials of another vault.
+    #[error("the file belongs to another vault")]
+    OtherVault,
+    /// Credentials superseded by newer ones: only the newest are valid.
+    #[error("only the newest credentials downloaded for a vault are valid")]
+    Superseded,
+}
+
+/// What is wrong with a corrupt object ([`EngineError::Corrupt`]).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptReason {
+    /// Authenticated decryption failed, or the sealed bytes are malformed.
+    #[error("{0}")]
+    Crypto(#[source] CryptoError),
+    /// The plaintext is not the CBOR of the expected type.
+    #[error("{0}")]
+    Cbor(#[source] ciborium::de::Error<std::io::Error>),
+    /// The JSON does not parse as the expected type.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// The compressed body does not decompress.
+    #[error("zstd: {0}")]
+    Decompress(#[source] std::io::Error),
+    /// A timestamp that does not parse.
+    #[error("bad timestamp: {0}")]
+    Timestamp(#[source] jiff::Error),
+    /// Chunker parameters the chunker refuses.
+    #[error("{0}")]
+    Chunker(#[source] rbackup_chunker::ChunkerError),
+    /// An empty plaintext.
+    #[error("empty")]
+    Empty,
+    /// A pack without its trailer.
+    #[error("missing pack trailer")]
+    MissingTrailer,
+    /// A pack header length that points before the start of the pack.
+    #[error("header length {header} past the start of a {size}-byte pack")]
+    HeaderPastStart {
+        /// Header length in the trailer.
+        header: u64,
+        /// Pack size.
+        size: u64,
+    },
+    /// A blob frame shorter than its header.
+    #[error("frame shorter than its header")]
+    FrameTooShort,
+    /// A blob frame whose payload length points past its end.
+    #[error("frame payload length past its end")]
+    FramePastEnd,
+    /// A blob frame of an unknown encoding.
+    #[error("unknown blob encoding {0}")]
+    UnknownEncoding(u8),
+    /// Content that does not hash to its id.
+    #[error("content does not match its id")]
+    IdMismatch,
+    /// A blob no index file lists.
+    #[error("not in any index file")]
+    NotIndexed,
+    /// A blob used as a tree that the index lists as data.
+    #[error("not indexed as a tree blob")]
+    NotATree,
+    /// A range the index names that the stored object does not hold.
+    #[error("bytes {offset}..{end} are past the end of its {size} bytes", end = offset + len)]
+    OutOfRange {
+        /// Start of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Size of the object.
+        size: u64,
+    },
+    /// An object name that is not a 64-digit hex id.
+    #[error("not a 64-digit hex identifier")]
+    NotAnId,
+}
+
+/// How an engine task failed ([`EngineError::Internal`]).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum InternalFailure {
+    /// A tokio task panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// A worker thread panicked.
+    #[error("a thread panicked")]
+    ThreadPanicked,
+    /// The next stage of a pipeline went away (its own error is the real one).
+    #[error("the next stage stopped")]
+    StageStopped,
+}
+
+impl From<CryptoError> for CorruptReason {
+    fn from(e: CryptoError) -> Self {
+        CorruptReason::Crypto(e)
+    }
+}
+
+impl From<ciborium::de::Error<std::io::Error>> for CorruptReason {
+    fn from(e: ciborium::de::Error<std::io::Error>) -> Self {
+        CorruptReason::Cbor(e)
+    }
+}
+
+impl From<serde_json::Error> for CorruptReason {
+    fn from(e: serde_json::Error) -> Self {
+        CorruptReason::Json(e)
+    }
+}
+
+impl From<jiff::Error> for CorruptReason {
+    fn from(e: jiff::Error) -> Self {
+        CorruptReason::Timestamp(e)
+    }
+}
+
+impl From<rbackup_chunker::ChunkerError> for CorruptReason {
+    fn from(e: rbackup_chunker::ChunkerError) -> Self {
+        CorruptReason::Chunker(e)
+    }
 }
 
 impl EngineError {
@@ -158,11 +431,26 @@ impl EngineError {
         }
     }
 
-    pub(crate) fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> EngineError {
+    pub(crate) fn corrupt(
+        object: impl Into<String>,
+        reason: impl Into<CorruptReason>,
+    ) -> EngineError {
         EngineError::Corrupt {
-            what: what.into(),
-            detail: detail.to_string(),
+            object: object.into(),
+            reason: reason.into(),
         }
+    }
+
+    /// A failed `spawn_blocking` or task join.
+    pub(crate) fn join(task: &'static str, e: tokio::task::JoinError) -> EngineError {
+        EngineError::Internal {
+            task,
+            failure: InternalFailure::Task(e),
+        }
+    }
+
+    pub(crate) fn internal(task: &'static str, failure: InternalFailure) -> EngineError {
+        EngineError::Internal { task, failure }
     }
 }
 

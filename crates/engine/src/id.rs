@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::EngineError;
+use crate::error::{CorruptReason, EngineError};
 
 /// A random 256-bit identifier, shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,9 +30,8 @@ impl Id {
     /// Parses the full 64-digit hex form.
     pub fn from_hex(s: &str) -> Result<Id, EngineError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| EngineError::Corrupt {
-            what: format!("object name {s:?}"),
-            detail: "not a 64-digit hex identifier".into(),
+        hex::decode_to_slice(s, &mut out).map_err(|_| {
+            EngineError::corrupt(format!("object name {s:?}"), CorruptReason::NotAnId)
         })?;
         Ok(Id(out))
     }

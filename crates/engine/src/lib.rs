@@ -63,7 +63,9 @@ mod workdir;
 
 pub use backup::{BackupOptions, CACHE_PERCENT, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use credentials::{CredentialsRecord, VaultCredentials};
-pub use error::{EngineError, Result};
+pub use error::{
+    CorruptReason, CredentialsProblem, EngineError, InternalFailure, Result, SpacePlace,
+};
 pub use id::Id;
 pub use layout::{FORMAT_VERSION, VaultMeta};
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
@@ -87,25 +89,14 @@ pub use rbackup_chunker as chunker;
 pub use rbackup_crypto as crypto;
 /// The store crate, re-exported.
 pub use rbackup_store as store;
+/// The throttle crate, re-exported (clocks, rates, calendars and the limiter itself).
+pub use rbackup_throttle as throttle;
+/// The throttle types [`BackupOptions::throttle`] and [`RestoreOptions::throttle`] take, so
+/// an embedder needs no other crate to limit bandwidth.
+pub use rbackup_throttle::{Rate, Schedule, Throttle, WorkDays, WorkHours};
 
 /// Free bytes for an unprivileged user on the file system holding `path`.
 pub fn free_space(path: &std::path::Path) -> Result<u64> {
     let st = rustix::fs::statvfs(path).map_err(|e| EngineError::io(path, e.into()))?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// `1.5 GiB`-style sizes for messages.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -252,12 +252,10 @@ impl Lease {
         let mut s = lock(&self.shared.state);
         note_if_lost(&mut s, self.shared.repo.clock.now(), self.shared.ttl);
         if s.lost {
-            return Err(EngineError::Invalid(format!(
-                "this {}'s lease on the repository ran out (the process was suspended or the \
-                 vault unreachable for longer than {:?}), so a prune may have removed data it \
-                 relied on; nothing was committed: run it again",
-                s.info.purpose, self.shared.ttl
-            )));
+            return Err(EngineError::LeaseLost {
+                purpose: s.info.purpose.clone(),
+                ttl: self.shared.ttl,
+            });
         }
         Ok(())
     }
@@ -300,11 +298,9 @@ impl Lease {
                 && i.kind == LeaseKind::Exclusive
                 && i.is_live(now)
             {
-                return Err(EngineError::Invalid(format!(
-                    "another {} is running on this repository (host {}, pid {}, since {}): wait \
-                     for it to finish; if that process is gone, its lease runs out at {}",
-                    i.purpose, i.hostname, i.pid, i.created, i.expires
-                )));
+                return Err(EngineError::RepositoryBusy {
+                    holder: Box::new(i),
+                });
             }
         }
         Ok(())

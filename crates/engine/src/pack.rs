@@ -20,7 +20,7 @@ use rbackup_crypto::{BlobId, MasterKeys, SealKey};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::error::{EngineError, Result};
+use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
 
 pub(crate) const MAGIC: &[u8; 4] = b"RBP1";
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Framer {
 impl Framer {
     pub(crate) fn new(level: i32) -> Result<Framer> {
         let zstd = zstd::bulk::Compressor::new(level)
-            .map_err(|e| EngineError::Internal(format!("zstd level {level}: {e}")))?;
+            .map_err(|source| EngineError::CompressionLevel { level, source })?;
         Ok(Framer { zstd })
     }
 
@@ -129,19 +129,24 @@ fn looks_compressible(zstd: &mut zstd::bulk::Compressor<'static>, content: &[u8]
 }
 
 /// Undoes [`Framer::frame`].
-pub(crate) fn unframe(frame: &[u8], raw_len_hint: usize) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn unframe(
+    frame: &[u8],
+    raw_len_hint: usize,
+) -> std::result::Result<Vec<u8>, CorruptReason> {
     if frame.len() < FRAME_HEADER {
-        return Err("frame shorter than its header".into());
+        return Err(CorruptReason::FrameTooShort);
     }
     let enc = frame[0];
     let len = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
     let payload = frame
         .get(FRAME_HEADER..FRAME_HEADER + len)
-        .ok_or("frame payload length past its end")?;
+        .ok_or(CorruptReason::FramePastEnd)?;
     match enc {
         ENC_RAW => Ok(payload.to_vec()),
-        ENC_ZSTD => zstd::bulk::decompress(payload, raw_len_hint.max(1)).map_err(|e| e.to_string()),
-        other => Err(format!("unknown blob encoding {other}")),
+        ENC_ZSTD => {
+            zstd::bulk::decompress(payload, raw_len_hint.max(1)).map_err(CorruptReason::Decompress)
+        }
+        other => Err(CorruptReason::UnknownEncoding(other)),
     }
 }
 
@@ -246,14 +251,15 @@ fn header_ad(pack: &Id) -> Vec<u8> {
 pub(crate) fn read_header(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
     let what = format!("pack {}", pack.to_hex());
     if bytes.len() < TRAILER_LEN || &bytes[bytes.len() - 4..] != MAGIC {
-        return Err(EngineError::corrupt(&what, "missing pack trailer"));
+        return Err(EngineError::corrupt(&what, CorruptReason::MissingTrailer));
     }
     let n = bytes.len();
     let hlen =
         u32::from_le_bytes([bytes[n - 8], bytes[n - 7], bytes[n - 6], bytes[n - 5]]) as usize;
-    let start = (n - TRAILER_LEN)
-        .checked_sub(hlen)
-        .ok_or_else(|| EngineError::corrupt(&what, "header length past the start"))?;
+    let start = (n - TRAILER_LEN).checked_sub(hlen).ok_or_else(|| {
+        let (header, size) = (hlen as u64, n as u64);
+        EngineError::corrupt(&what, CorruptReason::HeaderPastStart { header, size })
+    })?;
     let plain = keys
         .pack_key(&pack.0)
         .open(&header_ad(pack), &bytes[start..n - TRAILER_LEN])
@@ -269,13 +275,11 @@ pub(crate) fn open_blob(
     id: &BlobId,
     raw_len: u32,
     sealed: &[u8],
-) -> std::result::Result<Vec<u8>, String> {
-    let frame = key
-        .open_blob(id, entry_kind.code(), sealed)
-        .map_err(|e| e.to_string())?;
+) -> std::result::Result<Vec<u8>, CorruptReason> {
+    let frame = key.open_blob(id, entry_kind.code(), sealed)?;
     let content = unframe(&frame, raw_len as usize)?;
     if keys.blob_id(&content) != *id {
-        return Err("content does not match its blob id".into());
+        return Err(CorruptReason::IdMismatch);
     }
     Ok(content)
 }

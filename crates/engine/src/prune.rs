@@ -337,12 +337,13 @@ impl Repository {
             if !used.insert(id) {
                 continue;
             }
-            let tree = self.load_tree(index, &id).await.map_err(|e| {
-                EngineError::corrupt(
-                    format!("tree {id}"),
-                    format!("{e}; prune stopped without deleting anything"),
-                )
-            })?;
+            let tree = self
+                .load_tree(index, &id)
+                .await
+                .map_err(|e| EngineError::PruneStopped {
+                    tree: id,
+                    source: Box::new(e),
+                })?;
             for n in tree.nodes {
                 match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(sub)) => stack.push(sub),

@@ -11,7 +11,7 @@ use rbackup_store::{Bytes, PutMode, Store};
 
 use crate::cache::MetaCache;
 use crate::codec::{self, json};
-use crate::error::{EngineError, Result};
+use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, Index};
 use crate::layout::{self, FORMAT_VERSION, MachineConfig, MachineMarker, machine_path, pack_rel};
@@ -239,7 +239,7 @@ impl Repository {
     pub(crate) async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
         let loc = *index
             .get(id)
-            .ok_or_else(|| EngineError::corrupt(format!("blob {id}"), "not in any index file"))?;
+            .ok_or_else(|| EngineError::corrupt(format!("blob {id}"), CorruptReason::NotIndexed))?;
         let pack_id = index.pack_id(loc.pack);
         let rel = pack_rel(&pack_id);
         let sealed = self
@@ -272,7 +272,9 @@ impl Repository {
             let slice = whole
                 .get(range.start as usize..range.end as usize)
                 .ok_or_else(|| {
-                    EngineError::corrupt(format!("pack {rel}"), "shorter than its index says")
+                    let (offset, len, size) = (range.start, u64::from(len), whole.len() as u64);
+                    let reason = CorruptReason::OutOfRange { offset, len, size };
+                    EngineError::corrupt(format!("pack {rel}"), reason)
                 })?;
             return Ok(slice.to_vec());
         }
@@ -288,7 +290,7 @@ impl Repository {
         if index.get(id).map(|l| l.kind) != Some(BlobKind::Tree) {
             return Err(EngineError::corrupt(
                 format!("tree {id}"),
-                "not indexed as a tree blob",
+                CorruptReason::NotATree,
             ));
         }
         let bytes = self.read_blob(index, id).await?;

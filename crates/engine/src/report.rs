@@ -89,12 +89,11 @@ pub struct CheckReport {
     pub blobs: u64,
     /// Blobs decrypted and verified (`--read-data`).
     pub blobs_read: u64,
-    /// Packs in the vault that no index lists (left by an interrupted backup; harmless).
+    /// Packs in the vault that no index lists (left by an interrupted backup; harmless, and
+    /// removed by a prune).
     pub unreferenced_packs: u64,
     /// Problems found: each says what is damaged.
     pub errors: Vec<String>,
-    /// Harmless findings.
-    pub notes: Vec<String>,
 }
 
 impl CheckReport {

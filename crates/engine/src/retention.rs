@@ -316,12 +316,7 @@ impl Repository {
         tz: &TimeZone,
     ) -> Result<ForgetReport> {
         if policy.is_empty() {
-            return Err(EngineError::Invalid(
-                "the retention policy is empty, so it would forget every recovery point: give at \
-                 least one --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/\
-                 --keep-yearly of 1 or more, or set the job's retention"
-                    .into(),
-            ));
+            return Err(EngineError::EmptyRetentionPolicy);
         }
         let all = self.recovery_points().await?;
         let mut report = ForgetReport {

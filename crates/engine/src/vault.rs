@@ -179,7 +179,7 @@ impl Vault {
         self.check_credentials(creds)?;
         reg.chunker
             .validate()
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            .map_err(|source| EngineError::InvalidChunker { source })?;
         let machine = hex::encode(random_bytes::<8>());
         let keys = MasterKeys::generate();
         let key_file = KeyFile::wrap(&keys, reg.passphrase, reg.kdf)?;

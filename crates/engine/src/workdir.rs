@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Result, SpacePlace};
 use crate::id::random_bytes;
 
 const RESERVE_FILE: &str = ".rbackup-reserved";
@@ -45,7 +45,7 @@ impl WorkDir {
 
     /// Refuses to start when the free space, less what other live runs reserved, is smaller
     /// than this run's reservation.
-    pub(crate) fn check_space(&self, what: &str, flag: &str) -> Result<()> {
+    pub(crate) fn check_space(&self) -> Result<()> {
         let free = crate::free_space(&self.base)?;
         let others: u64 = live_siblings(&self.base)
             .filter(|p| *p != self.dir)
@@ -54,20 +54,15 @@ impl WorkDir {
             .sum();
         let available = free.saturating_sub(others);
         if available < self.reserve {
-            return Err(EngineError::NoSpace(format!(
-                "{what} {} has {} free{} but this restore needs {}: free space there or choose another folder with {flag}",
-                self.base.display(),
-                crate::human_bytes(free),
-                if others > 0 {
-                    format!(
-                        " ({} of it reserved by restores in progress)",
-                        crate::human_bytes(others)
-                    )
-                } else {
-                    String::new()
+            return Err(EngineError::NoSpace {
+                place: SpacePlace::RecoveryFolder {
+                    free,
+                    reserved_by_others: others,
                 },
-                crate::human_bytes(self.reserve),
-            )));
+                path: self.base.clone(),
+                needed: self.reserve,
+                available,
+            });
         }
         Ok(())
     }

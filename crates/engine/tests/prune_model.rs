@@ -405,7 +405,7 @@ async fn run_case(ops: Vec<Op>) {
     h.check().await;
     let c = h.repo.check(true).await.unwrap();
     assert!(c.ok(), "check --read-data: {:?}", c.errors);
-    assert_eq!(c.unreferenced_packs, 0, "{:?}", c.notes);
+    assert_eq!(c.unreferenced_packs, 0, "{:?}", c.errors);
 }
 
 proptest! {

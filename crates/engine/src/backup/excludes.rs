@@ -23,7 +23,10 @@ impl Excludes {
             let glob = GlobBuilder::new(p.trim_end_matches('/'))
                 .literal_separator(true)
                 .build()
-                .map_err(|e| EngineError::Invalid(format!("bad exclude pattern {p:?}: {e}")))?;
+                .map_err(|source| EngineError::BadExclude {
+                    pattern: Some(p.clone()),
+                    source,
+                })?;
             if p.contains('/') {
                 by_path.add(glob);
                 np += 1;
@@ -38,7 +41,10 @@ impl Excludes {
             }
             b.build()
                 .map(Some)
-                .map_err(|e| EngineError::Invalid(format!("bad exclude patterns: {e}")))
+                .map_err(|source| EngineError::BadExclude {
+                    pattern: None,
+                    source,
+                })
         };
         Ok(Excludes {
             by_path: build(by_path, np)?,

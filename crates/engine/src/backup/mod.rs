@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use rbackup_throttle::Throttle;
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, InternalFailure, Result, SpacePlace};
 use crate::id::Id;
 use crate::lock::{Lease, LeaseKind};
 use crate::progress::{NoProgress, Progress};
@@ -126,9 +126,10 @@ impl Repository {
 /// MARS allows 9999 recovery points; the run that would make the 10,000th is refused.
 fn check_recovery_point_limit(existing: usize) -> Result<()> {
     if existing >= MAX_RECOVERY_POINTS {
-        return Err(EngineError::Limit(format!(
-            "this machine already has {existing} recovery points, the most it may hold: remove old ones with `rbackup forget --keep-last N --prune`"
-        )));
+        return Err(EngineError::TooManyRecoveryPoints {
+            existing,
+            max: MAX_RECOVERY_POINTS,
+        });
     }
     Ok(())
 }
@@ -136,9 +137,7 @@ fn check_recovery_point_limit(existing: usize) -> Result<()> {
 /// Absolute, existing, without sources nested inside other sources.
 fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        return Err(EngineError::Invalid(
-            "nothing to back up: name at least one path".into(),
-        ));
+        return Err(EngineError::NothingToBackUp);
     }
     let mut out = Vec::new();
     for p in paths {
@@ -199,13 +198,12 @@ fn check_cache_space(cache_dir: &Path, source_bytes: u64) -> Result<u64> {
     let need = source_bytes * CACHE_PERCENT / 100;
     let available = crate::free_space(cache_dir)?;
     if available < need {
-        return Err(EngineError::NoSpace(format!(
-            "the cache dir {} has {} free but needs {}: the cache must have free space of at least {CACHE_PERCENT}% of the data backed up ({} here). Free space there or choose another cache dir (`--cache-dir`)",
-            cache_dir.display(),
-            crate::human_bytes(available),
-            crate::human_bytes(need),
-            crate::human_bytes(source_bytes),
-        )));
+        return Err(EngineError::NoSpace {
+            place: SpacePlace::Cache { source_bytes },
+            path: cache_dir.to_path_buf(),
+            needed: need,
+            available,
+        });
     }
     Ok(need)
 }
@@ -216,13 +214,16 @@ async fn join_all(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Vec<Resu
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(EngineError::Internal("a backup thread panicked".into()))
+                    Err(EngineError::internal(
+                        "backup",
+                        InternalFailure::ThreadPanicked,
+                    ))
                 })
             })
             .collect()
     })
     .await
-    .unwrap_or_else(|e| vec![Err(EngineError::Internal(e.to_string()))])
+    .unwrap_or_else(|e| vec![Err(EngineError::join("backup join", e))])
 }
 
 /// The walker's and workers' errors are often just "the next stage stopped"; the cause is
@@ -237,7 +238,7 @@ fn first_error<T>(main: Result<T>, others: impl Iterator<Item = Result<()>>) -> 
     errors.splice(0..0, main);
     let pos = errors
         .iter()
-        .position(|e| !matches!(e, EngineError::Internal(_)))
+        .position(|e| !matches!(e, EngineError::Internal { .. }))
         .unwrap_or(0);
     Err(errors.swap_remove(pos))
 }
@@ -247,14 +248,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ten_thousandth_recovery_point_is_refused_naming_forget() {
+    fn the_ten_thousandth_recovery_point_is_refused_with_the_limit() {
         assert!(check_recovery_point_limit(0).is_ok());
         assert!(
             check_recovery_point_limit(9998).is_ok(),
             "the 9999th is allowed"
         );
-        let e = check_recovery_point_limit(9999).unwrap_err().to_string();
-        assert!(e.contains("9999") && e.contains("rbackup forget"), "{e}");
+        let e = check_recovery_point_limit(9999).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::TooManyRecoveryPoints {
+                    existing: 9999,
+                    max: 9999
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("9999"), "{e}");
     }
 
     #[test]
@@ -269,6 +280,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope") && e.contains("No such file"), "{e}");
-        assert!(normalize_sources(&[]).is_err());
+        assert!(matches!(
+            normalize_sources(&[]),
+            Err(EngineError::NothingToBackUp)
+        ));
     }
 }

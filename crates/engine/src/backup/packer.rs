@@ -13,7 +13,7 @@ use rbackup_crypto::{BlobId, MasterKeys};
 use rbackup_store::PutMode;
 use tokio::runtime::Handle;
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, InternalFailure, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
 use crate::layout::pack_rel;
@@ -102,7 +102,7 @@ pub(crate) fn worker(
     let mut open: [Option<PackWriter>; 2] = [None, None];
     let send = |p: FinishedPack| {
         out.send(p)
-            .map_err(|_| EngineError::Internal("uploaders stopped".into()))
+            .map_err(|_| EngineError::internal("backup pack", InternalFailure::StageStopped))
     };
     for job in rx {
         let frame = framer.frame(&job.data, true);

@@ -73,7 +73,7 @@ impl Repository {
                 (root, w.report)
             })
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
+            .map_err(|e| EngineError::join("backup walk", e))?
         };
         // The walker dropped its sender: workers drain, flush their packs and stop; then the
         // uploaders stop. Join everything before looking at any result.

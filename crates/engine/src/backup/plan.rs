@@ -48,13 +48,13 @@ impl Repository {
             let (p, e) = (paths.clone(), excludes.clone());
             tokio::task::spawn_blocking(move || prescan(&p, &e))
                 .await
-                .map_err(|e| EngineError::Internal(e.to_string()))?
+                .map_err(|e| EngineError::join("backup prescan", e))?
         };
         if bytes > MAX_SOURCE_BYTES {
-            return Err(EngineError::Limit(format!(
-                "the sources hold {} GB, over the limit of 54,400 GB per data source: split them into several jobs",
-                bytes / 1_000_000_000
-            )));
+            return Err(EngineError::SourceTooLarge {
+                bytes,
+                max: MAX_SOURCE_BYTES,
+            });
         }
         opts.progress.total(files, bytes);
         let rps = self.recovery_points().await?;

@@ -24,7 +24,7 @@ use tokio::runtime::Handle;
 use super::excludes::Excludes;
 use super::packer::BlobJob;
 use crate::classify::{self, Decision, FileClass, Probe};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, InternalFailure, Result};
 use crate::index::Index;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
@@ -74,7 +74,7 @@ pub(crate) struct Walker<'a> {
 
 /// The workers went away: the real error is theirs.
 pub(crate) fn aborted() -> EngineError {
-    EngineError::Internal("backup pipeline stopped".into())
+    EngineError::internal("backup walk", InternalFailure::StageStopped)
 }
 
 impl Walker<'_> {

@@ -9,7 +9,7 @@ use rbackup_crypto::{BlobId, MasterKeys};
 use rbackup_store::{Bytes, PutMode};
 
 use super::{PruneOptions, State};
-use crate::error::{EngineError, Result};
+use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
 use crate::layout::pack_rel;
@@ -66,7 +66,7 @@ impl Repository {
                 copy_blobs(&keys, &dir, writers, &id, &bytes, &entries)
             })
             .await
-            .map_err(|e| EngineError::Internal(format!("repack: {e}")))??;
+            .map_err(|e| EngineError::join("repack", e))??;
             writers = w;
             done.blobs += n;
             for f in finished {
@@ -77,7 +77,7 @@ impl Repository {
             if !w.is_empty() {
                 let f = tokio::task::spawn_blocking(move || w.finish())
                     .await
-                    .map_err(|e| EngineError::Internal(format!("repack: {e}")))??;
+                    .map_err(|e| EngineError::join("repack", e))??;
                 new_packs.push(self.upload_repacked(f, &mut done).await?);
             }
         }
@@ -129,17 +129,17 @@ fn copy_blobs(
         let what = || format!("blob {} in pack {}", e.id, pack_id.to_hex());
         let sealed = bytes
             .get(e.offset as usize..(e.offset + u64::from(e.len)) as usize)
-            .ok_or_else(|| EngineError::corrupt(what(), "past the end of the pack"))?;
+            .ok_or_else(|| {
+                let (offset, len, size) = (e.offset, u64::from(e.len), bytes.len() as u64);
+                EngineError::corrupt(what(), CorruptReason::OutOfRange { offset, len, size })
+            })?;
         let frame = key
             .open_blob(&e.id, e.kind.code(), sealed)
             .map_err(|err| EngineError::corrupt(what(), err))?;
         let content = pack::unframe(&frame, e.raw_len as usize)
             .map_err(|err| EngineError::corrupt(what(), err))?;
         if keys.blob_id(&content) != e.id {
-            return Err(EngineError::corrupt(
-                what(),
-                "content does not match its blob id",
-            ));
+            return Err(EngineError::corrupt(what(), CorruptReason::IdMismatch));
         }
         let slot = e.kind.code() as usize;
         let w = match &mut writers[slot] {

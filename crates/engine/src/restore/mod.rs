@@ -95,7 +95,7 @@ impl Repository {
             .total(plan.files.len() as u64, plan.data_bytes);
         let work = WorkDir::create(&opts.recovery_dir.join("rbackup-restore"), plan.data_bytes)?;
         if opts.check_space {
-            work.check_space("the recovery folder", "--recovery-dir")?;
+            work.check_space()?;
         }
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -119,7 +119,7 @@ impl Repository {
                 Ok::<_, EngineError>(failures)
             })
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??
+            .map_err(|e| EngineError::join("restore fetch", e))??
         };
         let (mut failed, bad) = failed_files(&plan, failures);
         let target = opts.target.clone();
@@ -129,7 +129,7 @@ impl Repository {
                 apply::move_into_target(&plan, &stage, &target, &bad)
             })
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))??
+            .map_err(|e| EngineError::join("restore apply", e))??
         };
         tracing::info!("restore moved into target: {:?}", started.elapsed());
         drop(work);

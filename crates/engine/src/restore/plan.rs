@@ -109,10 +109,9 @@ impl Plan {
             }
         }
         if let Some(i) = matched.iter().position(|m| !m) {
-            return Err(EngineError::Invalid(format!(
-                "{} is not in this recovery point: list what it holds with `rbackup recovery-points`",
-                Path::new("/").join(&filters[i]).display()
-            )));
+            return Err(EngineError::PathNotInRecoveryPoint {
+                path: Path::new("/").join(&filters[i]),
+            });
         }
         plan.dirs.sort_by(|a, b| a.rel.cmp(&b.rel));
         Ok(plan)

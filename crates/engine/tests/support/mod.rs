@@ -155,7 +155,7 @@ impl Env {
     pub async fn check_clean(&self) {
         let c = self.repo.check(true).await.unwrap();
         assert!(c.ok(), "check --read-data: {:?}", c.errors);
-        assert_eq!(c.unreferenced_packs, 0, "{:?}", c.notes);
+        assert_eq!(c.unreferenced_packs, 0, "{c:?}");
     }
 }
 

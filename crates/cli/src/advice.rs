@@ -1,0 +1,239 @@
+//! Errors for people. The engine's and crypto crate's errors say what went wrong, where, and
+//! with which figures; they know nothing of the command line. This module turns them into what
+//! the agent prints: sizes made readable, and the command or flag that helps, appended after
+//! the fact (`...: free space there or choose another cache dir (--cache-dir)`).
+
+use indicatif::{HumanBytes, HumanCount};
+use rbackup_engine::crypto::{CryptoError, Malformed};
+use rbackup_engine::{CACHE_PERCENT, CredentialsProblem, EngineError, SpacePlace};
+
+/// The whole error for the terminal: each cause once, engine figures readable, then advice.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut advice_text = None;
+    for cause in err.chain() {
+        let engine = cause.downcast_ref::<EngineError>();
+        let crypto = engine.map_or_else(|| cause.downcast_ref::<CryptoError>(), crypto_of);
+        let text = engine
+            .and_then(message)
+            .unwrap_or_else(|| cause.to_string());
+        // Messages often quote their source already (`{path}: {source}`): say it once.
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out += ": ";
+            }
+            out += &text;
+        }
+        if advice_text.is_none() {
+            advice_text = engine
+                .and_then(advice)
+                .or_else(|| crypto.and_then(crypto_advice));
+        }
+    }
+    match advice_text {
+        Some(a) => format!("{out}: {a}"),
+        None => out,
+    }
+}
+
+fn crypto_of(e: &EngineError) -> Option<&CryptoError> {
+    match e {
+        EngineError::Crypto(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// Messages that read better with human sizes than the engine's plain byte counts.
+fn message(e: &EngineError) -> Option<String> {
+    Some(match e {
+        EngineError::SourceTooLarge { bytes, max } => format!(
+            "the sources hold {} GB, over the limit of {} GB per data source",
+            HumanCount(bytes / 1_000_000_000),
+            HumanCount(max / 1_000_000_000)
+        ),
+        EngineError::NoSpace {
+            place: SpacePlace::Cache { source_bytes },
+            path,
+            needed,
+            available,
+        } => format!(
+            "the cache dir {} has {} free but needs {}: the cache must have free space of at \
+             least {CACHE_PERCENT}% of the data backed up ({} here)",
+            path.display(),
+            HumanBytes(*available),
+            HumanBytes(*needed),
+            HumanBytes(*source_bytes),
+        ),
+        EngineError::NoSpace {
+            place:
+                SpacePlace::RecoveryFolder {
+                    free,
+                    reserved_by_others,
+                },
+            path,
+            needed,
+            ..
+        } => format!(
+            "the recovery folder {} has {} free{} but this restore needs {}",
+            path.display(),
+            HumanBytes(*free),
+            if *reserved_by_others > 0 {
+                format!(
+                    " ({} of it reserved by restores in progress)",
+                    HumanBytes(*reserved_by_others)
+                )
+            } else {
+                String::new()
+            },
+            HumanBytes(*needed),
+        ),
+        _ => return None,
+    })
+}
+
+const NEW_CREDENTIALS: &str = "download new ones with `rbackup vault credentials <URL> --out FILE`";
+const CHECK_DATA: &str = "run `rbackup check --read-data` to see what is affected";
+
+/// What the user can do about an engine error, when there is something to say.
+pub fn advice(e: &EngineError) -> Option<String> {
+    let text = match e {
+        EngineError::Crypto(c) => return crypto_advice(c),
+        EngineError::WrongPassphrase { .. } => {
+            "check that you use the passphrase saved when this machine was registered".into()
+        }
+        EngineError::NotAVault { url } => format!("create one with `rbackup vault create {url}`"),
+        EngineError::VaultExists { .. } => {
+            "use `rbackup vault credentials` for new credentials".into()
+        }
+        EngineError::UnsupportedFormat { .. } => "upgrade rbackup".into(),
+        EngineError::MachineNotFound { .. } => {
+            "check the id with `rbackup recovery-points` on that machine, or register it".into()
+        }
+        EngineError::InvalidCredentials {
+            problem: CredentialsProblem::NotCredentials(_),
+        } => "download it again with `rbackup vault credentials`".into(),
+        EngineError::InvalidCredentials { .. } | EngineError::CredentialsExpired { .. } => {
+            NEW_CREDENTIALS.into()
+        }
+        EngineError::Corrupt { .. } | EngineError::PruneStopped { .. } => CHECK_DATA.into(),
+        EngineError::RecoveryPointNotFound { .. } => {
+            "list them with `rbackup recovery-points`".into()
+        }
+        EngineError::AmbiguousRecoveryPoint { .. } => "give more digits".into(),
+        EngineError::NoRecoveryPoints => "run `rbackup backup` first".into(),
+        EngineError::PathNotInRecoveryPoint { .. } => {
+            "give absolute paths as they were when backed up".into()
+        }
+        EngineError::SourceTooLarge { .. } => "split them into several jobs".into(),
+        EngineError::TooManyRecoveryPoints { .. } => {
+            "remove old ones with `rbackup forget --keep-last N --prune`".into()
+        }
+        EngineError::NoSpace {
+            place: SpacePlace::Cache { .. },
+            ..
+        } => "free space there or choose another cache dir (`--cache-dir`)".into(),
+        EngineError::NoSpace { .. } => {
+            "free space there or choose another folder with --recovery-dir".into()
+        }
+        EngineError::NothingToBackUp => {
+            "name one or more paths, e.g. `rbackup backup ~/Documents`".into()
+        }
+        EngineError::EmptyRetentionPolicy => {
+            "give at least one --keep-last/--keep-hourly/--keep-daily/--keep-weekly/\
+             --keep-monthly/--keep-yearly of 1 or more, or set the job's retention"
+                .into()
+        }
+        EngineError::InvalidValidity { .. } => "give a shorter --valid-for".into(),
+        EngineError::LeaseLost { .. } => "run it again".into(),
+        EngineError::RepositoryBusy { .. } => {
+            "wait for it to finish; if that process is gone, its lease runs out by itself".into()
+        }
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// What the user can do about a crypto error.
+pub fn crypto_advice(e: &CryptoError) -> Option<String> {
+    let text = match e {
+        CryptoError::PassphraseTooShort { .. } => {
+            "generate a strong one with `rbackup passphrase generate`"
+        }
+        CryptoError::Tampered { .. } => CHECK_DATA,
+        CryptoError::Malformed(Malformed::KeyFileVersion { .. }) => "upgrade rbackup",
+        _ => return None,
+    };
+    Some(text.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recovery_point_limit_names_forget() {
+        let e = anyhow::Error::from(EngineError::TooManyRecoveryPoints {
+            existing: 9999,
+            max: 9999,
+        });
+        let text = render(&e);
+        assert!(
+            text.contains("9999") && text.contains("`rbackup forget --keep-last N --prune`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_cache_rule_names_needed_available_and_the_rule() {
+        let e = anyhow::Error::from(EngineError::NoSpace {
+            place: SpacePlace::Cache {
+                source_bytes: 100 << 20,
+            },
+            path: "/var/cache/rb".into(),
+            needed: 5 << 20,
+            available: 1 << 20,
+        });
+        let text = render(&e);
+        assert_eq!(
+            text,
+            "the cache dir /var/cache/rb has 1.00 MiB free but needs 5.00 MiB: the cache must \
+             have free space of at least 5% of the data backed up (100.00 MiB here): free space \
+             there or choose another cache dir (`--cache-dir`)"
+        );
+    }
+
+    #[test]
+    fn a_short_passphrase_names_the_minimum_and_the_generator_even_through_the_engine() {
+        let short = rbackup_engine::crypto::Passphrase::new("short").unwrap_err();
+        for e in [
+            anyhow::Error::from(EngineError::from(short)),
+            anyhow::Error::from(rbackup_engine::crypto::Passphrase::new("x").unwrap_err()),
+        ] {
+            let text = render(&e);
+            assert!(
+                text.contains("at least 16") && text.contains("`rbackup passphrase generate`"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_source_quoted_by_its_error_is_printed_once_and_context_comes_first() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::from(EngineError::Source {
+            path: "/nope".into(),
+            source: io,
+        })
+        .context("backup failed");
+        assert_eq!(
+            render(&e),
+            "backup failed: cannot back up /nope: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn errors_without_advice_are_printed_as_they_are() {
+        let e = anyhow::anyhow!("no job named \"x\"");
+        assert_eq!(render(&e), "no job named \"x\"");
+    }
+}
