@@ -62,7 +62,7 @@ mod workdir;
 
 pub use backup::{BackupOptions, CACHE_PERCENT, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use credentials::{CredentialsRecord, VaultCredentials};
-pub use error::{EngineError, Result};
+pub use error::{EngineError, FolderRisk, Result, ScratchFolder};
 pub use id::Id;
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
 pub use pack::BlobKind;

@@ -50,7 +50,9 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// Name of the job, recorded in the recovery point.
     pub job: Option<String>,
-    /// Cache dir for staging packs (default: the system temp dir).
+    /// Cache dir for staging packs (default: a private folder in the system temp dir, made
+    /// for this run and removed after it). An existing one is refused if another user could
+    /// change it ([`EngineError::UnsafeFolder`]).
     pub cache_dir: Option<PathBuf>,
     /// zstd level. The default, 4, was measured with `cargo xtask bench` (850 MB corpus, five
     /// versions of a source tree): against level 3 it made the versions' vault 3% smaller
@@ -128,14 +130,17 @@ impl Repository {
         check_recovery_point_limit(rps.len())?;
         let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let parent = choose_parent(&rps, &path_strings, opts.job.as_deref());
-        let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&cache_dir).map_err(|e| EngineError::io(&cache_dir, e))?;
+        let role = crate::error::ScratchFolder::Cache;
+        let staging = match &opts.cache_dir {
+            Some(dir) => WorkDir::create(dir, "staging", role, 0)?,
+            None => WorkDir::private_temp("staging", role)?,
+        };
         let budget_bytes = if opts.cache_rule {
+            let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
             check_cache_space(&cache_dir, bytes)?
         } else {
             u64::MAX
         };
-        let staging = WorkDir::create(&cache_dir.join("staging"), 0)?;
         // Without the packs a pending prune will delete (see prune.rs).
         let index = Arc::new(self.load_index_for_backup(lease).await?);
         let parent_root = match &parent {
