@@ -7,6 +7,7 @@
 //! no recovery point needs — never a recovery point that points at missing data.
 
 mod excludes;
+mod open;
 mod packer;
 mod walk;
 
@@ -69,7 +70,16 @@ pub struct BackupOptions {
     pub progress: Arc<dyn Progress>,
     /// Upload bandwidth limit (work hours); `None` uploads at full speed.
     pub throttle: Option<Throttle>,
+    /// Test hook: called with each entry's path after the walker classified it and before
+    /// it opens it, so the race tests can swap the entry for a symlink, a FIFO or another
+    /// file at exactly that moment (see `backup/open.rs`). Not for production use.
+    #[doc(hidden)]
+    pub before_open: Option<BeforeOpen>,
 }
+
+/// The type of [`BackupOptions::before_open`].
+#[doc(hidden)]
+pub type BeforeOpen = Arc<dyn Fn(&Path) + Send + Sync>;
 
 impl std::fmt::Debug for BackupOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +105,7 @@ impl BackupOptions {
             cache_rule: true,
             progress: Arc::new(NoProgress),
             throttle: None,
+            before_open: None,
         }
     }
 }
@@ -190,6 +201,7 @@ impl Repository {
 
         let walked = {
             let (repo, idx, progress) = (self.clone(), index.clone(), opts.progress.clone());
+            let before_open = opts.before_open.clone();
             let trie = SourceTrie::new(&paths);
             tokio::task::spawn_blocking(move || {
                 let mut w = Walker {
@@ -203,6 +215,7 @@ impl Repository {
                     report: BackupReport::default(),
                     sent: HashSet::new(),
                     root_dev: None,
+                    before_open,
                 };
                 let root = w.run(&trie, parent_root.as_ref());
                 (root, w.report)
