@@ -55,7 +55,11 @@ fn a_shared_recovery_folder_pre_created_by_another_user_is_refused() {
     let shared = a.p("shared");
     fs::create_dir_all(shared.join("theirs")).unwrap();
     fs::write(shared.join("theirs/notes.txt"), b"their notes").unwrap();
-    fs::write(shared.join("rbackup-restore"), b"a trap where our staging folder goes").unwrap();
+    fs::write(
+        shared.join("rbackup-restore"),
+        b"a trap where our staging folder goes",
+    )
+    .unwrap();
     let st = std::process::Command::new("chown")
         .args(["-R", "65534:65534", shared.to_str().unwrap()])
         .status()
@@ -83,6 +87,10 @@ fn a_shared_recovery_folder_pre_created_by_another_user_is_refused() {
         "{err}"
     );
     assert_eq!(checksums(&shared), before, "the shared folder changed");
-    assert_eq!(fs::read_dir(&shared).unwrap().count(), 2, "something was added");
+    assert_eq!(
+        fs::read_dir(&shared).unwrap().count(),
+        2,
+        "something was added"
+    );
     assert!(!target.exists(), "nothing written to the target");
 }

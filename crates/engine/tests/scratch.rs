@@ -84,17 +84,33 @@ async fn staging_folders_are_0700_and_staged_packs_0600() {
     let mut opts = env.options(&[&src], None);
     opts.before_open = Some(Arc::new({
         let (seen, base) = (seen.clone(), cache.join("staging"));
-        move |_: &Path| seen.lock().unwrap().extend(staging_modes(&base))
+        move |_: &Path| {
+            let mut seen = seen.lock().unwrap();
+            seen.push((base.clone(), mode(&base)));
+            seen.extend(staging_modes(&base));
+        }
     }));
     env.repo.backup(opts).await.unwrap();
     let seen = seen.lock().unwrap();
-    assert!(seen.iter().any(|(p, _)| p.extension().is_none()), "no staging folder seen");
-    assert!(seen.iter().any(|(p, _)| p.extension().is_some()), "no staged pack seen");
+    let runs = seen
+        .iter()
+        .filter(|(p, _)| p.parent() == Some(&cache.join("staging")));
+    assert!(
+        runs.count() >= 2,
+        "no per-run staging folder seen: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(p, _)| p.extension().is_some()),
+        "no staged pack seen"
+    );
     for (path, m) in seen.iter() {
-        let want = if path.extension().is_some() { 0o600 } else { 0o700 };
+        let want = if path.extension().is_some() {
+            0o600
+        } else {
+            0o700
+        };
         assert_eq!(*m, want, "{}: mode {m:04o}", path.display());
     }
-    assert_eq!(mode(&cache.join("staging")), 0o700);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,7 +132,9 @@ async fn without_a_cache_dir_packs_are_staged_in_a_private_temp_folder() {
                 if name.starts_with("rbackup-") && staging.is_dir() {
                     let runs = staging_modes(&staging);
                     if !runs.is_empty() {
-                        seen.lock().unwrap().push((private.clone(), mode(&private), runs));
+                        seen.lock()
+                            .unwrap()
+                            .push((private.clone(), mode(&private), runs));
                     }
                 }
             }
@@ -125,10 +143,17 @@ async fn without_a_cache_dir_packs_are_staged_in_a_private_temp_folder() {
     env.repo.backup(opts).await.unwrap();
     let seen = seen.lock().unwrap();
     let (private, private_mode, runs) = seen.first().expect("no private temp folder seen");
-    assert!(seen.iter().all(|(p, ..)| p == private), "one folder per run");
+    assert!(
+        seen.iter().all(|(p, ..)| p == private),
+        "one folder per run"
+    );
     assert_eq!(*private_mode, 0o700, "{}", private.display());
     for (path, m) in runs {
-        let want = if path.extension().is_some() { 0o600 } else { 0o700 };
+        let want = if path.extension().is_some() {
+            0o600
+        } else {
+            0o700
+        };
         assert_eq!(*m, want, "{}", path.display());
     }
     assert!(!private.exists(), "{} left behind", private.display());
@@ -147,7 +172,10 @@ fn assert_refused(e: EngineError, folder: &Path, want: FolderRisk) {
         other => panic!("not refused as unsafe: {other}"),
     }
     assert!(text.contains(&folder.display().to_string()), "{text}");
-    assert!(!text.contains("rbackup ") && !text.contains("--"), "cli advice: {text}");
+    assert!(
+        !text.contains("rbackup ") && !text.contains("--"),
+        "cli advice: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,7 +193,10 @@ async fn a_recovery_folder_owned_by_another_user_is_refused() {
         .await
         .unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("uid 65534") && text.contains("another user"), "{text}");
+    assert!(
+        text.contains("uid 65534") && text.contains("another user"),
+        "{text}"
+    );
     assert_refused(e, &shared, FolderRisk::OwnedByOther { us: 0 });
     assert!(entries(&shared).is_empty(), "something was written in it");
     assert!(!env.work.path().join("restored").exists());

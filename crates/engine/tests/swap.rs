@@ -85,9 +85,9 @@ async fn entries_swapped_after_classification_are_skipped_not_followed() {
     let reason = |name: &str| {
         let path = src.join(name).display().to_string();
         let found = rep.skipped.iter().find(|s| s.path == path);
-        found.map(|s| s.reason.clone()).unwrap_or_else(|| {
-            panic!("{name} is not reported as skipped: {:?}", rep.skipped)
-        })
+        found
+            .map(|s| s.reason.clone())
+            .unwrap_or_else(|| panic!("{name} is not reported as skipped: {:?}", rep.skipped))
     };
     let expect = [
         ("to-symlink", "is now a symbolic link"),
@@ -119,8 +119,8 @@ async fn entries_swapped_after_classification_are_skipped_not_followed() {
     assert_eq!(names, ["kept.txt"], "restored files");
     let all = support::snapshot(&target);
     assert!(
-        all.values().all(|c| !c.windows(16).any(|w| SECRET.starts_with(w))
-            && c.as_slice() != SECRET),
+        all.values()
+            .all(|c| !c.windows(16).any(|w| SECRET.starts_with(w)) && c.as_slice() != SECRET),
         "the decoy's content is in the recovery point"
     );
     assert_eq!(checksums(&decoy), before, "the decoy folder changed");
