@@ -5,5 +5,6 @@ mod cloud;
 mod credentials;
 mod damage;
 mod harness;
+mod hostile;
 mod jobs;
 mod roundtrip;

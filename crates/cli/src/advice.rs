@@ -5,7 +5,7 @@
 
 use indicatif::{HumanBytes, HumanCount};
 use rbackup_engine::crypto::{CryptoError, Malformed};
-use rbackup_engine::{CACHE_PERCENT, CredentialsProblem, EngineError, SpacePlace};
+use rbackup_engine::{CACHE_PERCENT, CredentialsProblem, EngineError, ScratchFolder, SpacePlace};
 
 /// The whole error for the terminal: each cause once, engine figures readable, then advice.
 pub fn render(err: &anyhow::Error) -> String {
@@ -145,6 +145,18 @@ pub fn advice(e: &EngineError) -> Option<String> {
         }
         EngineError::InvalidValidity { .. } => "give a shorter --valid-for".into(),
         EngineError::LeaseLost { .. } => "run it again".into(),
+        EngineError::UnsafeFolder { role, path, .. } => {
+            let option = match role {
+                ScratchFolder::Cache => "choose another cache dir (`--cache-dir` at registration)",
+                ScratchFolder::Recovery => "choose another one with `--recovery-dir DIR`",
+                _ => "choose another scratch folder",
+            };
+            format!(
+                "{option} that only you can write to, or fix this one: `chown $(id -u) {dir} && \
+                 chmod 700 {dir}`",
+                dir = path.display()
+            )
+        }
         EngineError::RepositoryBusy { .. } => {
             "wait for it to finish; if that process is gone, its lease runs out by itself".into()
         }

@@ -22,6 +22,7 @@ pub(crate) struct MetaCache {
 
 impl MetaCache {
     pub(crate) fn new(cache_dir: &Path, vault_id: &str, machine: &str) -> Result<MetaCache> {
+        crate::workdir::create_checked(cache_dir, crate::error::ScratchFolder::Cache)?;
         let root = cache_dir.join("meta").join(vault_id).join(machine);
         fs::create_dir_all(&root).map_err(|e| EngineError::io(&root, e))?;
         Ok(MetaCache { root })

@@ -4,9 +4,11 @@
 //! ones no single Linux file system can produce (encrypted + compressed); the probe that fills
 //! in [`FileAttrs`] is the only part that needs real file systems.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, CWD, FileType, StatxAttributes, StatxFlags};
+use rustix::fd::BorrowedFd;
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, StatxAttributes, StatxFlags};
 
 /// What kind of directory entry it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,9 +132,19 @@ pub fn attrs_of(path: &Path) -> std::io::Result<FileAttrs> {
 
 /// `statx` without following links; `root_dev` is the device of the source root.
 pub(crate) fn probe(path: &Path, root_dev: Option<(u32, u32)>) -> std::io::Result<Probe> {
+    probe_at(CWD, path.as_os_str(), root_dev)
+}
+
+/// [`probe`] of `name` beneath the open directory `dir` (a relative name is resolved there,
+/// an absolute path as it is).
+pub(crate) fn probe_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    root_dev: Option<(u32, u32)>,
+) -> std::io::Result<Probe> {
     let st = rustix::fs::statx(
-        CWD,
-        path,
+        dir,
+        name,
         AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
         StatxFlags::BASIC_STATS,
     )?;
@@ -150,7 +162,7 @@ pub(crate) fn probe(path: &Path, root_dev: Option<(u32, u32)>) -> std::io::Resul
     let sparse = entry == EntryType::File
         && st.stx_size > 0
         && st.stx_blocks.saturating_mul(512) < st.stx_size
-        && has_hole(path, st.stx_size);
+        && has_hole(dir, name, st.stx_size);
     Ok(Probe {
         attrs: FileAttrs {
             entry,
@@ -172,8 +184,12 @@ pub(crate) fn probe(path: &Path, root_dev: Option<(u32, u32)>) -> std::io::Resul
     })
 }
 
-fn has_hole(path: &Path, size: u64) -> bool {
-    let Ok(f) = std::fs::File::open(path) else {
+/// Opened like the backup opens files (see `backup/open.rs`): never following a symlink or
+/// blocking on a FIFO swapped in since the `statx`; on anything but a regular file the seek
+/// fails and the answer is no.
+fn has_hole(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> bool {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let Ok(f) = rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty()) else {
         return false;
     };
     matches!(rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)), Ok(pos) if pos < size)

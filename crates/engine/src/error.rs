@@ -261,6 +261,27 @@ pub enum EngineError {
         #[source]
         failure: InternalFailure,
     },
+
+    /// A cache, recovery or scratch folder that another local user could change, refused
+    /// before anything was written there (see `workdir.rs`).
+    #[error(
+        "{} cannot be used as the {role}: {risk} (owner uid {owner}, mode {mode:04o}); \
+         it must belong to this user or root, and nobody else may write to it unless it has \
+         the sticky bit",
+        path.display()
+    )]
+    UnsafeFolder {
+        /// The folder refused.
+        path: PathBuf,
+        /// What it was to be used for.
+        role: ScratchFolder,
+        /// Its owner.
+        owner: u32,
+        /// Its permission bits (with set-id and sticky bits).
+        mode: u32,
+        /// Why it was refused.
+        risk: FolderRisk,
+    },
 }
 
 /// Where local space ran out ([`EngineError::NoSpace`]).
@@ -456,3 +477,55 @@ impl EngineError {
 
 /// Shorthand for engine results.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What a scratch folder was to be used for.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScratchFolder {
+    /// The cache dir (metadata cache and pack staging of a backup).
+    Cache,
+    /// The recovery folder (restore staging).
+    Recovery,
+    /// The scratch dir of a prune (repacking).
+    Prune,
+}
+
+impl std::fmt::Display for ScratchFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScratchFolder::Cache => "cache folder",
+            ScratchFolder::Recovery => "recovery folder",
+            ScratchFolder::Prune => "prune scratch folder",
+        })
+    }
+}
+
+/// Why a scratch folder was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderRisk {
+    /// It belongs to a user other than us (`us`) and root.
+    OwnedByOther {
+        /// Our effective uid.
+        us: u32,
+    },
+    /// Its group or others may write to it and it lacks the sticky bit.
+    WritableByOthers,
+    /// It is not a directory (a symlink or file where our folder should be).
+    NotADirectory,
+}
+
+impl std::fmt::Display for FolderRisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FolderRisk::OwnedByOther { us } => write!(
+                f,
+                "it belongs to another user, not to this one (uid {us}) or root"
+            ),
+            FolderRisk::WritableByOthers => {
+                f.write_str("other users may write to it and it lacks the sticky bit")
+            }
+            FolderRisk::NotADirectory => f.write_str("it is not a directory"),
+        }
+    }
+}

@@ -64,7 +64,8 @@ mod workdir;
 pub use backup::{BackupOptions, CACHE_PERCENT, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{
-    CorruptReason, CredentialsProblem, EngineError, InternalFailure, Result, SpacePlace,
+    CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, Result,
+    ScratchFolder, SpacePlace,
 };
 pub use id::Id;
 pub use layout::{FORMAT_VERSION, VaultMeta};

@@ -14,6 +14,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rbackup_crypto::{BlobId, MasterKeys, SealKey};
@@ -166,6 +167,10 @@ impl std::fmt::Debug for PackWriter {
     }
 }
 
+/// The mode of a pack staged in the cache dir: it is copied into the vault, never moved, so it
+/// never needs another.
+pub(crate) const STAGED_PACK_MODE: u32 = 0o600;
+
 /// A finished pack file waiting to be uploaded.
 #[derive(Debug)]
 pub(crate) struct FinishedPack {
@@ -179,7 +184,14 @@ impl PackWriter {
     pub(crate) fn create(keys: &MasterKeys, dir: &Path) -> Result<PackWriter> {
         let id = Id::random();
         let path = dir.join(format!("{}.pack", id.to_hex()));
-        let file = File::create(&path).map_err(|e| EngineError::io(&path, e))?;
+        // Private (0600) and exclusive: nothing at the fresh name is followed or reused.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(STAGED_PACK_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
         Ok(PackWriter {
             key: keys.pack_key(&id.0),
             id,

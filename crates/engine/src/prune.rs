@@ -79,7 +79,8 @@ pub struct PruneOptions {
     /// no running backup that started before it) and delete in this run. This waits as long
     /// as the longest such backup runs.
     pub wait: bool,
-    /// Where repacked packs are staged (default: the system temp dir).
+    /// Where repacked packs are staged (default: a private folder in the system temp dir,
+    /// made for this run).
     pub scratch_dir: Option<PathBuf>,
 }
 

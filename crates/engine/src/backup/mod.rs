@@ -12,6 +12,7 @@
 
 mod commit;
 mod excludes;
+mod open;
 mod packer;
 mod pipeline;
 mod plan;
@@ -51,7 +52,9 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// Name of the job, recorded in the recovery point.
     pub job: Option<String>,
-    /// Cache dir for staging packs (default: the system temp dir).
+    /// Cache dir for staging packs (default: a private folder in the system temp dir, made
+    /// for this run and removed after it). An existing one is refused if another user could
+    /// change it ([`EngineError::UnsafeFolder`]).
     pub cache_dir: Option<PathBuf>,
     /// zstd level. The default, 4, was measured with `cargo xtask bench` (850 MB corpus, five
     /// versions of a source tree): against level 3 it made the versions' vault 3% smaller
@@ -68,7 +71,16 @@ pub struct BackupOptions {
     pub progress: Arc<dyn Progress>,
     /// Upload bandwidth limit (work hours); `None` uploads at full speed.
     pub throttle: Option<Throttle>,
+    /// Test hook: called with each entry's path after the walker classified it and before
+    /// it opens it, so the race tests can swap the entry for a symlink, a FIFO or another
+    /// file at exactly that moment (see `backup/open.rs`). Not for production use.
+    #[doc(hidden)]
+    pub before_open: Option<BeforeOpen>,
 }
+
+/// The type of [`BackupOptions::before_open`].
+#[doc(hidden)]
+pub type BeforeOpen = Arc<dyn Fn(&Path) + Send + Sync>;
 
 impl std::fmt::Debug for BackupOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +106,7 @@ impl BackupOptions {
             cache_rule: true,
             progress: Arc::new(NoProgress),
             throttle: None,
+            before_open: None,
         }
     }
 }

@@ -53,6 +53,7 @@ impl Repository {
 
         let walked = {
             let (repo, idx, progress) = (self.clone(), plan.index.clone(), opts.progress.clone());
+            let before_open = opts.before_open.clone();
             let trie = SourceTrie::new(&plan.paths);
             let (blob_tx, excludes) = (stages.blobs, plan.excludes.clone());
             let parent_root = plan.parent_root.clone();
@@ -68,6 +69,7 @@ impl Repository {
                     report: BackupReport::default(),
                     sent: HashSet::new(),
                     root_dev: None,
+                    before_open,
                 };
                 let root = w.run(&trie, parent_root.as_ref());
                 (root, w.report)

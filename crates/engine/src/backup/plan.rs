@@ -61,14 +61,17 @@ impl Repository {
         check_recovery_point_limit(rps.len())?;
         let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let parent = choose_parent(&rps, &path_strings, opts.job.as_deref());
-        let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&cache_dir).map_err(|e| EngineError::io(&cache_dir, e))?;
+        let role = crate::error::ScratchFolder::Cache;
+        let staging = match &opts.cache_dir {
+            Some(dir) => WorkDir::create(dir, "staging", role, 0)?,
+            None => WorkDir::private_temp("staging", role)?,
+        };
         let budget_bytes = if opts.cache_rule {
+            let cache_dir = opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
             check_cache_space(&cache_dir, bytes)?
         } else {
             u64::MAX
         };
-        let staging = WorkDir::create(&cache_dir.join("staging"), 0)?;
         // B2–B4: list the prune markers, load the index without the packs they doom, and
         // rewrite the lease honouring them (see prune.rs).
         let index = Arc::new(self.load_index_for_backup(lease).await?);

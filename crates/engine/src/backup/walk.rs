@@ -11,17 +11,20 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use rbackup_chunker::Chunker;
 use rbackup_crypto::BlobId;
+use rustix::fd::{AsFd, BorrowedFd};
 use serde_bytes::ByteBuf;
 use tokio::runtime::Handle;
 
+use super::BeforeOpen;
 use super::excludes::Excludes;
+use super::open::{self, OpenError};
 use super::packer::BlobJob;
 use crate::classify::{self, Decision, FileClass, Probe};
 use crate::error::{EngineError, InternalFailure, Result};
@@ -70,6 +73,7 @@ pub(crate) struct Walker<'a> {
     pub report: BackupReport,
     pub sent: HashSet<BlobId>,
     pub root_dev: Option<(u32, u32)>,
+    pub before_open: Option<BeforeOpen>,
 }
 
 /// The workers went away: the real error is theirs.
@@ -91,16 +95,19 @@ impl Walker<'_> {
         parent: Option<&Tree>,
     ) -> Result<Tree> {
         let mut nodes = Vec::new();
+        let source_error = |path: &Path, source| EngineError::Source {
+            path: path.to_path_buf(),
+            source,
+        };
+        let at = open::open_path(real).map_err(|e| source_error(real, e))?;
         for (name, child) in &trie.children {
             let path = real.join(OsStr::from_bytes(name));
             let parent_node = parent.and_then(|t| t.find(name));
-            let probe = classify::probe(&path, None).map_err(|source| EngineError::Source {
-                path: path.clone(),
-                source,
-            })?;
+            let probe = classify::probe_at(at.as_fd(), open::os(name), None)
+                .map_err(|e| source_error(&path, e))?;
             if child.source {
                 self.root_dev = Some(probe.dev);
-                if let Some(n) = self.entry(&path, name, probe, parent_node)? {
+                if let Some(n) = self.entry(at.as_fd(), &path, name, probe, parent_node)? {
                     nodes.push(n);
                 }
             } else {
@@ -132,8 +139,10 @@ impl Walker<'_> {
         });
     }
 
+    /// One classified entry `name` of the open directory `at`; `path` names it in reports.
     fn entry(
         &mut self,
+        at: BorrowedFd<'_>,
         path: &Path,
         name: &[u8],
         probe: Probe,
@@ -146,7 +155,8 @@ impl Walker<'_> {
             }
             Decision::Dir => {
                 let sub_parent = self.parent_subtree(parent.filter(|n| n.kind == NodeKind::Dir))?;
-                let Some(subtree) = self.dir(path, sub_parent.as_ref())? else {
+                let here = (at, path, name);
+                let Some(subtree) = self.dir(here, &probe, sub_parent.as_ref())? else {
                     return Ok(None);
                 };
                 let mut node = base_node(name, &probe, NodeKind::Dir);
@@ -154,28 +164,53 @@ impl Walker<'_> {
                 self.report.dirs += 1;
                 Ok(Some(node))
             }
-            Decision::File(class) => self.file(path, name, probe, class, parent),
+            Decision::File(class) => self.file((at, path, name), probe, class, parent),
         }
     }
 
-    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match std::fs::read_dir(path) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .map(|e| (e.file_name().as_bytes().to_vec(), e.path()))
-                .collect(),
-            Err(e) => {
+    /// Calls the test hook: the moment between classifying `path` and opening it.
+    fn before_open(&self, path: &Path) {
+        if let Some(hook) = &self.before_open {
+            hook(path);
+        }
+    }
+
+    fn dir(
+        &mut self,
+        here: Here<'_>,
+        probe: &Probe,
+        parent: Option<&Tree>,
+    ) -> Result<Option<BlobId>> {
+        let (at, path, name) = here;
+        self.before_open(path);
+        let listed = match open::open_dir(at, open::os(name), probe) {
+            Ok(fd) => open::list(&fd)
+                .map(|names| (fd, names))
+                .map_err(OpenError::Io),
+            Err(e) => Err(e),
+        };
+        let (fd, names) = match listed {
+            Ok(l) => l,
+            Err(OpenError::Changed(reason)) => {
+                self.skip(path, reason);
+                return Ok(None);
+            }
+            Err(OpenError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                self.skip(path, "vanished during the backup");
+                return Ok(None);
+            }
+            Err(OpenError::Io(e)) => {
                 self.skip(path, format!("cannot read directory: {e}"));
                 return Ok(None);
             }
         };
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut nodes = Vec::with_capacity(entries.len());
-        for (name, child) in entries {
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(open::os(&name));
             if self.excludes.is_excluded(&child) {
                 continue;
             }
-            let probe = match classify::probe(&child, self.root_dev) {
+            let probe = match classify::probe_at(fd.as_fd(), open::os(&name), self.root_dev) {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.skip(&child, "vanished during the backup");
@@ -187,7 +222,7 @@ impl Walker<'_> {
                 }
             };
             let parent_node = parent.and_then(|t| t.find(&name));
-            if let Some(n) = self.entry(&child, &name, probe, parent_node)? {
+            if let Some(n) = self.entry(fd.as_fd(), &child, &name, probe, parent_node)? {
                 nodes.push(n);
             }
         }
@@ -217,12 +252,12 @@ impl Walker<'_> {
 
     fn file(
         &mut self,
-        path: &Path,
-        name: &[u8],
+        here: Here<'_>,
         mut probe: Probe,
         class: FileClass,
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
+        let (at, path, name) = here;
         self.progress.file(path);
         let reusable = parent.filter(|p| {
             class != FileClass::Encrypted
@@ -244,9 +279,14 @@ impl Walker<'_> {
             return Ok(Some(node));
         }
         for attempt in 1..=READ_ATTEMPTS {
-            let outcome = match self.read_file(path, &probe, class) {
+            self.before_open(path);
+            let outcome = match self.read_file(at, name, &probe, class) {
                 Ok(o) => o,
                 Err(ReadError::Aborted) => return Err(aborted()),
+                Err(ReadError::Changed(reason)) => {
+                    self.skip(path, reason);
+                    return Ok(None);
+                }
                 Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                     self.skip(path, "vanished during the backup");
                     return Ok(None);
@@ -284,15 +324,17 @@ impl Walker<'_> {
         Ok(Some(node))
     }
 
-    /// Reads and chunks one file; returns its content ids, its data segments (sparse files)
-    /// and its attributes after reading, for change detection.
+    /// Reads and chunks the file `name` of the open directory `at`, if it is still the file
+    /// `probe` classified; returns its content ids, its data segments (sparse files) and its
+    /// attributes after reading, for change detection.
     fn read_file(
         &mut self,
-        path: &Path,
+        at: BorrowedFd<'_>,
+        name: &[u8],
         probe: &Probe,
         class: FileClass,
     ) -> Result<FileRead, ReadError> {
-        let mut file = open_noatime(path)?;
+        let mut file = open::open_file(at, open::os(name), probe)?;
         let mut content = Vec::new();
         // For a sparse file the segments are authoritative (none at all = one big hole).
         let segments = if class == FileClass::Sparse {
@@ -340,27 +382,29 @@ impl Walker<'_> {
 
 type FileRead = (Vec<BlobId>, Vec<(u64, u64)>, Probe);
 
+/// An entry being walked: its open parent directory, its path (for reports and excludes) and
+/// its name in the parent.
+type Here<'a> = (BorrowedFd<'a>, &'a Path, &'a [u8]);
+
 enum ReadError {
     Io(io::Error),
+    /// Not the file classified: the reason it was skipped.
+    Changed(String),
     Aborted,
+}
+
+impl From<OpenError> for ReadError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Changed(reason) => ReadError::Changed(reason),
+            OpenError::Io(e) => ReadError::Io(e),
+        }
+    }
 }
 
 impl From<io::Error> for ReadError {
     fn from(e: io::Error) -> Self {
         ReadError::Io(e)
-    }
-}
-
-/// Opens without updating atime where the kernel lets us (owner or root), so a backup does not
-/// dirty every inode it reads.
-fn open_noatime(path: &Path) -> io::Result<File> {
-    let noatime = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path);
-    match noatime {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path),
-        r => r,
     }
 }
 

@@ -39,12 +39,10 @@ impl Repository {
         state: &State,
         packs: &[(Id, HashSet<BlobId>)],
     ) -> Result<Repacked> {
-        let base = opts
-            .scratch_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join("staging");
-        let work = WorkDir::create(&base, 0)?;
+        let work = match &opts.scratch_dir {
+            Some(dir) => WorkDir::create(dir, "staging", crate::error::ScratchFolder::Prune, 0)?,
+            None => WorkDir::private_temp("staging", crate::error::ScratchFolder::Prune)?,
+        };
         let dir = work.path().to_path_buf();
         let mut writers: Writers = [None, None];
         let mut copied: HashSet<BlobId> = HashSet::new();

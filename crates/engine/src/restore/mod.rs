@@ -33,7 +33,8 @@ pub struct RestoreOptions {
     pub paths: Vec<PathBuf>,
     /// Each path is recreated under this dir at its absolute path.
     pub target: PathBuf,
-    /// Staging area (the recovery folder).
+    /// Staging area (the recovery folder). Refused if another user could change it
+    /// ([`EngineError::UnsafeFolder`](crate::EngineError::UnsafeFolder)).
     pub recovery_dir: PathBuf,
     /// Worker threads (0: one per core).
     pub threads: usize,
@@ -93,7 +94,12 @@ impl Repository {
         plan.finish();
         opts.progress
             .total(plan.files.len() as u64, plan.data_bytes);
-        let work = WorkDir::create(&opts.recovery_dir.join("rbackup-restore"), plan.data_bytes)?;
+        let work = WorkDir::create(
+            &opts.recovery_dir,
+            "rbackup-restore",
+            crate::error::ScratchFolder::Recovery,
+            plan.data_bytes,
+        )?;
         if opts.check_space {
             work.check_space()?;
         }

@@ -1,0 +1,96 @@
+//! Attacks on scratch space through the binary: a shared recovery folder pre-created by
+//! another user is refused before anything is written, with a message naming the folder and
+//! why, and nothing outside the allowed folders changes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::harness::*;
+
+/// Whether a test that gives a folder to another user can run: as root, or it prints SKIP,
+/// unless `RBACKUP_REQUIRE_ALL` is set, which turns not running into a failure.
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("RBACKUP_REQUIRE_ALL").is_none(),
+        "{test} needs root (to give a folder to another user) and RBACKUP_REQUIRE_ALL is set"
+    );
+    println!("SKIP {test}: needs root to give a folder to another user");
+    false
+}
+
+/// BLAKE3 of every file under `dir`, by relative path.
+fn checksums(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let hash = blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), hash);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_shared_recovery_folder_pre_created_by_another_user_is_refused() {
+    if !root_or_skip("a_shared_recovery_folder_pre_created_by_another_user_is_refused") {
+        return;
+    }
+    let a = Agent::registered();
+    let src = a.p("src");
+    make_tree(&src, 7, 20, 20_000);
+    a.backup(&src);
+
+    // Another user's world-writable folder, with their own files in it (the decoy).
+    let shared = a.p("shared");
+    fs::create_dir_all(shared.join("theirs")).unwrap();
+    fs::write(shared.join("theirs/notes.txt"), b"their notes").unwrap();
+    fs::write(
+        shared.join("rbackup-restore"),
+        b"a trap where our staging folder goes",
+    )
+    .unwrap();
+    let st = std::process::Command::new("chown")
+        .args(["-R", "65534:65534", shared.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let before = checksums(&shared);
+
+    let target = a.p("target");
+    let out = a.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--recovery-dir",
+        shared.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(shared.to_str().unwrap())
+            && err.contains("recovery folder")
+            && err.contains("another user")
+            && err.contains("uid 65534"),
+        "{err}"
+    );
+    assert_eq!(checksums(&shared), before, "the shared folder changed");
+    assert_eq!(
+        fs::read_dir(&shared).unwrap().count(),
+        2,
+        "something was added"
+    );
+    assert!(!target.exists(), "nothing written to the target");
+}
