@@ -5,8 +5,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::schedule::Schedule;
 
 /// `$XDG_CONFIG_HOME` etc., with the usual fallbacks under `$HOME`.
 pub fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -131,7 +133,57 @@ impl JobConfig {
     }
 }
 
+impl JobConfig {
+    /// The job's schedule; the error names the job and how to fix it.
+    pub fn schedule(&self) -> Result<Schedule> {
+        Schedule::parse(&self.at, &self.days).with_context(|| {
+            format!(
+                "job {} has a bad schedule in the config: fix its `at`/`days`, or remove and add it again",
+                self.name
+            )
+        })
+    }
+}
+
+/// Job names become file names in the state dir: keep them to a safe alphabet.
+pub fn check_job_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "bad job name {name:?}: use up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
 impl AgentConfig {
+    /// The config at `path`, which must exist (jobs, forget and the like need one).
+    pub fn load_required(path: &Path) -> Result<AgentConfig> {
+        Self::load(path)?.ok_or_else(|| {
+            anyhow!(
+                "no agent config at {}: register with `rbackup register --vault-credentials FILE ...`, or run `rbackup backup PATH` once to set up a local vault, then add jobs",
+                path.display()
+            )
+        })
+    }
+
+    /// The configured job names, for error messages.
+    pub fn job_names(&self) -> String {
+        if self.jobs.is_empty() {
+            return "none yet".into();
+        }
+        self.jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn load(path: &Path) -> Result<Option<AgentConfig>> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
@@ -220,4 +272,19 @@ pub fn throttle_schedule(t: &Throttle) -> Result<rbackup_throttle::Schedule> {
         s.non_work_rate = v.parse().with_context(|| "throttle non_work_rate")?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names() {
+        for good in ["docs", "Home-2", "a.b_c", "x"] {
+            assert!(check_job_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a b", "ä", &"x".repeat(65)] {
+            assert!(check_job_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod config;
 mod history;
 mod jobrun;
 mod jobs;
+mod jobstate;
 mod ops;
 mod retention;
 mod schedule;
@@ -76,7 +77,7 @@ pub enum Command {
     /// Print systemd units or a crontab line that call `rbackup run --due`.
     Schedule(jobs::ScheduleArgs),
     /// Run configured jobs (what a timer calls).
-    Run(jobs::RunArgs),
+    Run(jobrun::RunArgs),
     /// Apply a retention policy: remove recovery points it does not keep.
     Forget(retention::ForgetArgs),
     /// Remove data that no recovery point needs.
@@ -246,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Jobs { last } => history::list(&ctx, last),
         Command::Job(cmd) => jobs::job(&ctx, cmd),
         Command::Schedule(args) => jobs::schedule(&ctx, args),
-        Command::Run(args) => jobs::run(&ctx, args).await,
+        Command::Run(args) => jobrun::run(&ctx, args).await,
         Command::Forget(args) => retention::forget(&ctx, args).await,
         Command::Prune(args) => retention::prune(&ctx, args).await,
         Command::Throttle(cmd) => ops::throttle(&ctx, cmd),

@@ -144,6 +144,11 @@ impl Schedule {
     }
 }
 
+/// A time for people: `Mon 2026-03-02 09:00 CET`, in local time.
+pub fn local(z: &Zoned) -> String {
+    z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
+}
+
 #[cfg(test)]
 #[path = "schedule_tests.rs"]
 mod tests;
