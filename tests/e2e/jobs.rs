@@ -304,6 +304,8 @@ fn jobs_are_added_listed_run_and_removed() {
         "sun,wed",
         "--keep-last",
         "5",
+        "--keep-hourly",
+        "24",
         "--keep-daily",
         "7",
     ]);
@@ -343,10 +345,13 @@ fn jobs_are_added_listed_run_and_removed() {
     assert_eq!(docs["days"], "wed,sun");
     assert_eq!(docs["excludes"], serde_json::json!(["*.bin"]));
     assert_eq!(docs["keep_last"], 5);
+    assert_eq!(docs["keep_hourly"], 24);
     assert_eq!(docs["keep_daily"], 7);
     assert_eq!(docs["paths"], serde_json::json!([src]));
     assert!(docs["last_success"].is_null());
     assert!(docs["next_run"].is_string());
+    let human = a.ok(&["job", "list"]);
+    assert!(human.contains("hourly 24"), "{human}");
 
     // Named jobs run now, whatever their schedule; only those.
     let (c, v) = a.json(&["run", "docs"]);

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use rbackup_engine::RetentionPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Schedule;
@@ -101,17 +102,10 @@ pub struct JobConfig {
     /// When the job was added: its first run is at the first scheduled time after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<jiff::Timestamp>,
-    /// Retention applied after each run of the job (and by `rbackup forget --job NAME`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_yearly: Option<u32>,
+    /// Retention applied after each run of the job (and by `rbackup forget --job NAME`): the
+    /// `keep_*` keys sit in the job's own table, as they always have.
+    #[serde(flatten)]
+    pub retention: RetentionPolicy,
 }
 
 fn default_days() -> String {
@@ -119,21 +113,11 @@ fn default_days() -> String {
 }
 
 impl JobConfig {
-    /// Whether the job has a retention policy (any `keep_*` set).
+    /// Whether the job has a retention policy (a `keep_*` rule above 0).
     pub fn has_retention(&self) -> bool {
-        [
-            self.keep_last,
-            self.keep_daily,
-            self.keep_weekly,
-            self.keep_monthly,
-            self.keep_yearly,
-        ]
-        .iter()
-        .any(Option::is_some)
+        !self.retention.is_empty()
     }
-}
 
-impl JobConfig {
     /// The job's schedule; the error names the job and how to fix it.
     pub fn schedule(&self) -> Result<Schedule> {
         Schedule::parse(&self.at, &self.days).with_context(|| {
@@ -277,6 +261,34 @@ pub fn throttle_schedule(t: &Throttle) -> Result<rbackup_throttle::Schedule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_retention_keys_parse_from_old_and_new_configs() {
+        // Written before keep_hourly existed: the keys sit in the job table.
+        let old = r#"
+            name = "docs"
+            paths = ["/src"]
+            at = ["09:00"]
+            keep_last = 5
+            keep_daily = 7
+        "#;
+        let job: JobConfig = toml::from_str(old).unwrap();
+        let want = RetentionPolicy {
+            keep_last: Some(5),
+            keep_daily: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(job.retention, want);
+        assert!(job.has_retention());
+        let mut hourly = job.clone();
+        hourly.retention.keep_hourly = Some(24);
+        let text = toml::to_string(&hourly).unwrap();
+        assert!(text.contains("keep_hourly = 24"), "{text}");
+        assert_eq!(toml::from_str::<JobConfig>(&text).unwrap(), hourly);
+        let none: JobConfig =
+            toml::from_str("name = \"x\"\npaths = [\"/s\"]\nat = [\"09:00\"]").unwrap();
+        assert!(!none.has_retention());
+    }
 
     #[test]
     fn job_names() {

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::config::{AgentConfig, JobConfig, check_job_name};
 use crate::jobstate;
+use crate::retention::KeepArgs;
 use crate::schedule::{Schedule, local};
 use crate::ui::Ctx;
 
@@ -47,21 +48,9 @@ pub struct AddArgs {
     /// Days: daily, mon-fri, weekends, sun,wed, ...
     #[arg(long, default_value = "daily")]
     pub days: String,
-    /// Retention after each run: keep the newest N recovery points of the job.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_last: Option<u32>,
-    /// Keep the newest recovery point of each of the last N days.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_daily: Option<u32>,
-    /// Keep the newest recovery point of each of the last N weeks.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_weekly: Option<u32>,
-    /// Keep the newest recovery point of each of the last N months.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_monthly: Option<u32>,
-    /// Keep the newest recovery point of each of the last N years.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_yearly: Option<u32>,
+    /// Retention after each run, on the job's own recovery points (then prune).
+    #[command(flatten)]
+    pub keep: KeepArgs,
 }
 
 /// `rbackup schedule`.
@@ -115,11 +104,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
         at: schedule.times(),
         days: schedule.days(),
         created: Some(jiff::Timestamp::now()),
-        keep_last: args.keep_last,
-        keep_daily: args.keep_daily,
-        keep_weekly: args.keep_weekly,
-        keep_monthly: args.keep_monthly,
-        keep_yearly: args.keep_yearly,
+        retention: args.keep.policy(),
     };
     cfg.jobs.push(job.clone());
     cfg.save(&ctx.config_path)?;
@@ -168,16 +153,6 @@ fn list(ctx: &Ctx) -> Result<u8> {
     ctx.output(&all, || {
         let mut out = String::new();
         for (job, v) in cfg.jobs.iter().zip(&all) {
-            let keep: Vec<String> = [
-                ("last", job.keep_last),
-                ("daily", job.keep_daily),
-                ("weekly", job.keep_weekly),
-                ("monthly", job.keep_monthly),
-                ("yearly", job.keep_yearly),
-            ]
-            .iter()
-            .filter_map(|(k, n)| n.map(|n| format!("{k} {n}")))
-            .collect();
             let (last, next) = human_times(v);
             out += &format!(
                 "{}: {} at {}; last success {last}; next run {next}\n    paths: {}\n",
@@ -193,8 +168,8 @@ fn list(ctx: &Ctx) -> Result<u8> {
             if !job.excludes.is_empty() {
                 out += &format!("    excludes: {}\n", job.excludes.join(" "));
             }
-            if !keep.is_empty() {
-                out += &format!("    keep: {}\n", keep.join(", "));
+            if job.has_retention() {
+                out += &format!("    {}\n", job.retention.describe());
             }
         }
         out += &format!("{} job(s)", cfg.jobs.len());
