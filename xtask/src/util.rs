@@ -39,16 +39,11 @@ pub fn show(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// `arg` as a POSIX shell would need it (for display: an argument shlex cannot quote, one with
+/// a NUL byte, is shown as it is).
 fn quote(arg: &OsStr) -> String {
     let s = arg.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-    {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    shlex::try_quote(&s).map_or_else(|_| s.to_string(), |q| q.into_owned())
 }
 
 /// Runs a command with inherited stdio and fails, naming the command, unless it exits 0.

@@ -234,15 +234,11 @@ fn quote_systemd(s: &str) -> String {
     }
 }
 
-fn quote_sh(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+/// `s` quoted for a POSIX shell (cron runs its lines with `sh`).
+fn quote_sh(s: &str) -> Result<String> {
+    shlex::try_quote(s)
+        .map(|q| q.into_owned())
+        .map_err(|e| anyhow::anyhow!("cannot quote {s:?} for a crontab line: {e}"))
 }
 
 pub fn schedule(ctx: &Ctx, args: ScheduleArgs) -> Result<u8> {
@@ -297,13 +293,13 @@ pub fn schedule(ctx: &Ctx, args: ScheduleArgs) -> Result<u8> {
     } else {
         let env_prefix: String = env
             .iter()
-            .map(|(k, v)| format!("{k}={} ", quote_sh(v)))
-            .collect();
+            .map(|(k, v)| Ok(format!("{k}={} ", quote_sh(v)?)))
+            .collect::<Result<_>>()?;
         let line = format!(
             "{} * * * * {env_prefix}{} --config {} -q run --due",
             join_minutes(&minutes, 1),
-            quote_sh(&exe),
-            quote_sh(&config)
+            quote_sh(&exe)?,
+            quote_sh(&config)?
         );
         ctx.output(&json!({"crontab": line}), || {
             format!(
@@ -320,8 +316,9 @@ mod tests {
 
     #[test]
     fn shell_and_systemd_quoting() {
-        assert_eq!(quote_sh("/usr/bin/rbackup"), "/usr/bin/rbackup");
-        assert_eq!(quote_sh("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(quote_sh("/usr/bin/rbackup").unwrap(), "/usr/bin/rbackup");
+        let quoted = quote_sh("/a b/it's").unwrap();
+        assert_eq!(shlex::split(&quoted).unwrap(), ["/a b/it's"]);
         assert_eq!(quote_systemd("/a b/c"), "\"/a b/c\"");
         assert_eq!(quote_systemd("/a/c"), "/a/c");
     }

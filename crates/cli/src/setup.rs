@@ -208,7 +208,7 @@ async fn do_register(
     throttle: Throttle,
 ) -> Result<AgentConfig> {
     let vault = open_vault(&creds.vault, proxy.as_deref()).await?;
-    let hostname = rustix_hostname();
+    let hostname = hostname();
     let name = name.unwrap_or_else(|| hostname.clone());
     let (machine, keys) = vault
         .register(
@@ -240,12 +240,18 @@ async fn do_register(
     Ok(cfg)
 }
 
-fn rustix_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// The kernel's node name (what `hostname` prints), or `localhost` when it has none.
+fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_string();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// The configured repository, unlocked with the local key file.

@@ -115,20 +115,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
-/// Parses `48h`, `30m`, `2d`, `90s`.
+/// Parses `48h`, `30m`, `2d`, `90s`, `1h 30m` (humantime's syntax).
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        anyhow::anyhow!("bad duration {s:?}: use a number and a unit, e.g. 48h, 30m, 2d")
-    })?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
-        _ => anyhow::bail!("bad duration {s:?}: the unit must be s, m, h or d"),
-    };
-    Ok(Duration::from_secs(secs))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}): use e.g. 48h, 30m, 2d, 1h 30m"))
 }
