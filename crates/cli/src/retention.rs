@@ -41,7 +41,7 @@ pub struct KeepArgs {
 }
 
 /// A count of at least 1: 0 would mean "no such rule", which leaving the option out says.
-fn keep_count() -> clap::builder::RangedU64ValueParser<u32> {
+fn keep_count() -> clap::builder::RangedI64ValueParser<u32> {
     clap::value_parser!(u32).range(1..)
 }
 
