@@ -115,8 +115,38 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
-/// Parses `48h`, `30m`, `2d`, `90s`, `1h 30m` (humantime's syntax).
+/// Parses `48h`, `30m`, `2d`, `90s`, `1h 30m` (humantime's syntax). A bare number is hours, as
+/// the command line has always documented for `--valid-for` and `--grace`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s.trim())
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let hours: u64 = s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad duration {s:?}: the number is too large"))?;
+        return hours
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| anyhow::anyhow!("bad duration {s:?}: the number is too large"));
+    }
+    humantime::parse_duration(s)
         .map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}): use e.g. 48h, 30m, 2d, 1h 30m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units_and_bare_hours() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(parse_duration("48h").unwrap(), h(48));
+        assert_eq!(parse_duration("48").unwrap(), h(48));
+        assert_eq!(parse_duration(" 2d ").unwrap(), h(48));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "h", "48 parsecs", "-1h", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }
