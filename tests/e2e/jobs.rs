@@ -334,6 +334,9 @@ fn jobs_are_added_listed_run_and_removed() {
         "0",
     ]);
     assert_eq!(code(&out), 2, "{}", text(&out));
+    // forget shares the options: a 0 is refused before the vault is opened.
+    let out = a.run(&["forget", "--keep-last", "3", "--keep-daily", "0"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
 
     let (c, list) = a.json(&["job", "list"]);
     assert_eq!(c, 0);
@@ -347,6 +350,10 @@ fn jobs_are_added_listed_run_and_removed() {
     assert_eq!(docs["keep_last"], 5);
     assert_eq!(docs["keep_hourly"], 24);
     assert_eq!(docs["keep_daily"], 7);
+    // Rules not given are left out, not listed as null.
+    for unset in ["keep_weekly", "keep_monthly", "keep_yearly"] {
+        assert!(docs.get(unset).is_none(), "{unset} in {docs}");
+    }
     assert_eq!(docs["paths"], serde_json::json!([src]));
     assert!(docs["last_success"].is_null());
     assert!(docs["next_run"].is_string());

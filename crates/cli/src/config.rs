@@ -289,6 +289,10 @@ mod tests {
         hourly.retention.keep_hourly = Some(24);
         let text = toml::to_string(&hourly).unwrap();
         assert!(text.contains("keep_hourly = 24"), "{text}");
+        assert!(
+            !text.contains("keep_weekly"),
+            "unset rules are left out: {text}"
+        );
         assert_eq!(toml::from_str::<JobConfig>(&text).unwrap(), hourly);
         let none: JobConfig =
             toml::from_str("name = \"x\"\npaths = [\"/s\"]\nat = [\"09:00\"]").unwrap();
