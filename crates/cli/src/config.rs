@@ -6,37 +6,43 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use etcetera::BaseStrategy;
+use etcetera::base_strategy::Xdg;
 use rbackup_engine::RetentionPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Schedule;
 
-/// `$XDG_CONFIG_HOME` etc., with the usual fallbacks under `$HOME`.
-pub fn xdg(var: &str, fallback: &str) -> PathBuf {
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => home().join(fallback),
-    }
+/// The XDG base directories (etcetera's strategy): `$XDG_CONFIG_HOME`, `$XDG_DATA_HOME`,
+/// `$XDG_CACHE_HOME` and `$XDG_STATE_HOME` when set to an absolute path, else `.config`,
+/// `.local/share`, `.cache` and `.local/state` under the home directory (`$HOME`, else the
+/// user's passwd entry).
+pub fn xdg() -> Result<Xdg> {
+    Xdg::new().map_err(|_| {
+        anyhow!("cannot find the home directory for the agent's default folders: set HOME")
+    })
 }
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+pub fn default_config_path() -> Result<PathBuf> {
+    Ok(xdg()?.config_dir().join("rbackup/config.toml"))
 }
 
-pub fn default_config_path() -> PathBuf {
-    xdg("XDG_CONFIG_HOME", ".config").join("rbackup/config.toml")
+pub fn default_cache_dir() -> Result<PathBuf> {
+    Ok(xdg()?.cache_dir().join("rbackup"))
 }
 
-pub fn default_cache_dir() -> PathBuf {
-    xdg("XDG_CACHE_HOME", ".cache").join("rbackup")
+pub fn default_recovery_dir() -> Result<PathBuf> {
+    Ok(default_cache_dir()?.join("recovery"))
 }
 
-pub fn default_recovery_dir() -> PathBuf {
-    default_cache_dir().join("recovery")
+pub fn default_vault_dir() -> Result<PathBuf> {
+    Ok(xdg()?.data_dir().join("rbackup/vault"))
 }
 
-pub fn default_vault_dir() -> PathBuf {
-    xdg("XDG_DATA_HOME", ".local/share").join("rbackup/vault")
+/// `$XDG_STATE_HOME/rbackup/<machine-id>`: job state, locks and history.
+pub fn state_dir(machine_id: &str) -> Result<PathBuf> {
+    let state = xdg()?.state_dir().context("no XDG state folder")?;
+    Ok(state.join("rbackup").join(machine_id))
 }
 
 /// Work-hours throttling settings (applied by the throttle once it lands; stored now so that

@@ -12,11 +12,11 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AgentConfig, check_job_name, write_atomic, xdg};
+use crate::config::{AgentConfig, check_job_name, state_dir, write_atomic};
 
 /// What the agent remembers about a job between runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,39 +25,36 @@ pub struct JobState {
     pub last_success: Option<Timestamp>,
 }
 
-fn state_dir(cfg: &AgentConfig) -> PathBuf {
-    xdg("XDG_STATE_HOME", ".local/state")
-        .join("rbackup")
-        .join(&cfg.machine_id)
-}
-
-/// `<state>/<dir>/<job>.<ext>`; `None` for a name that could leave that dir (a config edited
+/// `<state>/<dir>/<job>.<ext>`; an error for a name that could leave that dir (a config edited
 /// by hand is not checked by `job add`).
-fn job_file(cfg: &AgentConfig, dir: &str, job: &str, ext: &str) -> Option<PathBuf> {
-    check_job_name(job).ok()?;
-    Some(state_dir(cfg).join(dir).join(format!("{job}.{ext}")))
+fn job_file(cfg: &AgentConfig, dir: &str, job: &str, ext: &str) -> Result<PathBuf> {
+    check_job_name(job)?;
+    Ok(state_dir(&cfg.machine_id)?
+        .join(dir)
+        .join(format!("{job}.{ext}")))
 }
 
-fn state_path(cfg: &AgentConfig, job: &str) -> Option<PathBuf> {
+fn state_path(cfg: &AgentConfig, job: &str) -> Result<PathBuf> {
     job_file(cfg, "schedule", job, "json")
 }
 
 /// The job's state; a missing or unreadable file means it never succeeded.
 pub fn load_state(cfg: &AgentConfig, job: &str) -> JobState {
     state_path(cfg, job)
+        .ok()
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
 pub fn save_state(cfg: &AgentConfig, job: &str, state: &JobState) -> Result<()> {
-    let path = state_path(cfg, job).ok_or_else(|| anyhow!("bad job name {job:?}"))?;
+    let path = state_path(cfg, job)?;
     write_atomic(&path, &serde_json::to_vec(state)?, 0o600)
 }
 
 /// Drops a removed job's state, so that a new job of the same name starts afresh.
 pub fn forget_state(cfg: &AgentConfig, job: &str) {
-    if let Some(p) = state_path(cfg, job) {
+    if let Ok(p) = state_path(cfg, job) {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -70,8 +67,7 @@ pub struct JobLock {
 
 /// Takes the job's lock without waiting; `Err(pid)` when another process holds it.
 pub fn try_lock(cfg: &AgentConfig, job: &str) -> Result<Result<JobLock, Option<u32>>> {
-    check_job_name(job)?;
-    let path = state_dir(cfg).join("locks").join(format!("{job}.lock"));
+    let path = job_file(cfg, "locks", job, "lock")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -235,7 +235,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let ctx = ui::Ctx::new(&cli);
+    let ctx = ui::Ctx::new(&cli)?;
     match cli.command {
         Command::Vault(cmd) => setup::vault(&ctx, cmd).await,
         Command::Register(args) => setup::register(&ctx, args).await,

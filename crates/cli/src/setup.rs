@@ -230,8 +230,8 @@ async fn do_register(
         machine_id: machine,
         machine_name: name,
         key_file,
-        cache_dir: abs(cache_dir.unwrap_or_else(config::default_cache_dir)),
-        recovery_dir: abs(recovery_dir.unwrap_or_else(config::default_recovery_dir)),
+        cache_dir: abs(cache_dir.map_or_else(config::default_cache_dir, Ok)?),
+        recovery_dir: abs(recovery_dir.map_or_else(config::default_recovery_dir, Ok)?),
         proxy,
         throttle,
         jobs: Vec::new(),
@@ -280,7 +280,7 @@ pub async fn open_with_config(cfg: &AgentConfig) -> Result<Repository> {
 
 /// The embedded default of CLI.md: a local vault, a generated passphrase saved 0600.
 pub async fn setup_default(ctx: &Ctx) -> Result<AgentConfig> {
-    let vault_dir = config::default_vault_dir();
+    let vault_dir = config::default_vault_dir()?;
     let url = canonical_url(&vault_dir.display().to_string())?;
     let store = rbackup_engine::store::open(&url, &StoreOptions::default())?;
     let creds = match Vault::create(store.clone(), &url, Duration::from_secs(3600)).await {

@@ -21,12 +21,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(cli: &Cli) -> Ctx {
-        Ctx {
+    pub fn new(cli: &Cli) -> anyhow::Result<Ctx> {
+        Ok(Ctx {
             json: cli.json,
             quiet: cli.quiet,
-            config_path: cli.config.clone().unwrap_or_else(default_config_path),
-        }
+            config_path: cli.config.clone().map_or_else(default_config_path, Ok)?,
+        })
     }
 
     /// With --json, the value on stdout; otherwise the human text on stdout.
