@@ -17,7 +17,7 @@ use crate::schedule::Schedule;
 /// `$XDG_CACHE_HOME` and `$XDG_STATE_HOME` when set to an absolute path, else `.config`,
 /// `.local/share`, `.cache` and `.local/state` under the home directory (`$HOME`, else the
 /// user's passwd entry).
-pub fn xdg() -> Result<Xdg> {
+fn xdg() -> Result<Xdg> {
     Xdg::new().map_err(|_| {
         anyhow!("cannot find the home directory for the agent's default folders: set HOME")
     })
