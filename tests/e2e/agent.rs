@@ -5,13 +5,13 @@ use std::process::Command;
 
 use crate::harness::*;
 
-/// A tmpfs of `size` at `at`, unmounted on drop; `None` (with a printed reason) when we cannot.
+/// A tmpfs of `size` at `at`, unmounted on drop; `None` when we cannot mount one (the test is
+/// then skipped, or fails under `RBACKUP_REQUIRE_ALL=1`).
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
     fn mount(at: &std::path::Path, size: &str, test: &str) -> Option<Tmpfs> {
-        if !is_root() {
-            println!("SKIP {test}: needs root to mount a small tmpfs");
+        if !rbackup_testenv::need_root(test, "to mount a small tmpfs") {
             return None;
         }
         fs::create_dir_all(at).unwrap();
@@ -28,7 +28,11 @@ impl Tmpfs {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            println!("SKIP {test}: cannot mount tmpfs here");
+            rbackup_testenv::skip(
+                test,
+                "a tmpfs mount",
+                "run as root where mounts are allowed (not a restricted container)",
+            );
             return None;
         }
         Some(Tmpfs(at.to_path_buf()))
@@ -53,9 +57,17 @@ fn cache_dir_without_five_percent_free_is_refused_before_upload() {
     let a = Agent::bare();
     let creds = a.create_vault();
     let cache = a.p("smallcache");
-    let Some(_t) = Tmpfs::mount(&cache, "1m", "cache_rule") else {
+    let Some(_t) = Tmpfs::mount(
+        &cache,
+        "1m",
+        "cache_dir_without_five_percent_free_is_refused_before_upload",
+    ) else {
         return;
     };
+    let _ran = rbackup_testenv::ran(
+        "cache_dir_without_five_percent_free_is_refused_before_upload",
+        "root, tmpfs",
+    );
     a.register_with(&creds, &["--cache-dir", cache.to_str().unwrap()]);
     let src = a.p("src");
     fs::create_dir_all(&src).unwrap();
@@ -70,7 +82,6 @@ fn cache_dir_without_five_percent_free_is_refused_before_upload() {
         "{e}"
     );
     assert_eq!(packs_in(&a), 0, "nothing uploaded");
-    println!("RAN cache_dir_without_five_percent_free_is_refused_before_upload");
 }
 
 #[test]
@@ -98,9 +109,17 @@ fn recovery_folder_without_room_is_refused_and_nothing_is_written() {
     fs::write(src.join("r.bin"), Rng(1).bytes(6 << 20)).unwrap();
     a.backup(&src);
     let rec = a.p("smallrec");
-    let Some(_t) = Tmpfs::mount(&rec, "2m", "recovery_room") else {
+    let Some(_t) = Tmpfs::mount(
+        &rec,
+        "2m",
+        "recovery_folder_without_room_is_refused_and_nothing_is_written",
+    ) else {
         return;
     };
+    let _ran = rbackup_testenv::ran(
+        "recovery_folder_without_room_is_refused_and_nothing_is_written",
+        "root, tmpfs",
+    );
     let target = a.p("out");
     let out = a.run(&[
         "restore",
@@ -124,7 +143,6 @@ fn recovery_folder_without_room_is_refused_and_nothing_is_written() {
         0,
         "recovery folder left empty"
     );
-    println!("RAN recovery_folder_without_room_is_refused_and_nothing_is_written");
 }
 
 #[test]
@@ -157,6 +175,7 @@ fn recovery_dir_override_is_used_and_left_empty() {
 
 #[test]
 fn sources_over_54400_gb_are_refused_before_upload() {
+    const T: &str = "sources_over_54400_gb_are_refused_before_upload";
     let a = Agent::registered();
     let src = a.p("src");
     fs::create_dir_all(&src).unwrap();
@@ -164,16 +183,20 @@ fn sources_over_54400_gb_are_refused_before_upload() {
     for i in 0..4 {
         let f = fs::File::create(src.join(format!("huge{i}.img"))).unwrap();
         if f.set_len(15 << 40).is_err() {
-            println!("SKIP size_limit: this file system cannot hold 15 TiB sparse files");
+            rbackup_testenv::skip(
+                T,
+                "a file system that holds 15 TiB sparse files",
+                "set TMPDIR to ext4, btrfs, xfs or tmpfs",
+            );
             return;
         }
     }
+    let _ran = rbackup_testenv::ran(T, "15 TiB sparse files in TMPDIR");
     let out = a.run(&["backup", src.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("54,400 GB"), "{e}");
     assert_eq!(packs_in(&a), 0);
-    println!("RAN sources_over_54400_gb_are_refused_before_upload");
 }
 
 #[test]

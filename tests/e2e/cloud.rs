@@ -67,7 +67,6 @@ fn cli_on_moto_s3_from_environment() {
         e.contains("no-such-bucket") && e.contains("does not exist"),
         "{e}"
     );
-    println!("RAN cli_on_moto_s3_from_environment");
 }
 
 #[test]
@@ -84,5 +83,4 @@ fn cli_on_azurite_from_environment() {
         ("AZURE_ALLOW_HTTP".into(), "true".into()),
     ];
     flow(&a, "az://cli-vault/site-b");
-    println!("RAN cli_on_azurite_from_environment");
 }

@@ -101,7 +101,7 @@ impl Agent {
     /// permission checks apply even when the tests run as root.
     pub fn unprivileged() -> Agent {
         let mut a = Agent::bare();
-        if is_root() {
+        if rbackup_testenv::is_root() {
             let st = std::process::Command::new("chown")
                 .args(["-R", "65534:65534", a.dir.path().to_str().unwrap()])
                 .status()
@@ -321,16 +321,6 @@ pub fn assert_same_tree(source: &Path, target: &Path) {
     for (k, v) in &a {
         assert_eq!(v, &b[k], "{} differs after restore", k.display());
     }
-}
-
-pub fn is_root() -> bool {
-    // SAFETY-free: geteuid via /proc is enough here.
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// All regular files under the vault.

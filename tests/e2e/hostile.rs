@@ -9,18 +9,10 @@ use std::path::{Path, PathBuf};
 
 use crate::harness::*;
 
-/// Whether a test that gives a folder to another user can run: as root, or it prints SKIP,
-/// unless `RBACKUP_REQUIRE_ALL` is set, which turns not running into a failure.
+/// Giving a folder to another user needs root; without it the test skips (or fails under
+/// `RBACKUP_REQUIRE_ALL`), through the one gate all tests share.
 fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("RBACKUP_REQUIRE_ALL").is_none(),
-        "{test} needs root (to give a folder to another user) and RBACKUP_REQUIRE_ALL is set"
-    );
-    println!("SKIP {test}: needs root to give a folder to another user");
-    false
+    rbackup_testenv::need_root(test, "to give a folder to another user")
 }
 
 /// BLAKE3 of every file under `dir`, by relative path.

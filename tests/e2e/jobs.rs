@@ -1,7 +1,8 @@
 //! Scheduled jobs: `job add|list|remove`, `schedule`, and `run [--due]` under a moved clock.
 //!
 //! The clock is moved with `faketime` (libfaketime), which the process sees through its libc
-//! time calls; the tests skip, saying why, where it is not installed. Local time is pinned
+//! time calls; where it is not installed the tests are skipped
+//! (see rbackup_testenv), or fail under `RBACKUP_REQUIRE_ALL=1`. Local time is pinned
 //! to Europe/Berlin with `TZ`, for `faketime`'s date parsing and for rbackup alike.
 
 use std::fs;
@@ -13,17 +14,11 @@ use crate::harness::*;
 
 const TZ: &str = "Europe/Berlin";
 
-fn have_faketime() -> bool {
-    let ok = Command::new("faketime")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIP: `faketime` is not on PATH (Debian package faketime); cannot move the clock"
-        );
-    }
-    ok
+/// The [`rbackup_testenv::Ran`] guard of `test` when `faketime` is installed; otherwise the
+/// test is skipped (or fails under `RBACKUP_REQUIRE_ALL=1`).
+fn faketime(test: &str) -> Option<rbackup_testenv::Ran> {
+    rbackup_testenv::need_command(test, "faketime", "faketime")
+        .then(|| rbackup_testenv::ran(test, "faketime"))
 }
 
 /// The agent's command, run by `faketime` starting at local time `when` (`2026-03-02 09:00:00`).
@@ -102,9 +97,9 @@ fn add_at(a: &Agent, when: &str, args: &[&str]) {
 
 #[test]
 fn due_runs_follow_a_moved_clock() {
-    if !have_faketime() {
+    let Some(_ran) = faketime("due_runs_follow_a_moved_clock") else {
         return;
-    }
+    };
     let a = Agent::registered();
     let src = small_source(&a);
     // 2026-03-02 is a Monday.
@@ -150,9 +145,9 @@ fn due_runs_follow_a_moved_clock() {
 
 #[test]
 fn a_new_job_first_runs_at_its_next_time() {
-    if !have_faketime() {
+    let Some(_ran) = faketime("a_new_job_first_runs_at_its_next_time") else {
         return;
-    }
+    };
     let a = Agent::registered();
     let src = small_source(&a);
     // Added at 10:00 with a 09:00 slot: today's slot is before the job existed.
@@ -174,9 +169,9 @@ fn a_new_job_first_runs_at_its_next_time() {
 
 #[test]
 fn a_failed_run_is_retried_at_the_next_tick() {
-    if !have_faketime() {
+    let Some(_ran) = faketime("a_failed_run_is_retried_at_the_next_tick") else {
         return;
-    }
+    };
     let a = Agent::registered();
     let src = a.p("not-yet");
     let src = src.to_str().unwrap();
@@ -250,9 +245,9 @@ fn a_running_job_is_not_started_twice() {
 
 #[test]
 fn concurrent_due_runs_make_one_recovery_point() {
-    if !have_faketime() {
+    let Some(_ran) = faketime("concurrent_due_runs_make_one_recovery_point") else {
         return;
-    }
+    };
     let a = Agent::registered();
     let src = a.p("src");
     make_tree(&src, 5, 40, 200_000);
@@ -309,6 +304,8 @@ fn jobs_are_added_listed_run_and_removed() {
         "sun,wed",
         "--keep-last",
         "5",
+        "--keep-hourly",
+        "24",
         "--keep-daily",
         "7",
     ]);
@@ -337,6 +334,9 @@ fn jobs_are_added_listed_run_and_removed() {
         "0",
     ]);
     assert_eq!(code(&out), 2, "{}", text(&out));
+    // forget shares the options: a 0 is refused before the vault is opened.
+    let out = a.run(&["forget", "--keep-last", "3", "--keep-daily", "0"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
 
     let (c, list) = a.json(&["job", "list"]);
     assert_eq!(c, 0);
@@ -348,10 +348,17 @@ fn jobs_are_added_listed_run_and_removed() {
     assert_eq!(docs["days"], "wed,sun");
     assert_eq!(docs["excludes"], serde_json::json!(["*.bin"]));
     assert_eq!(docs["keep_last"], 5);
+    assert_eq!(docs["keep_hourly"], 24);
     assert_eq!(docs["keep_daily"], 7);
+    // Rules not given are left out, not listed as null.
+    for unset in ["keep_weekly", "keep_monthly", "keep_yearly"] {
+        assert!(docs.get(unset).is_none(), "{unset} in {docs}");
+    }
     assert_eq!(docs["paths"], serde_json::json!([src]));
     assert!(docs["last_success"].is_null());
     assert!(docs["next_run"].is_string());
+    let human = a.ok(&["job", "list"]);
+    assert!(human.contains("hourly 24"), "{human}");
 
     // Named jobs run now, whatever their schedule; only those.
     let (c, v) = a.json(&["run", "docs"]);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::bench::Corpus;
+use crate::bench_corpus::Corpus;
 use crate::bench_peers::Kind;
 
 /// Metric key -> value for one tool.

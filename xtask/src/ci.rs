@@ -68,8 +68,8 @@ const PIP_TOOLS: &[PipTool] = &[PipTool {
     module: "moto",
 }];
 
-/// Tests that start Azurite or moto fail, instead of skipping, when a server is missing.
-const REQUIRE_SERVERS: (&str, &str) = ("RBACKUP_REQUIRE_SERVERS", "1");
+/// Where the gated tests record `RAN` / `SKIP` (see rbackup-testenv), relative to the root.
+const GATED_LOG: &str = "target/ci-gated-tests.log";
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
@@ -85,6 +85,9 @@ pub fn run(opts: CiOptions) -> Result<()> {
     std::env::set_current_dir(project_root()).context("cannot enter the project root")?;
     let mut ci = Ci::default();
     let nextest = util::succeeds(Command::new("cargo").args(["nextest", "--version"]));
+    let gated = project_root().join(GATED_LOG);
+    // A fresh log per run; a missing one is fine.
+    let _ = std::fs::remove_file(&gated);
     let result = (|| {
         ci.step("ensure tools", || ensure_tools(opts))?;
         ci.step("rustfmt", || cargo(&["fmt", "--all", "--", "--check"]))?;
@@ -96,22 +99,6 @@ pub fn run(opts: CiOptions) -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
-            ])
-        })?;
-        // Shown uncaptured, so the log says which real file systems and servers were used
-        // (each test prints RAN or SKIP with the reason).
-        ci.step("real file systems and servers", || {
-            cargo_tests(&[
-                "test",
-                "-p",
-                "rbackup-engine",
-                "--test",
-                "filerules",
-                "--test",
-                "cloud",
-                "--",
-                "--nocapture",
-                "--test-threads=1",
             ])
         })?;
         if nextest {
@@ -131,6 +118,7 @@ pub fn run(opts: CiOptions) -> Result<()> {
         }
     })();
     ci.summary();
+    print_gated(&gated);
     result
 }
 
@@ -177,12 +165,38 @@ fn cargo(args: &[&str]) -> Result<()> {
     util::run(Command::new("cargo").args(args))
 }
 
+/// Runs tests with every gated test required (a missing tool fails it) and recording what
+/// it ran to [`GATED_LOG`].
 fn cargo_tests(args: &[&str]) -> Result<()> {
     util::run(
         Command::new("cargo")
             .args(args)
-            .env(REQUIRE_SERVERS.0, REQUIRE_SERVERS.1),
+            .env(rbackup_testenv::REQUIRE_ALL, "1")
+            .env(rbackup_testenv::LOG, project_root().join(GATED_LOG)),
     )
+}
+
+/// Prints what the gated tests recorded: which ran and with what (sorted, one line each).
+fn print_gated(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines = gated_lines(&text);
+    let ran = lines.iter().filter(|l| l.starts_with("RAN ")).count();
+    eprintln!(
+        "\ngated tests: {ran} ran, {} skipped (from {})",
+        lines.len() - ran,
+        log.display()
+    );
+    for line in lines {
+        eprintln!("  {line}");
+    }
+}
+
+/// The records of `text`, sorted, each once (a retried test records twice).
+fn gated_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    lines
 }
 
 fn ensure_tools(opts: CiOptions) -> Result<()> {
@@ -320,6 +334,12 @@ mod tests {
             .to_string();
         assert!(err.contains("nope-pkg"), "{err}");
         assert!(ensure_npm_global("x@1", "no-such-bin-xtask", opts).is_err());
+    }
+
+    #[test]
+    fn gated_records_are_sorted_once_each() {
+        let text = "RAN b (moto)\nSKIP a: needs root\nRAN b (moto)\n\n";
+        assert_eq!(gated_lines(text), ["RAN b (moto)", "SKIP a: needs root"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! calls `cargo xtask ci`.
 
 mod bench;
+mod bench_corpus;
 mod bench_peers;
 mod bench_report;
 mod ci;

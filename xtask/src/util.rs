@@ -39,16 +39,11 @@ pub fn show(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// `arg` as a POSIX shell would need it (for display: an argument shlex cannot quote, one with
+/// a NUL byte, is shown as it is).
 fn quote(arg: &OsStr) -> String {
     let s = arg.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-    {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    shlex::try_quote(&s).map_or_else(|_| s.to_string(), |q| q.into_owned())
 }
 
 /// Runs a command with inherited stdio and fails, naming the command, unless it exits 0.
@@ -179,45 +174,18 @@ pub fn run_measured(cmd: &Command, log: &Path) -> Result<Measured> {
     })
 }
 
-/// Parses `850MB`, `64MiB`, `1.5G`, `4096`: decimal units (k, M, G, T, with or without `B`)
-/// are powers of 1000, binary units (KiB, MiB, GiB, TiB) powers of 1024.
+/// Parses a size such as `850MB`, `1.5G`, `64MiB`, `2 kib` or `4096` (bytes): k, M, G, T are
+/// decimal, KiB, MiB, GiB, TiB binary, case-insensitive (bytesize's syntax).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. 850MB, 64MiB or 1048576"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}`; use B, kB, MB, GB, KiB, MiB or GiB"
-            ));
-        }
-    };
-    Ok((value * mult).round() as u64)
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("`{text}` is not a size ({e}); write e.g. 850MB, 64MiB or 1048576"))
 }
 
-/// Formats a byte count for people: `849.7 MB`.
+/// Formats a byte count for people, in decimal units: `849.7 MB`.
 pub fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..1_000 => format!("{bytes} B"),
-        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
-        _ => format!("{:.2} GB", b / 1e9),
-    }
+    bytesize::ByteSize::b(bytes).display().si().to_string()
 }
 
 /// Formats a duration as seconds with millisecond precision.
@@ -238,6 +206,13 @@ mod tests {
         assert_eq!(parse_size("2 kib"), Ok(2048));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn human_bytes_in_decimal_units() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(849_700_000), "849.7 MB");
+        assert_eq!(human_bytes(1_500_000_000), "1.5 GB");
     }
 
     #[test]
@@ -265,8 +240,18 @@ mod tests {
 
     #[test]
     fn quoting_is_shell_safe() {
-        let mut cmd = Command::new("echo");
-        cmd.args(["plain", "two words", "it's"]);
-        assert_eq!(show(&cmd), r"echo plain 'two words' 'it'\''s'");
+        let args = ["plain", "two words", "it's", "$HOME `x`"];
+        let mut cmd = Command::new("printf");
+        cmd.arg("[%s]").args(args);
+        // The echoed line, run by a real shell, must give back exactly the arguments.
+        let out = Command::new("sh")
+            .args(["-c", &show(&cmd)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "[plain][two words][it's][$HOME `x`]"
+        );
     }
 }

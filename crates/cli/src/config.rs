@@ -5,35 +5,44 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use etcetera::BaseStrategy;
+use etcetera::base_strategy::Xdg;
+use rbackup_engine::RetentionPolicy;
 use serde::{Deserialize, Serialize};
 
-/// `$XDG_CONFIG_HOME` etc., with the usual fallbacks under `$HOME`.
-pub fn xdg(var: &str, fallback: &str) -> PathBuf {
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => home().join(fallback),
-    }
+use crate::schedule::Schedule;
+
+/// The XDG base directories (etcetera's strategy): `$XDG_CONFIG_HOME`, `$XDG_DATA_HOME`,
+/// `$XDG_CACHE_HOME` and `$XDG_STATE_HOME` when set to an absolute path, else `.config`,
+/// `.local/share`, `.cache` and `.local/state` under the home directory (`$HOME`, else the
+/// user's passwd entry).
+fn xdg() -> Result<Xdg> {
+    Xdg::new().map_err(|_| {
+        anyhow!("cannot find the home directory for the agent's default folders: set HOME")
+    })
 }
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+pub fn default_config_path() -> Result<PathBuf> {
+    Ok(xdg()?.config_dir().join("rbackup/config.toml"))
 }
 
-pub fn default_config_path() -> PathBuf {
-    xdg("XDG_CONFIG_HOME", ".config").join("rbackup/config.toml")
+pub fn default_cache_dir() -> Result<PathBuf> {
+    Ok(xdg()?.cache_dir().join("rbackup"))
 }
 
-pub fn default_cache_dir() -> PathBuf {
-    xdg("XDG_CACHE_HOME", ".cache").join("rbackup")
+pub fn default_recovery_dir() -> Result<PathBuf> {
+    Ok(default_cache_dir()?.join("recovery"))
 }
 
-pub fn default_recovery_dir() -> PathBuf {
-    default_cache_dir().join("recovery")
+pub fn default_vault_dir() -> Result<PathBuf> {
+    Ok(xdg()?.data_dir().join("rbackup/vault"))
 }
 
-pub fn default_vault_dir() -> PathBuf {
-    xdg("XDG_DATA_HOME", ".local/share").join("rbackup/vault")
+/// `$XDG_STATE_HOME/rbackup/<machine-id>`: job state, locks and history.
+pub fn state_dir(machine_id: &str) -> Result<PathBuf> {
+    let state = xdg()?.state_dir().context("no XDG state folder")?;
+    Ok(state.join("rbackup").join(machine_id))
 }
 
 /// Work-hours throttling settings, as text; `throttle()` below turns them into the schedule
@@ -99,17 +108,10 @@ pub struct JobConfig {
     /// When the job was added: its first run is at the first scheduled time after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<jiff::Timestamp>,
-    /// Retention applied after each run of the job (and by `rbackup forget --job NAME`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_yearly: Option<u32>,
+    /// Retention applied after each run of the job (and by `rbackup forget --job NAME`): the
+    /// `keep_*` keys sit in the job's own table, as they always have.
+    #[serde(flatten)]
+    pub retention: RetentionPolicy,
 }
 
 fn default_days() -> String {
@@ -117,21 +119,61 @@ fn default_days() -> String {
 }
 
 impl JobConfig {
-    /// Whether the job has a retention policy (any `keep_*` set).
+    /// Whether the job has a retention policy (a `keep_*` rule above 0).
     pub fn has_retention(&self) -> bool {
-        [
-            self.keep_last,
-            self.keep_daily,
-            self.keep_weekly,
-            self.keep_monthly,
-            self.keep_yearly,
-        ]
-        .iter()
-        .any(Option::is_some)
+        !self.retention.is_empty()
+    }
+
+    /// The job's schedule; the error names the job and how to fix it.
+    pub fn schedule(&self) -> Result<Schedule> {
+        Schedule::parse(&self.at, &self.days).with_context(|| {
+            format!(
+                "job {} has a bad schedule in the config: fix its `at`/`days`, or remove and add it again",
+                self.name
+            )
+        })
     }
 }
 
+/// Job names become file names in the state dir: keep them to a safe alphabet.
+pub fn check_job_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "bad job name {name:?}: use up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
 impl AgentConfig {
+    /// The config at `path`, which must exist (jobs, forget and the like need one).
+    pub fn load_required(path: &Path) -> Result<AgentConfig> {
+        Self::load(path)?.ok_or_else(|| {
+            anyhow!(
+                "no agent config at {}: register with `rbackup register --vault-credentials FILE ...`, or run `rbackup backup PATH` once to set up a local vault, then add jobs",
+                path.display()
+            )
+        })
+    }
+
+    /// The configured job names, for error messages.
+    pub fn job_names(&self) -> String {
+        if self.jobs.is_empty() {
+            return "none yet".into();
+        }
+        self.jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn load(path: &Path) -> Result<Option<AgentConfig>> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
@@ -152,22 +194,27 @@ impl AgentConfig {
     }
 }
 
-/// Writes `bytes` to `path` atomically with `mode`.
+/// Writes `bytes` to `path` atomically with `mode`: a temporary file in the same directory,
+/// fsynced, renamed over `path`, then the directory fsynced so the rename survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rbackup-")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok(())
 }
 
@@ -199,14 +246,14 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 /// The configured throttle, or `None` when both rates are unlimited (nothing to pace).
-pub fn throttle(t: &Throttle) -> Result<Option<rbackup_throttle::Throttle>> {
+pub fn throttle(t: &Throttle) -> Result<Option<rbackup_engine::throttle::Throttle>> {
     let schedule = throttle_schedule(t)?;
-    Ok((!schedule.is_unlimited()).then(|| rbackup_throttle::Throttle::new(schedule)))
+    Ok((!schedule.is_unlimited()).then(|| rbackup_engine::throttle::Throttle::new(schedule)))
 }
 
 /// The throttle schedule from the config; a bad value names the setting and what is accepted.
-pub fn throttle_schedule(t: &Throttle) -> Result<rbackup_throttle::Schedule> {
-    let mut s = rbackup_throttle::Schedule::default();
+pub fn throttle_schedule(t: &Throttle) -> Result<rbackup_engine::throttle::Schedule> {
+    let mut s = rbackup_engine::throttle::Schedule::default();
     if let Some(v) = &t.work_days {
         s.work_days = v.parse().with_context(|| "throttle work_days")?;
     }
@@ -220,4 +267,51 @@ pub fn throttle_schedule(t: &Throttle) -> Result<rbackup_throttle::Schedule> {
         s.non_work_rate = v.parse().with_context(|| "throttle non_work_rate")?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_retention_keys_parse_from_old_and_new_configs() {
+        // Written before keep_hourly existed: the keys sit in the job table.
+        let old = r#"
+            name = "docs"
+            paths = ["/src"]
+            at = ["09:00"]
+            keep_last = 5
+            keep_daily = 7
+        "#;
+        let job: JobConfig = toml::from_str(old).unwrap();
+        let want = RetentionPolicy {
+            keep_last: Some(5),
+            keep_daily: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(job.retention, want);
+        assert!(job.has_retention());
+        let mut hourly = job.clone();
+        hourly.retention.keep_hourly = Some(24);
+        let text = toml::to_string(&hourly).unwrap();
+        assert!(text.contains("keep_hourly = 24"), "{text}");
+        assert!(
+            !text.contains("keep_weekly"),
+            "unset rules are left out: {text}"
+        );
+        assert_eq!(toml::from_str::<JobConfig>(&text).unwrap(), hourly);
+        let none: JobConfig =
+            toml::from_str("name = \"x\"\npaths = [\"/s\"]\nat = [\"09:00\"]").unwrap();
+        assert!(!none.has_retention());
+    }
+
+    #[test]
+    fn job_names() {
+        for good in ["docs", "Home-2", "a.b_c", "x"] {
+            assert!(check_job_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a b", "ä", &"x".repeat(65)] {
+            assert!(check_job_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{AgentConfig, write_atomic, xdg};
+use crate::config::{AgentConfig, state_dir, write_atomic};
 use crate::ui::Ctx;
 
 /// One finished (or failed) job.
@@ -70,11 +70,8 @@ impl JobRecord {
     }
 }
 
-fn jobs_dir(cfg: &AgentConfig) -> PathBuf {
-    xdg("XDG_STATE_HOME", ".local/state")
-        .join("rbackup")
-        .join(&cfg.machine_id)
-        .join("jobs")
+fn jobs_dir(cfg: &AgentConfig) -> Result<PathBuf> {
+    Ok(state_dir(&cfg.machine_id)?.join("jobs"))
 }
 
 /// Saves a record; failing to save history must not fail the job itself.
@@ -85,21 +82,21 @@ pub fn record(ctx: &Ctx, cfg: &AgentConfig, rec: &JobRecord) {
         rec.kind,
         std::process::id()
     );
-    let path = jobs_dir(cfg).join(name);
-    let result = serde_json::to_vec_pretty(rec)
-        .map_err(anyhow::Error::from)
-        .and_then(|b| write_atomic(&path, &b, 0o600));
+    let result = jobs_dir(cfg).and_then(|dir| {
+        let path = dir.join(name);
+        let bytes = serde_json::to_vec_pretty(rec)?;
+        write_atomic(&path, &bytes, 0o600)
+            .with_context(|| format!("cannot save the job record {}", path.display()))
+    });
     if let Err(e) = result {
-        ctx.notice(&format!(
-            "warning: cannot save the job record {}: {e:#}",
-            path.display()
-        ));
+        ctx.notice(&format!("warning: {e:#}"));
     }
 }
 
 /// Records, oldest first.
 pub fn load(cfg: &AgentConfig) -> Vec<JobRecord> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(jobs_dir(cfg))
+    let mut files: Vec<PathBuf> = jobs_dir(cfg)
+        .and_then(|dir| Ok(std::fs::read_dir(dir)?))
         .into_iter()
         .flatten()
         .flatten()

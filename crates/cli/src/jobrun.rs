@@ -1,28 +1,15 @@
-//! `rbackup run [JOB...] [--due]`: runs configured jobs, one at a time, each under its own lock.
-//!
-//! Per job the agent keeps, under `$XDG_STATE_HOME/rbackup/<machine>/`:
-//! - `schedule/<job>.json`, the start time of its last successful run (written only after a
-//!   run that ended ok or with warnings). A failed run leaves it alone, so the job stays due
-//!   and the next timer tick retries it. A state file rather than the job history: history
-//!   records are best effort and listing them all on every tick would grow with time.
-//! - `locks/<job>.lock`, an exclusive `flock` held for the whole run, with the holder's pid
-//!   inside. The kernel drops it when the process ends, however it ends, so a crash never
-//!   leaves a job locked.
+//! `rbackup run [JOB...] [--due]`: runs configured jobs, one at a time, each under its own lock
+//! (see `jobstate.rs` for the state and the lock).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
-
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use jiff::{Timestamp, Zoned};
 use rbackup_engine::{BackupOptions, BackupReport};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::config::{AgentConfig, JobConfig, write_atomic, xdg};
+use crate::config::{AgentConfig, JobConfig};
 use crate::history::{self, JobRecord};
-use crate::jobs::{check_name, job_schedule, load_config, names};
+use crate::jobstate::{JobState, load_state, save_state, try_lock};
 use crate::setup::open_with_config;
 use crate::ui::Ctx;
 
@@ -43,87 +30,6 @@ pub struct RunArgs {
     /// run (what a timer calls).
     #[arg(long)]
     pub due: bool,
-}
-
-/// What the agent remembers about a job between runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct JobState {
-    /// Start of the last run that ended ok or with warnings.
-    pub last_success: Option<Timestamp>,
-}
-
-fn state_dir(cfg: &AgentConfig) -> PathBuf {
-    xdg("XDG_STATE_HOME", ".local/state")
-        .join("rbackup")
-        .join(&cfg.machine_id)
-}
-
-/// `<state>/<dir>/<job>.<ext>`; `None` for a name that could leave that dir (a config edited
-/// by hand is not checked by `job add`).
-fn job_file(cfg: &AgentConfig, dir: &str, job: &str, ext: &str) -> Option<PathBuf> {
-    check_name(job).ok()?;
-    Some(state_dir(cfg).join(dir).join(format!("{job}.{ext}")))
-}
-
-fn state_path(cfg: &AgentConfig, job: &str) -> Option<PathBuf> {
-    job_file(cfg, "schedule", job, "json")
-}
-
-/// The job's state; a missing or unreadable file means it never succeeded.
-pub fn load_state(cfg: &AgentConfig, job: &str) -> JobState {
-    state_path(cfg, job)
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
-fn save_state(cfg: &AgentConfig, job: &str, state: &JobState) -> Result<()> {
-    let path = state_path(cfg, job).ok_or_else(|| anyhow!("bad job name {job:?}"))?;
-    write_atomic(&path, &serde_json::to_vec(state)?, 0o600)
-}
-
-/// Drops a removed job's state, so that a new job of the same name starts afresh.
-pub fn forget_state(cfg: &AgentConfig, job: &str) {
-    if let Some(p) = state_path(cfg, job) {
-        let _ = std::fs::remove_file(p);
-    }
-}
-
-/// The job's lock, held until dropped.
-#[derive(Debug)]
-pub struct JobLock {
-    _file: File,
-}
-
-/// Takes the job's lock without waiting; `Err(pid)` when another process holds it.
-pub fn try_lock(cfg: &AgentConfig, job: &str) -> Result<Result<JobLock, Option<u32>>> {
-    check_name(job)?;
-    let path = state_dir(cfg).join("locks").join(format!("{job}.lock"));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // No truncate on open: the file holds the pid of whoever has the lock.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open the job lock {}", path.display()))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Ok(Err(text.trim().parse().ok()));
-        }
-        Err(e) => bail!("cannot lock {}: {e}", path.display()),
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(Ok(JobLock { _file: file }))
 }
 
 /// How one job's turn ended.
@@ -170,12 +76,12 @@ impl JobRun {
 }
 
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
-    let cfg = load_config(ctx)?;
+    let cfg = AgentConfig::load_required(&ctx.config_path)?;
     for name in &args.jobs {
         if !cfg.jobs.iter().any(|j| &j.name == name) {
             bail!(
                 "no job named {name:?}: configured jobs are {}; add one with `rbackup job add`",
-                names(&cfg)
+                cfg.job_names()
             );
         }
     }
@@ -215,7 +121,7 @@ fn due_now(cfg: &AgentConfig, job: &JobConfig, due: bool) -> Result<(bool, Optio
     if !due {
         return Ok((true, None));
     }
-    let schedule = job_schedule(job)?;
+    let schedule = job.schedule()?;
     let now = Zoned::now();
     let last = load_state(cfg, &job.name).last_success;
     let next = schedule.next_slot(&now);
@@ -352,7 +258,7 @@ fn print_human(ctx: &Ctx, r: &JobRun, due: bool) {
             "job {name}: not due; next run {}",
             r.next_run
                 .as_ref()
-                .map_or("never".into(), crate::jobs::local)
+                .map_or("never".into(), crate::schedule::local)
         ),
         (Status::Ok | Status::Warnings, Some(rep)) => {
             println!("job {name}: {}", crate::ops::backup_summary(rep))

@@ -1,5 +1,6 @@
 //! Scheduled jobs: `rbackup job add|list|remove` and `rbackup schedule`. Running them
-//! (`rbackup run [--due]`) is in `jobrun.rs`, the due rules in `schedule.rs`.
+//! (`rbackup run [--due]`) is in `jobrun.rs`, the due rules in `schedule.rs`, what is kept per
+//! job between runs (state, lock) in `jobstate.rs`.
 //!
 //! The agent keeps no daemon: a systemd timer or a cron line calls `rbackup run --due` every
 //! quarter of an hour (and at each job's own minutes), and that decides from the config and the
@@ -9,16 +10,15 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::json;
 
-use crate::config::{AgentConfig, JobConfig};
-use crate::jobrun;
-use crate::schedule::Schedule;
+use crate::config::{AgentConfig, JobConfig, check_job_name};
+use crate::jobstate;
+use crate::retention::KeepArgs;
+use crate::schedule::{Schedule, local};
 use crate::ui::Ctx;
-
-pub use crate::jobrun::{RunArgs, run};
 
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
@@ -48,21 +48,9 @@ pub struct AddArgs {
     /// Days: daily, mon-fri, weekends, sun,wed, ...
     #[arg(long, default_value = "daily")]
     pub days: String,
-    /// Retention after each run: keep the newest N recovery points of the job.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_last: Option<u32>,
-    /// Keep the newest recovery point of each of the last N days.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_daily: Option<u32>,
-    /// Keep the newest recovery point of each of the last N weeks.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_weekly: Option<u32>,
-    /// Keep the newest recovery point of each of the last N months.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_monthly: Option<u32>,
-    /// Keep the newest recovery point of each of the last N years.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_yearly: Option<u32>,
+    /// Retention after each run, on the job's own recovery points (then prune).
+    #[command(flatten)]
+    pub keep: KeepArgs,
 }
 
 /// `rbackup schedule`.
@@ -77,42 +65,6 @@ pub struct ScheduleArgs {
     pub cron: bool,
 }
 
-/// The agent config, which jobs need.
-pub(crate) fn load_config(ctx: &Ctx) -> Result<AgentConfig> {
-    AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
-        anyhow!(
-            "no agent config at {}: register with `rbackup register --vault-credentials FILE ...`, or run `rbackup backup PATH` once to set up a local vault, then add jobs",
-            ctx.config_path.display()
-        )
-    })
-}
-
-/// The schedule of a configured job; the error names the job and how to fix it.
-pub(crate) fn job_schedule(job: &JobConfig) -> Result<Schedule> {
-    Schedule::parse(&job.at, &job.days).with_context(|| {
-        format!(
-            "job {} has a bad schedule in the config: fix its `at`/`days`, or remove and add it again",
-            job.name
-        )
-    })
-}
-
-/// Job names become file names in the state dir: keep them to a safe alphabet.
-pub(crate) fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok {
-        bail!(
-            "bad job name {name:?}: use up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
-        );
-    }
-    Ok(())
-}
-
 pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<u8> {
     match cmd {
         JobCmd::Add(args) => add(ctx, args),
@@ -122,9 +74,9 @@ pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<u8> {
 }
 
 fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
-    check_name(&args.name)?;
+    check_job_name(&args.name)?;
     let schedule = Schedule::parse(&args.at, &args.days)?;
-    let mut cfg = load_config(ctx)?;
+    let mut cfg = AgentConfig::load_required(&ctx.config_path)?;
     if cfg.jobs.iter().any(|j| j.name == args.name) {
         bail!(
             "job {} already exists: remove it first with `rbackup job remove {}`, or choose another name",
@@ -152,11 +104,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
         at: schedule.times(),
         days: schedule.days(),
         created: Some(jiff::Timestamp::now()),
-        keep_last: args.keep_last,
-        keep_daily: args.keep_daily,
-        keep_weekly: args.keep_weekly,
-        keep_monthly: args.keep_monthly,
-        keep_yearly: args.keep_yearly,
+        retention: args.keep.policy(),
     };
     cfg.jobs.push(job.clone());
     cfg.save(&ctx.config_path)?;
@@ -175,9 +123,9 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
 
 fn job_json(cfg: &AgentConfig, job: &JobConfig) -> serde_json::Value {
     let mut v = serde_json::to_value(job).unwrap_or_default();
-    let state = jobrun::load_state(cfg, &job.name);
+    let state = jobstate::load_state(cfg, &job.name);
     let now = jiff::Zoned::now();
-    let next = job_schedule(job).ok().and_then(|s| s.next_slot(&now));
+    let next = job.schedule().ok().and_then(|s| s.next_slot(&now));
     if let Some(obj) = v.as_object_mut() {
         obj.insert("last_success".into(), json!(state.last_success));
         obj.insert("next_run".into(), json!(next.map(|n| n.to_string())));
@@ -200,21 +148,11 @@ fn human_times(v: &serde_json::Value) -> (String, String) {
 }
 
 fn list(ctx: &Ctx) -> Result<u8> {
-    let cfg = load_config(ctx)?;
+    let cfg = AgentConfig::load_required(&ctx.config_path)?;
     let all: Vec<_> = cfg.jobs.iter().map(|j| job_json(&cfg, j)).collect();
     ctx.output(&all, || {
         let mut out = String::new();
         for (job, v) in cfg.jobs.iter().zip(&all) {
-            let keep: Vec<String> = [
-                ("last", job.keep_last),
-                ("daily", job.keep_daily),
-                ("weekly", job.keep_weekly),
-                ("monthly", job.keep_monthly),
-                ("yearly", job.keep_yearly),
-            ]
-            .iter()
-            .filter_map(|(k, n)| n.map(|n| format!("{k} {n}")))
-            .collect();
             let (last, next) = human_times(v);
             out += &format!(
                 "{}: {} at {}; last success {last}; next run {next}\n    paths: {}\n",
@@ -230,8 +168,8 @@ fn list(ctx: &Ctx) -> Result<u8> {
             if !job.excludes.is_empty() {
                 out += &format!("    excludes: {}\n", job.excludes.join(" "));
             }
-            if !keep.is_empty() {
-                out += &format!("    keep: {}\n", keep.join(", "));
+            if job.has_retention() {
+                out += &format!("    {}\n", job.retention.describe());
             }
         }
         out += &format!("{} job(s)", cfg.jobs.len());
@@ -241,33 +179,21 @@ fn list(ctx: &Ctx) -> Result<u8> {
 }
 
 fn remove(ctx: &Ctx, name: &str) -> Result<u8> {
-    let mut cfg = load_config(ctx)?;
+    let mut cfg = AgentConfig::load_required(&ctx.config_path)?;
     let before = cfg.jobs.len();
     cfg.jobs.retain(|j| j.name != name);
     if cfg.jobs.len() == before {
         bail!(
             "no job named {name:?}: `rbackup job list` shows the configured jobs ({})",
-            names(&cfg)
+            cfg.job_names()
         );
     }
     cfg.save(&ctx.config_path)?;
-    jobrun::forget_state(&cfg, name);
+    jobstate::forget_state(&cfg, name);
     ctx.output(&json!({"removed": name}), || {
         format!("Removed job {name}; its recovery points stay in the vault.")
     })?;
     Ok(0)
-}
-
-/// The configured job names, for error messages.
-pub(crate) fn names(cfg: &AgentConfig) -> String {
-    if cfg.jobs.is_empty() {
-        return "none yet".into();
-    }
-    cfg.jobs
-        .iter()
-        .map(|j| j.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The minutes past the hour at which the timer fires: every quarter, plus each job's own
@@ -275,7 +201,7 @@ pub(crate) fn names(cfg: &AgentConfig) -> String {
 fn timer_minutes(cfg: Option<&AgentConfig>) -> BTreeSet<i8> {
     let mut minutes: BTreeSet<i8> = [0, 15, 30, 45].into();
     for job in cfg.iter().flat_map(|c| &c.jobs) {
-        if let Ok(s) = job_schedule(job) {
+        if let Ok(s) = job.schedule() {
             minutes.extend(s.minutes());
         }
     }
@@ -288,11 +214,6 @@ fn join_minutes(minutes: &BTreeSet<i8>, width: usize) -> String {
         .map(|m| format!("{m:0width$}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// A time for people: `Mon 2026-03-02 09:00 CET`, in local time.
-pub(crate) fn local(z: &jiff::Zoned) -> String {
-    z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
 }
 
 /// Environment that changes what `run --due` sees, carried into the timer's environment.
@@ -313,15 +234,11 @@ fn quote_systemd(s: &str) -> String {
     }
 }
 
-fn quote_sh(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+/// `s` quoted for a POSIX shell (cron runs its lines with `sh`).
+fn quote_sh(s: &str) -> Result<String> {
+    shlex::try_quote(s)
+        .map(|q| q.into_owned())
+        .map_err(|e| anyhow::anyhow!("cannot quote {s:?} for a crontab line: {e}"))
 }
 
 pub fn schedule(ctx: &Ctx, args: ScheduleArgs) -> Result<u8> {
@@ -376,13 +293,13 @@ pub fn schedule(ctx: &Ctx, args: ScheduleArgs) -> Result<u8> {
     } else {
         let env_prefix: String = env
             .iter()
-            .map(|(k, v)| format!("{k}={} ", quote_sh(v)))
-            .collect();
+            .map(|(k, v)| Ok(format!("{k}={} ", quote_sh(v)?)))
+            .collect::<Result<_>>()?;
         let line = format!(
             "{} * * * * {env_prefix}{} --config {} -q run --due",
             join_minutes(&minutes, 1),
-            quote_sh(&exe),
-            quote_sh(&config)
+            quote_sh(&exe)?,
+            quote_sh(&config)?
         );
         ctx.output(&json!({"crontab": line}), || {
             format!(
@@ -398,19 +315,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_names() {
-        for good in ["docs", "Home-2", "a.b_c", "x"] {
-            assert!(check_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", ".hidden", "-x", "a/b", "a b", "ä", &"x".repeat(65)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn shell_and_systemd_quoting() {
-        assert_eq!(quote_sh("/usr/bin/rbackup"), "/usr/bin/rbackup");
-        assert_eq!(quote_sh("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(quote_sh("/usr/bin/rbackup").unwrap(), "/usr/bin/rbackup");
+        let quoted = quote_sh("/a b/it's").unwrap();
+        assert_eq!(shlex::split(&quoted).unwrap(), ["/a b/it's"]);
         assert_eq!(quote_systemd("/a b/c"), "\"/a b/c\"");
         assert_eq!(quote_systemd("/a/c"), "/a/c");
     }

@@ -6,6 +6,7 @@ mod config;
 mod history;
 mod jobrun;
 mod jobs;
+mod jobstate;
 mod ops;
 mod retention;
 mod schedule;
@@ -77,7 +78,7 @@ pub enum Command {
     /// Print systemd units or a crontab line that call `rbackup run --due`.
     Schedule(jobs::ScheduleArgs),
     /// Run configured jobs (what a timer calls).
-    Run(jobs::RunArgs),
+    Run(jobrun::RunArgs),
     /// Apply a retention policy: remove recovery points it does not keep.
     Forget(retention::ForgetArgs),
     /// Remove data that no recovery point needs.
@@ -235,7 +236,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let ctx = ui::Ctx::new(&cli);
+    let ctx = ui::Ctx::new(&cli)?;
     match cli.command {
         Command::Vault(cmd) => setup::vault(&ctx, cmd).await,
         Command::Register(args) => setup::register(&ctx, args).await,
@@ -247,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Jobs { last } => history::list(&ctx, last),
         Command::Job(cmd) => jobs::job(&ctx, cmd),
         Command::Schedule(args) => jobs::schedule(&ctx, args),
-        Command::Run(args) => jobs::run(&ctx, args).await,
+        Command::Run(args) => jobrun::run(&ctx, args).await,
         Command::Forget(args) => retention::forget(&ctx, args).await,
         Command::Prune(args) => retention::prune(&ctx, args).await,
         Command::Throttle(cmd) => ops::throttle(&ctx, cmd),

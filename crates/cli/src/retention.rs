@@ -18,29 +18,55 @@ use crate::config::{AgentConfig, JobConfig};
 use crate::setup::open_configured;
 use crate::ui::{Ctx, parse_duration};
 
+/// The `--keep-*` options, shared by `rbackup forget` and `rbackup job add`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the N newest recovery points.
+    #[arg(long, value_name = "N", value_parser = keep_count())]
+    pub keep_last: Option<u32>,
+    /// Keep the newest point of each of the last N hours that have points.
+    #[arg(long, value_name = "N", value_parser = keep_count())]
+    pub keep_hourly: Option<u32>,
+    /// ... of each of the last N days (local time).
+    #[arg(long, value_name = "N", value_parser = keep_count())]
+    pub keep_daily: Option<u32>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N", value_parser = keep_count())]
+    pub keep_weekly: Option<u32>,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N", value_parser = keep_count())]
+    pub keep_monthly: Option<u32>,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N", value_parser = keep_count())]
+    pub keep_yearly: Option<u32>,
+}
+
+/// A count of at least 1: 0 would mean "no such rule", which leaving the option out says.
+fn keep_count() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
+}
+
+impl KeepArgs {
+    /// The policy the options give; empty when none was given.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
     /// Only this job's recovery points (with no --keep-*, under the job's own policy).
     #[arg(long)]
     pub job: Option<String>,
-    /// Keep the N newest recovery points.
-    #[arg(long, value_name = "N")]
-    pub keep_last: Option<u32>,
-    /// Keep the newest point of each of the last N hours that have points.
-    #[arg(long, value_name = "N")]
-    pub keep_hourly: Option<u32>,
-    /// ... of each of the last N days (local time).
-    #[arg(long, value_name = "N")]
-    pub keep_daily: Option<u32>,
-    /// ... of each of the last N ISO weeks.
-    #[arg(long, value_name = "N")]
-    pub keep_weekly: Option<u32>,
-    /// ... of each of the last N months.
-    #[arg(long, value_name = "N")]
-    pub keep_monthly: Option<u32>,
-    /// ... of each of the last N years.
-    #[arg(long, value_name = "N")]
-    pub keep_yearly: Option<u32>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Prune afterwards.
     #[arg(long)]
     pub prune: bool,
@@ -66,50 +92,13 @@ pub struct PruneArgs {
     pub repack_threshold: f64,
 }
 
-impl ForgetArgs {
-    fn flag_policy(&self) -> RetentionPolicy {
-        RetentionPolicy {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-        }
-    }
-
-    fn any_keep_flag(&self) -> bool {
-        [
-            self.keep_last,
-            self.keep_hourly,
-            self.keep_daily,
-            self.keep_weekly,
-            self.keep_monthly,
-            self.keep_yearly,
-        ]
-        .iter()
-        .any(Option::is_some)
-    }
-}
-
 /// The retention policy of job `name` in the agent config, if it has one.
 pub fn job_policy(cfg: &AgentConfig, name: &str) -> Option<RetentionPolicy> {
     cfg.jobs
         .iter()
         .find(|j| j.name == name)
         .filter(|j| j.has_retention())
-        .map(policy_of)
-}
-
-fn policy_of(job: &JobConfig) -> RetentionPolicy {
-    RetentionPolicy {
-        keep_last: job.keep_last,
-        keep_daily: job.keep_daily,
-        keep_weekly: job.keep_weekly,
-        keep_monthly: job.keep_monthly,
-        keep_yearly: job.keep_yearly,
-        ..Default::default()
-    }
+        .map(|j| j.retention)
 }
 
 /// What `rbackup run` calls (from `jobrun.rs`'s `apply_retention`) after a job's run: forget
@@ -119,7 +108,7 @@ pub async fn apply_job_policy(repo: &Repository, job: &JobConfig) -> Result<()> 
     if !job.has_retention() {
         return Ok(());
     }
-    let report = repo.forget(&policy_of(job), Some(&job.name), false).await?;
+    let report = repo.forget(&job.retention, Some(&job.name), false).await?;
     if report.forgotten > 0 {
         repo.prune(PruneOptions::default()).await?;
     }
@@ -128,13 +117,8 @@ pub async fn apply_job_policy(repo: &Repository, job: &JobConfig) -> Result<()> 
 
 /// The (job, policy) pairs a `forget` applies.
 fn plan(cfg: &AgentConfig, args: &ForgetArgs) -> Result<Vec<(Option<String>, RetentionPolicy)>> {
-    if args.any_keep_flag() {
-        let policy = args.flag_policy();
-        if policy.is_empty() {
-            bail!(
-                "every --keep-* given is 0, which would forget every recovery point: keep at least 1"
-            );
-        }
+    let policy = args.keep.policy();
+    if !policy.is_empty() {
         return Ok(vec![(args.job.clone(), policy)]);
     }
     if let Some(name) = &args.job {
@@ -152,11 +136,11 @@ fn plan(cfg: &AgentConfig, args: &ForgetArgs) -> Result<Vec<(Option<String>, Ret
         .jobs
         .iter()
         .filter(|j| j.has_retention())
-        .map(|j| (Some(j.name.clone()), policy_of(j)))
+        .map(|j| (Some(j.name.clone()), j.retention))
         .collect();
     if all.is_empty() {
         bail!(
-            "no retention policy given: use --keep-last/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly N, or --job NAME for a job that has a policy"
+            "no retention policy given: use --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly N, or --job NAME for a job that has a policy"
         );
     }
     Ok(all)

@@ -15,7 +15,7 @@
 use anyhow::{Result, bail};
 use jiff::civil::{Date, Time};
 use jiff::{Timestamp, Zoned};
-use rbackup_throttle::WorkDays;
+use rbackup_engine::throttle::WorkDays;
 
 /// A job's schedule: local times of day on a set of week days.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +142,11 @@ impl Schedule {
         let slot = slot.timestamp();
         last_success.is_none_or(|t| slot > t) && created.is_none_or(|t| slot > t)
     }
+}
+
+/// A time for people: `Mon 2026-03-02 09:00 CET`, in local time.
+pub fn local(z: &Zoned) -> String {
+    z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
 }
 
 #[cfg(test)]

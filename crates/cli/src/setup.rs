@@ -208,7 +208,7 @@ async fn do_register(
     throttle: Throttle,
 ) -> Result<AgentConfig> {
     let vault = open_vault(&creds.vault, proxy.as_deref()).await?;
-    let hostname = rustix_hostname();
+    let hostname = hostname();
     let name = name.unwrap_or_else(|| hostname.clone());
     let (machine, keys) = vault
         .register(
@@ -230,8 +230,8 @@ async fn do_register(
         machine_id: machine,
         machine_name: name,
         key_file,
-        cache_dir: abs(cache_dir.unwrap_or_else(config::default_cache_dir)),
-        recovery_dir: abs(recovery_dir.unwrap_or_else(config::default_recovery_dir)),
+        cache_dir: abs(cache_dir.map_or_else(config::default_cache_dir, Ok)?),
+        recovery_dir: abs(recovery_dir.map_or_else(config::default_recovery_dir, Ok)?),
         proxy,
         throttle,
         jobs: Vec::new(),
@@ -240,12 +240,18 @@ async fn do_register(
     Ok(cfg)
 }
 
-fn rustix_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// The kernel's node name (what `hostname` prints), or `localhost` when it has none.
+fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_string();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// The configured repository, unlocked with the local key file.
@@ -275,7 +281,7 @@ pub async fn open_with_config(cfg: &AgentConfig) -> Result<Repository> {
 /// The embedded default (docs/cli.md, "Embedded default"): a local vault, a generated
 /// passphrase saved 0600.
 pub async fn setup_default(ctx: &Ctx) -> Result<AgentConfig> {
-    let vault_dir = config::default_vault_dir();
+    let vault_dir = config::default_vault_dir()?;
     let url = canonical_url(&vault_dir.display().to_string())?;
     let store = rbackup_engine::store::open(&url, &StoreOptions::default())?;
     let creds = match Vault::create(store.clone(), &url, Duration::from_secs(3600)).await {

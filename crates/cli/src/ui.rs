@@ -21,12 +21,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(cli: &Cli) -> Ctx {
-        Ctx {
+    pub fn new(cli: &Cli) -> anyhow::Result<Ctx> {
+        Ok(Ctx {
             json: cli.json,
             quiet: cli.quiet,
-            config_path: cli.config.clone().unwrap_or_else(default_config_path),
-        }
+            config_path: cli.config.clone().map_or_else(default_config_path, Ok)?,
+        })
     }
 
     /// With --json, the value on stdout; otherwise the human text on stdout.
@@ -115,20 +115,38 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
-/// Parses `48h`, `30m`, `2d`, `90s`.
+/// Parses `48h`, `30m`, `2d`, `90s`, `1h 30m` (humantime's syntax). A bare number is hours, as
+/// the command line has always documented for `--valid-for` and `--grace`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        anyhow::anyhow!("bad duration {s:?}: use a number and a unit, e.g. 48h, 30m, 2d")
-    })?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
-        _ => anyhow::bail!("bad duration {s:?}: the unit must be s, m, h or d"),
-    };
-    Ok(Duration::from_secs(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let hours: u64 = s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad duration {s:?}: the number is too large"))?;
+        return hours
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| anyhow::anyhow!("bad duration {s:?}: the number is too large"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}): use e.g. 48h, 30m, 2d, 1h 30m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units_and_bare_hours() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(parse_duration("48h").unwrap(), h(48));
+        assert_eq!(parse_duration("48").unwrap(), h(48));
+        assert_eq!(parse_duration(" 2d ").unwrap(), h(48));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "h", "48 parsecs", "-1h", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -25,20 +25,27 @@ use crate::snapshot::{self, RecoveryPoint};
 
 /// How many recovery points of each kind to keep. `None` and `Some(0)` both mean "no such
 /// rule"; a policy with no rule at all is *empty*, and [`Repository::forget`] refuses it.
+/// Unset rules are left out when serialized (job configs and reports list only the rules set).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetentionPolicy {
     /// Keep the N newest points.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,
     /// Keep the newest point of each of the N most recent hours that have points.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_hourly: Option<u32>,
     /// ... of each of the N most recent local calendar days.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_daily: Option<u32>,
     /// ... of each of the N most recent ISO weeks (Monday to Sunday).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_weekly: Option<u32>,
     /// ... of each of the N most recent months.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_monthly: Option<u32>,
     /// ... of each of the N most recent years.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
 }
 

@@ -93,7 +93,6 @@ async fn backup_restore_check_on_azurite() {
     // A small multipart threshold so that packs take the multipart path too.
     let options = az.options().with_multipart_threshold(4 << 20);
     round_trip("az://vault/office", options).await;
-    println!("RAN backup_restore_check_on_azurite");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,5 +103,4 @@ async fn backup_restore_check_on_moto_s3() {
     moto.create_bucket("vault");
     let options = moto.options().with_multipart_threshold(4 << 20);
     round_trip("s3://vault/office", options).await;
-    println!("RAN backup_restore_check_on_moto_s3");
 }

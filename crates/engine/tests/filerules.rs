@@ -2,9 +2,8 @@
 //! ext4, compressed files on a loop-mounted btrfs, sparse files, mount points inside a source.
 //!
 //! Loop mounts need root and the tools (`mkfs.ext4`, `e4crypt`, `mkfs.btrfs`); where the
-//! machine cannot, a test prints `SKIP <name>: <reason>` and passes, and prints `RAN <name>`
-//! when it ran, so CI output shows which ran (`cargo xtask ci` runs this file with
-//! `--nocapture`).
+//! machine cannot, a test is gated by `rbackup_testenv`: it records `SKIP` and passes, or fails
+//! under `RBACKUP_REQUIRE_ALL=1` (as in CI). A test that ran records `RAN`.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -15,21 +14,11 @@ mod support;
 
 use rbackup_engine::classify::{Decision, FileClass, attrs_of, classify};
 use rbackup_engine::{BackupOptions, BackupReport, Repository, RestoreOptions};
+use rbackup_testenv::{need_command, need_root, ran, require};
 
-fn is_root() -> bool {
-    rustix_uid() == 0
-}
-
-fn rustix_uid() -> u32 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
-}
+/// What to do when a mount or a file-system feature the kernel should offer is refused.
+const KERNEL: &str = "run as root on a kernel with loop devices, ext4 encryption, btrfs and \
+                      tmpfs (not in a container that forbids mounts)";
 
 fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(cmd)
@@ -59,9 +48,6 @@ impl Drop for Mount {
 }
 
 fn loop_mount(mkfs: &str, mkfs_args: &[&str], size: &str) -> Result<Mount, String> {
-    if !is_root() {
-        return Err("needs root for loop mounts".into());
-    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let img = dir.path().join("fs.img");
     let at = dir.path().join("mnt");
@@ -114,18 +100,6 @@ fn btrfs_compressed_dir() -> Result<(Mount, PathBuf), String> {
     Ok((m, dir))
 }
 
-macro_rules! or_skip {
-    ($name:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(reason) => {
-                println!("SKIP {}: {}", $name, reason);
-                return;
-            }
-        }
-    };
-}
-
 /// A registered machine in a fresh vault (kept alive by the returned environment).
 async fn repo() -> support::Env {
     support::env().await
@@ -175,6 +149,7 @@ fn skip_reasons(r: &BackupReport) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn sparse_files_store_only_data_and_restore_holes() {
+    const T: &str = "sparse_files_store_only_data_and_restore_holes";
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -182,12 +157,14 @@ async fn sparse_files_store_only_data_and_restore_holes() {
     make_sparse(&file);
     let a = attrs_of(&file).unwrap();
     if !a.sparse {
-        println!(
-            "SKIP sparse_files: the file system of {} does not report holes",
+        let missing = format!(
+            "a file system that reports holes at {}",
             work.path().display()
         );
+        rbackup_testenv::skip(T, &missing, "set TMPDIR to ext4, btrfs, xfs or tmpfs");
         return;
     }
+    let _ran = ran(T, "sparse file in TMPDIR");
     assert_eq!(classify(&a), Decision::File(FileClass::Sparse));
     let env = repo().await;
     let repo = &env.repo;
@@ -209,21 +186,25 @@ async fn sparse_files_store_only_data_and_restore_holes() {
         "holes recreated: {} blocks",
         m.blocks()
     );
-    println!("RAN sparse_files_store_only_data_and_restore_holes");
 }
 
 #[tokio::test]
 async fn fscrypt_files_are_read_in_full_every_run() {
-    let (_m, dir) = or_skip!("fscrypt_files", encrypted_dir());
+    const T: &str = "fscrypt_files_are_read_in_full_every_run";
+    if !need_root(T, "for loop mounts") || !need_command(T, "e4crypt", "e2fsprogs") {
+        return;
+    }
+    let (_m, dir) = require!(T, encrypted_dir(), KERNEL);
     let secret = dir.join("secret.txt");
     fs::write(&secret, "top secret ".repeat(10_000)).unwrap();
     let sparse = dir.join("sparse.img");
     make_sparse(&sparse);
     let a = attrs_of(&secret).unwrap();
     if !a.encrypted {
-        println!("SKIP fscrypt_files: statx does not report STATX_ATTR_ENCRYPTED here");
+        rbackup_testenv::skip(T, "statx reporting STATX_ATTR_ENCRYPTED", KERNEL);
         return;
     }
+    let _ran = ran(T, "root, loop-mounted ext4 with fscrypt");
     assert_eq!(classify(&a), Decision::File(FileClass::Encrypted));
     let work = tempfile::tempdir().unwrap();
     let env = repo().await;
@@ -246,21 +227,25 @@ async fn fscrypt_files_are_read_in_full_every_run() {
         fs::read(&secret).unwrap(),
         fs::read(restored(&target, &secret)).unwrap()
     );
-    println!("RAN fscrypt_files_are_read_in_full_every_run");
 }
 
 #[tokio::test]
 async fn btrfs_compressed_files_are_incremental_and_compressed_sparse_is_sparse() {
-    let (_m, dir) = or_skip!("btrfs_compressed", btrfs_compressed_dir());
+    const T: &str = "btrfs_compressed_files_are_incremental_and_compressed_sparse_is_sparse";
+    if !need_root(T, "for loop mounts") || !need_command(T, "mkfs.btrfs", "btrfs-progs") {
+        return;
+    }
+    let (_m, dir) = require!(T, btrfs_compressed_dir(), KERNEL);
     let text = dir.join("notes.txt");
     fs::write(&text, "compress me please ".repeat(50_000)).unwrap();
     let sparse = dir.join("sparse.img");
     make_sparse(&sparse);
     let a = attrs_of(&text).unwrap();
     if !a.compressed {
-        println!("SKIP btrfs_compressed: statx does not report STATX_ATTR_COMPRESSED here");
+        rbackup_testenv::skip(T, "statx reporting STATX_ATTR_COMPRESSED", KERNEL);
         return;
     }
+    let _ran = ran(T, "root, loop-mounted btrfs with compression");
     assert_eq!(classify(&a), Decision::File(FileClass::Compressed));
     let s = attrs_of(&sparse).unwrap();
     assert!(s.compressed && s.sparse, "{s:?}");
@@ -290,13 +275,12 @@ async fn btrfs_compressed_files_are_incremental_and_compressed_sparse_is_sparse(
         fs::read(&sparse).unwrap(),
         fs::read(restored(&target, &sparse)).unwrap()
     );
-    println!("RAN btrfs_compressed_files_are_incremental_and_compressed_sparse_is_sparse");
 }
 
 #[tokio::test]
 async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
-    if !is_root() {
-        println!("SKIP mount_points: needs root to mount a tmpfs");
+    const T: &str = "mount_points_inside_a_source_are_skipped_but_a_named_root_is_not";
+    if !need_root(T, "to mount a tmpfs") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -304,8 +288,8 @@ async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
     let inner = src.join("mnt");
     fs::create_dir_all(&inner).unwrap();
     fs::write(src.join("a.txt"), b"a").unwrap();
-    or_skip!(
-        "mount_points",
+    require!(
+        T,
         sh(
             "mount",
             &[
@@ -316,8 +300,10 @@ async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
                 "none",
                 inner.to_str().unwrap()
             ]
-        )
+        ),
+        KERNEL
     );
+    let _ran = ran(T, "root, tmpfs");
     let _guard = Mount {
         _dir: tempfile::tempdir().unwrap(),
         at: inner.clone(),
@@ -337,5 +323,4 @@ async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
     // Named as a source itself, the mount is backed up.
     let rep = backup(repo, &inner, &work.path().join("cache")).await;
     assert_eq!(rep.files_new, 1, "{:?}", rep.skipped);
-    println!("RAN mount_points_inside_a_source_are_skipped_but_a_named_root_is_not");
 }

@@ -10,18 +10,10 @@ use rbackup_engine::{EngineError, FolderRisk, RestoreOptions, ScratchFolder};
 
 mod support;
 
-/// Whether a test that must chown a folder to another user can run. Without root it prints
-/// SKIP, unless `RBACKUP_REQUIRE_ALL` is set: then not running is a failure.
+/// Giving a folder to another user needs root; without it the test skips (or fails under
+/// `RBACKUP_REQUIRE_ALL`), through the one gate all tests share.
 fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("RBACKUP_REQUIRE_ALL").is_none(),
-        "{test} needs root (to give a folder to another user) and RBACKUP_REQUIRE_ALL is set"
-    );
-    println!("SKIP {test}: needs root to give a folder to another user");
-    false
+    rbackup_testenv::need_root(test, "to give a folder to another user")
 }
 
 fn mode(path: &Path) -> u32 {

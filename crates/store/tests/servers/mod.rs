@@ -6,16 +6,16 @@
 //! - Azurite: `npm install -g azurite@3.35.0` (binary `azurite-blob`)
 //! - moto: `pip install 'moto[server]'` (binary `moto_server`)
 //!
-//! A missing binary makes [`Azurite::start`] / [`Moto::start`] print `SKIP <test>: <server> not
-//! installed (cargo xtask ci installs it)` and return `None`, unless `RBACKUP_REQUIRE_SERVERS=1`
-//! is set (CI sets it): then a missing server fails the test.
+//! A missing binary makes [`Azurite::start`] / [`Moto::start`] skip the test through
+//! `rbackup_testenv::skip` and return `None` — or fail it under `RBACKUP_REQUIRE_ALL=1`, which
+//! CI sets. A started server records `RAN <test> (<server>)` when the test ends without a panic.
 //!
 //! Buckets and containers are made with one raw HTTP request each, using only std and the
 //! dev-dependencies `aws-lc-rs` (HMAC-SHA256) and `base64`: moto accepts an unsigned
 //! `PUT /bucket`, and Azurite wants a SharedKey-signed `PUT /account/container?restype=container`
 //! (object_store cannot create either). Other crates' tests include this one directory with
 //! `#[path = ".../crates/store/tests/servers/mod.rs"]` rather than a copy (the engine's and the
-//! end-to-end cloud tests do); such a crate needs those two dev-dependencies plus `tempfile`.
+//! end-to-end cloud tests do); such a crate needs those two dev-dependencies plus `tempfile` and `rbackup-testenv`.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -23,16 +23,12 @@ pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rbackup_store::StoreOptions;
-
-/// When this environment variable is `1`, a missing server binary fails the test.
-pub const REQUIRE_SERVERS: &str = "RBACKUP_REQUIRE_SERVERS";
 
 /// Azurite's well-known development account and key.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -50,6 +46,7 @@ pub struct Server {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    _ran: rbackup_testenv::Ran,
 }
 
 impl Server {
@@ -63,8 +60,12 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Option<Server> {
-        let Some(path) = find_in_path(binary) else {
-            skip_or_fail(test, name, binary);
+        let Some(path) = rbackup_testenv::which(binary) else {
+            let install = match name {
+                "Azurite" => "npm install -g azurite@3.35.0",
+                _ => "pip install 'moto[server]'",
+            };
+            rbackup_testenv::skip(test, &format!("{name} (`{binary}` on PATH)"), install);
             return None;
         };
         let dir = tempfile::tempdir().expect("temporary directory for the server");
@@ -91,6 +92,7 @@ impl Server {
             child,
             port,
             dir,
+            _ran: rbackup_testenv::ran(test, name),
         };
         server.wait_for_port();
         Some(server)
@@ -277,32 +279,6 @@ impl Moto {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind a free port");
     listener.local_addr().expect("local address").port()
-}
-
-fn skip_or_fail(test: &str, server: &str, binary: &str) {
-    if std::env::var(REQUIRE_SERVERS).is_ok_and(|v| v == "1") {
-        panic!(
-            "{server} ({binary}) is not installed, and {REQUIRE_SERVERS}=1 requires it: install \
-             it with `npm install -g azurite@3.35.0` / `pip install 'moto[server]'`"
-        );
-    }
-    // Straight to stderr: libtest captures the print macros of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP {test}: {server} not installed (cargo xtask ci installs it)"
-    );
-}
-
-fn find_in_path(binary: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(binary))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Sends one request head (no body) and returns the response's status line and body.
