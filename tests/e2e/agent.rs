@@ -121,14 +121,7 @@ fn recovery_folder_without_room_is_refused_and_nothing_is_written() {
         "root, tmpfs",
     );
     let target = a.p("out");
-    let out = a.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--recovery-dir",
-        rec.to_str().unwrap(),
-    ]);
+    let out = a.restore_latest_via(&target, &rec);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -138,6 +138,18 @@ impl Agent {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// `restore latest --target TARGET --recovery-dir RECOVERY`.
+    pub fn restore_latest_via(&self, target: &Path, recovery: &Path) -> Output {
+        self.run(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--recovery-dir",
+            recovery.to_str().unwrap(),
+        ])
+    }
+
     /// Runs and requires exit 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -61,14 +61,7 @@ fn a_shared_recovery_folder_pre_created_by_another_user_is_refused() {
     let before = checksums(&shared);
 
     let target = a.p("target");
-    let out = a.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--recovery-dir",
-        shared.to_str().unwrap(),
-    ]);
+    let out = a.restore_latest_via(&target, &shared);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

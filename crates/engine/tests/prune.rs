@@ -47,14 +47,7 @@ async fn forget_then_prune_frees_space_and_every_remaining_point_restores() {
 
     let f = e.repo.forget(&keep_last(2), None, false).await.unwrap();
     assert_eq!((f.kept, f.forgotten), (2, 2));
-    let left: Vec<String> = e
-        .repo
-        .recovery_points()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(id, _)| id.to_hex())
-        .collect();
+    let left = support::point_ids(&e.repo).await;
     assert_eq!(left, [states[2].0.clone(), states[3].0.clone()]);
 
     // Phase 1 decides but deletes nothing; the vault stays fully valid in between.

@@ -339,14 +339,7 @@ impl Harness {
 
     /// The vault holds exactly the model's recovery points, and each restores exactly.
     async fn check(&mut self) {
-        let ids: BTreeSet<String> = self
-            .repo
-            .recovery_points()
-            .await
-            .unwrap()
-            .iter()
-            .map(|(id, _)| id.to_hex())
-            .collect();
+        let ids: BTreeSet<String> = support::point_ids(&self.repo).await.into_iter().collect();
         assert_eq!(ids, self.points.keys().cloned().collect::<BTreeSet<_>>());
         for (id, point) in &self.points {
             let target = self.work.path().join("restored");

@@ -245,3 +245,10 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, bytes).unwrap();
 }
+
+/// The ids (hex) of the repository's recovery points, in the order it lists them.
+#[allow(dead_code)]
+pub async fn point_ids(repo: &Repository) -> Vec<String> {
+    let points = repo.recovery_points().await.unwrap();
+    points.iter().map(|(id, _)| id.to_hex()).collect()
+}
