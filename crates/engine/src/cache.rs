@@ -35,8 +35,13 @@ impl MetaCache {
         Ok(MetaCache { root })
     }
 
-    pub(crate) fn read(&self, rel: &str) -> Option<Vec<u8>> {
-        fs::read(self.root.join(rel)).ok()
+    /// The cached copy of `rel`, unless it is missing or larger than `max` bytes (its kind's
+    /// cap: a planted giant is treated as missing, and then replaced).
+    pub(crate) fn read(&self, rel: &str, max: u64) -> Option<Vec<u8>> {
+        let mut f = fs::File::open(self.root.join(rel)).ok()?;
+        let mut out = Vec::new();
+        f.by_ref().take(max + 1).read_to_end(&mut out).ok()?;
+        (out.len() as u64 <= max).then_some(out)
     }
 
     pub(crate) fn read_range(&self, rel: &str, offset: u64, len: usize) -> Option<Vec<u8>> {

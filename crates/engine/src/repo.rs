@@ -185,8 +185,9 @@ impl Repository {
         open: impl Fn(&[u8]) -> Result<T>,
     ) -> Result<T> {
         let rel = format!("{kind}/{}", id.to_hex());
+        let max = layout::limits(kind).stored;
         if let Some(c) = &self.cache
-            && let Some(b) = c.read(&rel)
+            && let Some(b) = c.read(&rel, max)
         {
             match open(&b) {
                 Ok(v) => return Ok(v),
@@ -196,7 +197,6 @@ impl Repository {
                 }
             }
         }
-        let max = layout::limits(kind).stored;
         let bytes = layout::get_bounded(&*self.store, &self.path(&rel), max).await?;
         let value = open(&bytes)?;
         if let Some(c) = &self.cache {
