@@ -8,3 +8,4 @@ mod harness;
 mod hostile;
 mod jobs;
 mod roundtrip;
+mod vault_input;

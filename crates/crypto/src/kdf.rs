@@ -147,3 +147,63 @@ pub fn argon2id_for_tests(
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     params.derive(passphrase, salt)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(p: KdfParams) -> Option<(KdfParam, u32, u32)> {
+        match p.validate() {
+            Err(CryptoError::Kdf(KdfError::TooLarge { param, value, max })) => {
+                Some((param, value, max))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parameters_at_the_ceilings_pass_and_above_them_are_refused() {
+        let base = KdfParams::default();
+        let at = KdfParams {
+            m_cost_kib: MAX_M_COST_KIB,
+            t_cost: MAX_T_COST,
+            p_cost: MAX_P_COST,
+        };
+        at.validate().unwrap();
+        let tib = KdfParams {
+            m_cost_kib: 1 << 30,
+            ..base
+        };
+        assert_eq!(
+            refused(tib),
+            Some((KdfParam::MemoryKib, 1 << 30, MAX_M_COST_KIB))
+        );
+        let t = KdfParams {
+            t_cost: MAX_T_COST + 1,
+            ..base
+        };
+        assert_eq!(
+            refused(t),
+            Some((KdfParam::Time, MAX_T_COST + 1, MAX_T_COST))
+        );
+        let p = KdfParams {
+            p_cost: MAX_P_COST + 1,
+            ..base
+        };
+        assert_eq!(
+            refused(p),
+            Some((KdfParam::Parallelism, MAX_P_COST + 1, MAX_P_COST))
+        );
+    }
+
+    #[test]
+    fn derive_refuses_before_allocating() {
+        // 1 TiB of Argon2 memory would abort the process if it were allocated.
+        let tib = KdfParams {
+            m_cost_kib: 1 << 30,
+            ..KdfParams::fast_insecure_for_tests()
+        };
+        let pass = Passphrase::new("a passphrase long enough").unwrap();
+        assert!(tib.derive(&pass, &[0u8; 16]).is_err());
+    }
+}

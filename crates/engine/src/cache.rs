@@ -3,8 +3,12 @@
 //! Index files, recovery points and tree packs never change once written, so a copy under their
 //! name is valid forever; that is what lets an unchanged re-run list the vault and download
 //! nothing. The cache holds only sealed bytes exactly as stored in the vault — no plaintext — so
-//! losing or leaking it is no worse than leaking the vault. Writes are atomic (temp + rename) but
-//! not fsynced: a lost cache file is simply fetched again.
+//! losing or leaking it is no worse than leaking the vault. It holds only bytes that
+//! authenticated: a copy is written after the object opened (for a tree pack, after its header
+//! and every blob in it did). Writes are atomic (temp + rename) but not fsynced, so a crash or
+//! another process can still leave a torn or flipped file; a cached object that fails to open is
+//! evicted and fetched again from the vault once (`Repository::read_immutable`,
+//! `Repository::read_blob`), so a damaged cache never makes a run fail.
 
 use std::collections::HashSet;
 use std::fs;
@@ -22,14 +26,22 @@ pub(crate) struct MetaCache {
 
 impl MetaCache {
     pub(crate) fn new(cache_dir: &Path, vault_id: &str, machine: &str) -> Result<MetaCache> {
+        // Both names come from the vault: never let one reach a path unless it is our form.
+        crate::layout::check_vault_id("vault.json", vault_id)?;
+        crate::layout::check_machine_id("machine folder", machine)?;
         crate::workdir::create_checked(cache_dir, crate::error::ScratchFolder::Cache)?;
         let root = cache_dir.join("meta").join(vault_id).join(machine);
         fs::create_dir_all(&root).map_err(|e| EngineError::io(&root, e))?;
         Ok(MetaCache { root })
     }
 
-    pub(crate) fn read(&self, rel: &str) -> Option<Vec<u8>> {
-        fs::read(self.root.join(rel)).ok()
+    /// The cached copy of `rel`, unless it is missing or larger than `max` bytes (its kind's
+    /// cap: a planted giant is treated as missing, and then replaced).
+    pub(crate) fn read(&self, rel: &str, max: u64) -> Option<Vec<u8>> {
+        let mut f = fs::File::open(self.root.join(rel)).ok()?;
+        let mut out = Vec::new();
+        f.by_ref().take(max + 1).read_to_end(&mut out).ok()?;
+        (out.len() as u64 <= max).then_some(out)
     }
 
     pub(crate) fn read_range(&self, rel: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
@@ -63,6 +75,15 @@ impl MetaCache {
         let tmp = dest.with_extension(format!("tmp-{}", hex::encode(random_bytes::<6>())));
         fs::write(&tmp, bytes)?;
         fs::rename(&tmp, &dest)
+    }
+
+    /// Drops one cached object (it failed to open: a flipped or torn file).
+    pub(crate) fn evict(&self, rel: &str) {
+        if let Err(e) = fs::remove_file(self.root.join(rel))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot evict cache file {rel}: {e}");
+        }
     }
 
     /// Drops cached objects of `dir` whose names are not in `keep` (deleted from the vault).

@@ -12,7 +12,7 @@ use rbackup_crypto::BlobId;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{self, Index};
-use crate::layout::pack_rel;
+use crate::layout::{self, get_bounded, limits, pack_rel};
 use crate::pack::{self, BlobKind};
 use crate::repo::Repository;
 use crate::report::CheckReport;
@@ -39,7 +39,8 @@ impl Repository {
         let mut index = Index::default();
         for id in self.list_ids(index::KIND).await? {
             let rel = format!("{}/{}", index::KIND, id.to_hex());
-            match self.store.get(&self.path(&rel)).await {
+            let max = limits(index::KIND).stored;
+            match get_bounded(&*self.store, &self.path(&rel), max).await {
                 Ok(bytes) => match index::open(&self.keys, &id, &bytes) {
                     Ok(f) => index.add_file(f),
                     Err(e) => report.errors.push(format!("index file {rel}: {e}")),
@@ -82,9 +83,10 @@ impl Repository {
         let mut roots = Vec::new();
         for id in self.list_ids(crate::snapshot::KIND).await? {
             let rel = format!("{}/{}", crate::snapshot::KIND, id.to_hex());
-            let opened = match self.store.get(&self.path(&rel)).await {
+            let max = limits(crate::snapshot::KIND).stored;
+            let opened = match get_bounded(&*self.store, &self.path(&rel), max).await {
                 Ok(b) => crate::snapshot::open(&self.keys, &id, &b),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
             match opened {
                 Ok(rp) => roots.push((id, rp.tree)),
@@ -142,7 +144,8 @@ impl Repository {
         let packs: Vec<(Id, PackBlobs)> = group_by_pack(index);
         let results: Vec<_> = futures::stream::iter(packs)
             .map(|(pack, blobs)| async move {
-                let bytes = self.store.get(&self.path(&pack_rel(&pack))).await;
+                let (path, max) = (self.path(&pack_rel(&pack)), limits(layout::PACKS).stored);
+                let bytes = get_bounded(&*self.store, &path, max).await;
                 tokio::task::spawn_blocking({
                     let keys = self.keys.clone();
                     move || verify_pack(&keys, &pack, bytes.map_err(|e| e.to_string()), &blobs)

@@ -76,7 +76,69 @@ pub(crate) fn open_meta<T: DeserializeOwned>(
             supported: META_VERSION.into(),
         });
     }
-    let cbor = zstd::stream::decode_all(body)
-        .map_err(|e| EngineError::corrupt(&what, CorruptReason::Decompress(e)))?;
+    let cbor = decompress_bounded(body, crate::layout::limits(kind).plain)
+        .map_err(|reason| EngineError::corrupt(&what, reason))?;
     from_cbor(&cbor, &what)
+}
+
+/// zstd-decompresses `body`, refusing it once it passes `max` bytes: the input is at most its
+/// kind's stored cap, but a few KiB of zstd can claim gigabytes. Only `max + 1` bytes are ever
+/// produced, whatever the frame header says.
+fn decompress_bounded(body: &[u8], max: u64) -> std::result::Result<Vec<u8>, CorruptReason> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(body).map_err(CorruptReason::Decompress)?;
+    let mut out = Vec::new();
+    decoder
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(CorruptReason::Decompress)?;
+    if out.len() as u64 > max {
+        return Err(CorruptReason::DecompressedTooLarge { max });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{CONFIG, limits};
+
+    #[test]
+    fn sealed_metadata_round_trips() {
+        let keys = MasterKeys::generate();
+        let sealed = seal_meta(&keys, CONFIG, "m", &vec![7u32; 100]);
+        let back: Vec<u32> = open_meta(&keys, CONFIG, "m", &sealed).unwrap();
+        assert_eq!(back, vec![7u32; 100]);
+    }
+
+    #[test]
+    fn a_zstd_bomb_is_refused_at_the_kinds_plain_cap() {
+        let keys = MasterKeys::generate();
+        let max = limits(CONFIG).plain;
+        // A few KiB that decompress to twice the cap: authentic, but not something we write.
+        let bomb = zstd::bulk::compress(&vec![0u8; 2 * max as usize], 19).unwrap();
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        let mut plain = vec![META_VERSION];
+        plain.extend_from_slice(&bomb);
+        let sealed = keys.meta_key(CONFIG).seal(&ad(CONFIG, "m"), &plain);
+        let err = open_meta::<Vec<u32>>(&keys, CONFIG, "m", &sealed).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::Corrupt { reason: CorruptReason::DecompressedTooLarge { max: m }, .. }
+                    if *m == max
+            ),
+            "{err}"
+        );
+        // Exactly at the cap is allowed (and then fails only as CBOR).
+        assert_eq!(
+            decompress_bounded(&zstd::bulk::compress(&vec![0u8; 1000], 3).unwrap(), 1000)
+                .unwrap()
+                .len(),
+            1000
+        );
+        assert!(
+            decompress_bounded(&zstd::bulk::compress(&vec![0u8; 1001], 3).unwrap(), 1000).is_err()
+        );
+    }
 }

@@ -31,6 +31,19 @@ pub enum EngineError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 
+    /// No key file of the machine could be tried: each is damaged or has refused parameters
+    /// (the passphrase was not the problem).
+    #[error(
+        "no key file of machine {machine} can be used: all {damaged} are damaged or have \
+         refused parameters"
+    )]
+    NoUsableKeyFile {
+        /// The machine id.
+        machine: String,
+        /// Key files skipped.
+        damaged: usize,
+    },
+
     /// The passphrase does not open any key file of the machine.
     #[error("the passphrase does not open machine {machine}")]
     WrongPassphrase {
@@ -397,6 +410,43 @@ pub enum CorruptReason {
     /// An object name that is not a 64-digit hex id.
     #[error("not a 64-digit hex identifier")]
     NotAnId,
+    /// A vault or machine id that is not lowercase hex of its length, so it cannot safely
+    /// become part of a path.
+    #[error("{what} {found:?} is not {hex_digits} lowercase hex digits")]
+    BadId {
+        /// Which id (`vault id`, `machine id`).
+        what: &'static str,
+        /// What was found (at most 80 characters of it).
+        found: String,
+        /// How many hex digits it must have.
+        hex_digits: usize,
+    },
+    /// An object larger than its kind may be.
+    #[error("{size} bytes, over the limit of {max} bytes for its kind")]
+    TooLarge {
+        /// Its size (as stored).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A compressed body that decompresses to more than its kind may hold.
+    #[error("decompresses to more than the limit of {max} bytes for its kind")]
+    DecompressedTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// Bytes of a pack that no blob of its header covers.
+    #[error("bytes from {at} on are not a blob its header lists")]
+    Gap {
+        /// The first byte not covered.
+        at: u64,
+    },
+    /// A machine marker that names another machine than its folder.
+    #[error("it names machine {found:?}")]
+    OtherMachine {
+        /// The machine id inside.
+        found: String,
+    },
 }
 
 /// How an engine task failed ([`EngineError::Internal`]).

@@ -58,6 +58,7 @@ mod restore;
 pub mod retention;
 mod snapshot;
 pub mod tree;
+mod unlock;
 mod vault;
 mod workdir;
 
@@ -78,6 +79,7 @@ pub use report::{BackupReport, CheckReport, RestoreReport, Skipped};
 pub use restore::RestoreOptions;
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
+pub use unlock::SkippedKeyFile;
 pub use vault::{Registration, Vault};
 
 /// Time sources for [`Vault::with_clock`]: the system clock (the default) and a manual clock

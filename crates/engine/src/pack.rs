@@ -279,6 +279,35 @@ pub(crate) fn read_header(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result<
     codec::from_cbor(&plain, &what)
 }
 
+/// Checks that every byte of a whole pack held in memory authenticated: its header, and each
+/// blob the header lists, which together must cover the pack. Used before a tree pack is kept
+/// in the cache, which must hold only authentic bytes.
+pub(crate) fn authenticate(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result<()> {
+    let what = format!("pack {}", pack.to_hex());
+    let entries = read_header(keys, pack, bytes)?;
+    let key = keys.pack_key(&pack.0);
+    let mut covered = 0u64;
+    for e in &entries {
+        let sealed = usize::try_from(e.offset)
+            .ok()
+            .and_then(|start| bytes.get(start..start.checked_add(e.len as usize)?))
+            .ok_or_else(|| {
+                let (offset, len, size) = (e.offset, u64::from(e.len), bytes.len() as u64);
+                EngineError::corrupt(&what, CorruptReason::OutOfRange { offset, len, size })
+            })?;
+        if e.offset != covered {
+            return Err(EngineError::corrupt(
+                &what,
+                CorruptReason::Gap { at: covered },
+            ));
+        }
+        key.open_blob(&e.id, e.kind.code(), sealed)
+            .map_err(|err| EngineError::corrupt(&what, err))?;
+        covered += u64::from(e.len);
+    }
+    Ok(())
+}
+
 /// Opens one sealed blob and checks that its content hashes to its id.
 pub(crate) fn open_blob(
     keys: &MasterKeys,

@@ -265,9 +265,8 @@ impl Repository {
         }
         futures::stream::iter(ids)
             .map(|id| async move {
-                let rel = format!("{}/{}", index::KIND, id.to_hex());
-                let bytes = self.get_immutable(&rel).await?;
-                Ok::<_, EngineError>((id, index::open(&self.keys, &id, &bytes)?))
+                let open = |b: &[u8]| index::open(&self.keys, &id, b);
+                Ok::<_, EngineError>((id, self.read_immutable(index::KIND, &id, open).await?))
             })
             .buffer_unordered(8)
             .try_collect()
@@ -279,8 +278,9 @@ impl Repository {
         let mut out = Vec::new();
         for id in self.list_ids(KIND).await? {
             let path = self.path(&format!("{KIND}/{}", id.to_hex()));
-            let bytes = match self.store.get(&path).await {
-                Err(e) if e.is_not_found() => continue, // completed meanwhile
+            let max = crate::layout::limits(KIND).stored;
+            let bytes = match crate::layout::get_bounded(&*self.store, &path, max).await {
+                Err(EngineError::Store(e)) if e.is_not_found() => continue, // completed meanwhile
                 r => r?,
             };
             match codec::open_meta::<Marker>(&self.keys, KIND, &id.to_hex(), &bytes) {

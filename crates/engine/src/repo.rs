@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use rbackup_crypto::{BlobId, CryptoError, KdfParams, KeyFile, MasterKeys, Passphrase};
-use rbackup_store::{Bytes, PutMode, Store};
+use rbackup_crypto::{BlobId, KdfParams, KeyFile, MasterKeys, Passphrase};
+use rbackup_store::{PutMode, Store};
 
 use crate::cache::MetaCache;
 use crate::codec::{self, json};
@@ -18,6 +18,7 @@ use crate::layout::{self, FORMAT_VERSION, MachineConfig, MachineMarker, machine_
 use crate::pack::{self, BlobKind};
 use crate::snapshot::{self, RecoveryPoint};
 use crate::tree::Tree;
+use crate::unlock::{self, SkippedKeyFile};
 use crate::vault::Vault;
 
 /// Parallel metadata downloads: enough to hide latency on a cloud store.
@@ -44,6 +45,8 @@ pub struct Repository {
     pub(crate) lease_ttl: std::time::Duration,
     /// The vault handle's clock (see [`Vault::with_clock`]).
     pub(crate) clock: Arc<dyn rbackup_throttle::Clock>,
+    /// Key files passed over while unlocking (see `unlock.rs`).
+    skipped_key_files: Arc<Vec<SkippedKeyFile>>,
 }
 
 impl Repository {
@@ -56,9 +59,17 @@ impl Repository {
         cache_dir: Option<&Path>,
     ) -> Result<Repository> {
         let store = vault.store();
+        if !layout::is_machine_id(machine) {
+            // Not a name we would ever give a machine, so not one to build a path from.
+            return Err(EngineError::MachineNotFound {
+                machine: machine.into(),
+                vault: vault.url().into(),
+            });
+        }
         let marker_path = machine_path(machine, layout::MACHINE_JSON);
-        let marker = match store.get(&marker_path).await {
-            Err(e) if e.is_not_found() => {
+        let max = layout::limits(layout::MACHINE_JSON).stored;
+        let marker = match layout::get_bounded(&*store, &marker_path, max).await {
+            Err(EngineError::Store(e)) if e.is_not_found() => {
                 return Err(EngineError::MachineNotFound {
                     machine: machine.into(),
                     vault: vault.url().into(),
@@ -75,11 +86,18 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let keys = match unlock {
-            Unlock::Keys(k) => k,
-            Unlock::Passphrase(p) => unlock_with_passphrase(&*store, machine, p).await?,
+        if marker.machine_id != machine {
+            let found = marker.machine_id.chars().take(80).collect();
+            let reason = CorruptReason::OtherMachine { found };
+            return Err(EngineError::corrupt(marker_path, reason));
+        }
+        let (keys, skipped) = match unlock {
+            Unlock::Keys(k) => (k, Vec::new()),
+            Unlock::Passphrase(p) => unlock::with_passphrase(&*store, machine, p).await?,
         };
-        let sealed = store.get(&machine_path(machine, layout::CONFIG)).await?;
+        let config_path = machine_path(machine, layout::CONFIG);
+        let max = layout::limits(layout::CONFIG).stored;
+        let sealed = layout::get_bounded(&*store, &config_path, max).await?;
         let config: MachineConfig = codec::open_meta(&keys, layout::CONFIG, machine, &sealed)
             .map_err(|_| EngineError::WrongPassphrase {
                 machine: machine.into(),
@@ -96,7 +114,14 @@ impl Repository {
             cache,
             lease_ttl: crate::lock::DEFAULT_LEASE_TTL,
             clock: vault.clock().clone(),
+            skipped_key_files: Arc::new(skipped),
         })
+    }
+
+    /// Key files that unlocking skipped because they are damaged or have refused parameters
+    /// (each also logged as a warning); empty when unlocked with keys.
+    pub fn skipped_key_files(&self) -> &[SkippedKeyFile] {
+        &self.skipped_key_files
     }
 
     /// The machine id.
@@ -149,28 +174,47 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Reads an immutable object, from the cache when it has it.
-    pub(crate) async fn get_immutable(&self, rel: &str) -> Result<Bytes> {
+    /// Reads the immutable object `kind/<id>` and opens it with `open`, from the cache when
+    /// it has it. The cache only ever receives bytes that `open` accepted; a cached copy that
+    /// `open` refuses (flipped, truncated) is evicted and fetched again from the vault, once,
+    /// and only the vault's copy failing is an error.
+    pub(crate) async fn read_immutable<T>(
+        &self,
+        kind: &str,
+        id: &Id,
+        open: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let rel = format!("{kind}/{}", id.to_hex());
+        let max = layout::limits(kind).stored;
         if let Some(c) = &self.cache
-            && let Some(b) = c.read(rel)
+            && let Some(b) = c.read(&rel, max)
         {
-            return Ok(Bytes::from(b));
+            match open(&b) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!("evicting cached {rel}, fetching it again: {e}");
+                    c.evict(&rel);
+                }
+            }
         }
-        let bytes = self.store.get(&self.path(rel)).await?;
+        let bytes = layout::get_bounded(&*self.store, &self.path(&rel), max).await?;
+        let value = open(&bytes)?;
         if let Some(c) = &self.cache {
-            c.write(rel, &bytes);
+            c.write(&rel, &bytes);
         }
-        Ok(bytes)
+        Ok(value)
     }
 
-    /// Writes a new immutable object (create-only) and keeps a copy in the cache.
+    /// Writes a new immutable object (create-only) and, once stored, keeps a copy in the
+    /// cache (our own sealing: authentic by construction).
     pub(crate) async fn put_immutable(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let bytes = rbackup_store::Bytes::from(bytes);
+        self.store
+            .put(&self.path(rel), bytes.clone(), PutMode::Create)
+            .await?;
         if let Some(c) = &self.cache {
             c.write(rel, &bytes);
         }
-        self.store
-            .put(&self.path(rel), bytes.into(), PutMode::Create)
-            .await?;
         Ok(())
     }
 
@@ -182,10 +226,8 @@ impl Repository {
         }
         let files: Vec<_> = futures::stream::iter(ids)
             .map(|id| async move {
-                let bytes = self
-                    .get_immutable(&format!("{}/{}", index::KIND, id.to_hex()))
-                    .await?;
-                index::open(&self.keys, &id, &bytes)
+                self.read_immutable(index::KIND, &id, |b| index::open(&self.keys, &id, b))
+                    .await
             })
             .buffer_unordered(FETCH_CONCURRENCY)
             .try_collect()
@@ -206,10 +248,8 @@ impl Repository {
         }
         let mut rps: Vec<_> = futures::stream::iter(ids)
             .map(|id| async move {
-                let bytes = self
-                    .get_immutable(&format!("{}/{}", snapshot::KIND, id.to_hex()))
-                    .await?;
-                Ok::<_, EngineError>((id, snapshot::open(&self.keys, &id, &bytes)?))
+                let open = |b: &[u8]| snapshot::open(&self.keys, &id, b);
+                Ok::<_, EngineError>((id, self.read_immutable(snapshot::KIND, &id, open).await?))
             })
             .buffer_unordered(FETCH_CONCURRENCY)
             .try_collect()
@@ -242,47 +282,49 @@ impl Repository {
             .ok_or_else(|| EngineError::corrupt(format!("blob {id}"), CorruptReason::NotIndexed))?;
         let pack_id = index.pack_id(loc.pack);
         let rel = pack_rel(&pack_id);
-        let sealed = self
-            .read_pack_range(index, loc.pack, &rel, loc.offset, loc.len)
-            .await?;
         let key = self.keys.pack_key(&pack_id.0);
-        pack::open_blob(&self.keys, &key, loc.kind, id, loc.raw_len, &sealed).map_err(|detail| {
-            EngineError::corrupt(format!("blob {id} in pack {}", pack_id.to_hex()), detail)
-        })
-    }
-
-    async fn read_pack_range(
-        &self,
-        index: &Index,
-        pack: u32,
-        rel: &str,
-        offset: u64,
-        len: u32,
-    ) -> Result<Vec<u8>> {
-        let range = offset..offset + u64::from(len);
+        let open = |sealed: &[u8]| {
+            pack::open_blob(&self.keys, &key, loc.kind, id, loc.raw_len, sealed).map_err(|detail| {
+                EngineError::corrupt(format!("blob {id} in pack {}", pack_id.to_hex()), detail)
+            })
+        };
+        let range = loc.offset..loc.offset + u64::from(loc.len);
         if let Some(c) = &self.cache
-            && index.is_tree_pack(pack)
+            && index.is_tree_pack(loc.pack)
         {
-            if let Some(b) = c.read_range(rel, offset, len as usize) {
-                return Ok(b);
+            if let Some(b) = c.read_range(&rel, loc.offset, loc.len as usize) {
+                match open(&b) {
+                    Ok(content) => return Ok(content),
+                    Err(e) => {
+                        tracing::warn!("evicting cached {rel}, fetching it again: {e}");
+                        c.evict(&rel);
+                    }
+                }
             }
-            // Tree packs are small and read again by every backup and restore: keep them whole.
-            let whole = self.store.get(&self.path(rel)).await?;
-            c.write(rel, &whole);
+            // Tree packs are small and read again by every backup and restore: keep them whole,
+            // once every blob in them has authenticated.
+            let max = layout::limits(layout::PACKS).stored;
+            let whole = layout::get_bounded(&*self.store, &self.path(&rel), max).await?;
             let slice = whole
                 .get(range.start as usize..range.end as usize)
                 .ok_or_else(|| {
-                    let (offset, len, size) = (range.start, u64::from(len), whole.len() as u64);
-                    let reason = CorruptReason::OutOfRange { offset, len, size };
+                    let (offset, len, size) = (range.start, range.end - range.start, whole.len());
+                    let reason = CorruptReason::OutOfRange {
+                        offset,
+                        len,
+                        size: size as u64,
+                    };
                     EngineError::corrupt(format!("pack {rel}"), reason)
                 })?;
-            return Ok(slice.to_vec());
+            let content = open(slice)?;
+            match pack::authenticate(&self.keys, &pack_id, &whole) {
+                Ok(()) => c.write(&rel, &whole),
+                Err(e) => tracing::warn!("not caching pack {rel}: {e}"),
+            }
+            return Ok(content);
         }
-        Ok(self
-            .store
-            .get_range(&self.path(rel), Some(range))
-            .await?
-            .to_vec())
+        let sealed = self.store.get_range(&self.path(&rel), Some(range)).await?;
+        open(&sealed)
     }
 
     /// Reads and decodes a tree blob.
@@ -296,27 +338,4 @@ impl Repository {
         let bytes = self.read_blob(index, id).await?;
         Tree::decode(&bytes, id)
     }
-}
-
-async fn unlock_with_passphrase(
-    store: &dyn Store,
-    machine: &str,
-    passphrase: &Passphrase,
-) -> Result<MasterKeys> {
-    let files = store.list(&machine_path(machine, layout::KEYS)).await?;
-    for f in files {
-        let bytes = store.get(&f.path).await?;
-        let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
-            tracing::warn!("ignoring unreadable key file {}", f.path);
-            continue;
-        };
-        match kf.unwrap(passphrase) {
-            Ok(keys) => return Ok(keys),
-            Err(CryptoError::WrongPassphrase) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(EngineError::WrongPassphrase {
-        machine: machine.into(),
-    })
 }

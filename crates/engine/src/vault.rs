@@ -86,12 +86,17 @@ impl Vault {
 
     /// Opens an existing vault.
     pub async fn open(store: Arc<dyn Store>, url: &str) -> Result<Vault> {
-        let bytes = match store.get(VAULT_JSON).await {
-            Err(e) if e.is_not_found() => return Err(EngineError::NotAVault { url: url.into() }),
+        let max = layout::limits(VAULT_JSON).stored;
+        let bytes = match layout::get_bounded(&*store, VAULT_JSON, max).await {
+            Err(EngineError::Store(e)) if e.is_not_found() => {
+                return Err(EngineError::NotAVault { url: url.into() });
+            }
             r => r?,
         };
         let meta: VaultMeta =
             serde_json::from_slice(&bytes).map_err(|e| EngineError::corrupt(VAULT_JSON, e))?;
+        // The cache folder is named after it: refuse anything that is not our own form.
+        layout::check_vault_id(VAULT_JSON, &meta.vault_id)?;
         if meta.format != FORMAT_VERSION {
             return Err(EngineError::UnsupportedFormat {
                 what: format!("vault {url}"),
@@ -216,15 +221,17 @@ impl Vault {
         Ok((machine, keys))
     }
 
-    /// Ids of the registered machines.
+    /// Ids of the registered machines. A folder under `machines/` whose name is not a machine
+    /// id is not one of ours: it is ignored with a warning.
     pub async fn machines(&self) -> Result<Vec<String>> {
-        let mut out: Vec<String> = self
-            .store
-            .list(layout::MACHINES)
-            .await?
-            .into_iter()
-            .filter_map(|m| layout::marker_machine(&m.path).map(str::to_string))
-            .collect();
+        let mut out: Vec<String> = Vec::new();
+        for m in self.store.list(layout::MACHINES).await? {
+            match layout::marker_machine(&m.path) {
+                Some(id) if layout::is_machine_id(id) => out.push(id.to_string()),
+                Some(_) => tracing::warn!("ignoring {}: not a machine id", m.path),
+                None => {}
+            }
+        }
         out.sort();
         Ok(out)
     }

@@ -12,7 +12,7 @@ use super::{PruneOptions, State};
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
-use crate::layout::pack_rel;
+use crate::layout::{self, get_bounded, limits, pack_rel};
 use crate::pack::{self, BlobKind, FinishedPack, PackWriter};
 use crate::repo::Repository;
 use crate::workdir::WorkDir;
@@ -58,7 +58,8 @@ impl Repository {
                 .filter(|e| wanted.contains(&e.id) && copied.insert(e.id))
                 .cloned()
                 .collect();
-            let bytes = self.store.get(&self.path(&pack_rel(pack_id))).await?;
+            let (path, max) = (self.path(&pack_rel(pack_id)), limits(layout::PACKS).stored);
+            let bytes = get_bounded(&*self.store, &path, max).await?;
             let (keys, dir, id) = (self.keys.clone(), dir.clone(), *pack_id);
             let (w, finished, n) = tokio::task::spawn_blocking(move || {
                 copy_blobs(&keys, &dir, writers, &id, &bytes, &entries)
