@@ -163,7 +163,7 @@ async fn objects_planted_where_files_land_are_replaced_or_reported_never_followe
     std::os::unix::fs::symlink(bx.decoy.join("passwd"), here.join("link")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &here.join("fifo"),
+        here.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
@@ -291,4 +291,43 @@ async fn names_that_climb_out_or_are_absolute_are_refused_and_the_rest_restored(
     want.sort();
     assert_eq!(failed, want);
     assert_eq!((report.files, report.dirs), (2, 1), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_nested_deeper_than_the_bound_is_refused_below_it() {
+    let env = support::env().await;
+    let bx = Box::new(&env);
+    let data = env.repo.master_keys().blob_id(GOOD);
+    // 600 nested `n` directories, a file at the bottom; built from the bottom up.
+    let mut trees = vec![Tree {
+        nodes: vec![node(b"deep.txt", NodeKind::File, vec![data])],
+    }];
+    for _ in 0..600 {
+        let mut dir = node(b"n", NodeKind::Dir, Vec::new());
+        dir.subtree = Some(env.repo.crafted_tree_id(trees.last().unwrap()));
+        trees.push(Tree { nodes: vec![dir] });
+    }
+    trees
+        .last_mut()
+        .unwrap()
+        .nodes
+        .push(node(b"top.txt", NodeKind::File, vec![data]));
+    let root_id = env.repo.crafted_tree_id(trees.last().unwrap());
+    let rp = env
+        .repo
+        .store_crafted_recovery_point(&[GOOD], &trees, root_id)
+        .await
+        .unwrap();
+
+    let report = restore(&env, &rp.to_hex(), &bx.target).await;
+
+    bx.assert_untouched();
+    assert_eq!(fs::read(bx.target.join("top.txt")).unwrap(), GOOD);
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    // The root is level 1: the 512th tree's `n` entry is the one refused.
+    let want = format!("/{}\"n\"", "n/".repeat(511));
+    assert_eq!(failed[0].0, want);
+    assert_eq!(failed[0].1, "refused: nested deeper than 512 levels");
+    assert_eq!((report.files, report.dirs), (1, 511), "{report:?}");
 }
