@@ -331,3 +331,46 @@ async fn a_tree_nested_deeper_than_the_bound_is_refused_below_it() {
     assert_eq!(failed[0].1, "refused: nested deeper than 512 levels");
     assert_eq!((report.files, report.dirs), (1, 511), "{report:?}");
 }
+
+/// Staged on another file system (tmpfs), files are copied into their directory and renamed
+/// over what is planted there: the planted symlink is replaced, not followed, and no
+/// temporary file is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn across_file_systems_a_planted_symlink_is_replaced_not_followed() {
+    let shm = Path::new("/dev/shm");
+    let env = support::env().await;
+    let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+    if !shm.is_dir() || dev(shm) == dev(env.work.path()) {
+        assert!(
+            std::env::var_os("RBACKUP_REQUIRE_ALL").is_none(),
+            "needs /dev/shm on another file system than the temp dir"
+        );
+        println!("SKIP: /dev/shm is not another file system here");
+        return;
+    }
+    let src = env.dir("src");
+    support::write(&src, "f.txt", b"copied across");
+    let rp = env.backup(&[&src], None).await.recovery_point.unwrap();
+    let bx = Box::new(&env);
+    let here = bx.at(&src);
+    fs::create_dir_all(&here).unwrap();
+    std::os::unix::fs::symlink(bx.decoy.join("passwd"), here.join("f.txt")).unwrap();
+    let recovery = tempfile::tempdir_in(shm).unwrap();
+
+    let report = env
+        .repo
+        .restore(RestoreOptions::new(&rp, &bx.target, recovery.path()))
+        .await
+        .unwrap();
+
+    bx.assert_untouched();
+    assert!(report.failed.is_empty(), "{report:?}");
+    let m = fs::symlink_metadata(here.join("f.txt")).unwrap();
+    assert!(m.is_file(), "{m:?}");
+    assert_eq!(fs::read(here.join("f.txt")).unwrap(), b"copied across");
+    let names: Vec<_> = fs::read_dir(&here)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f.txt"], "a temporary file was left behind");
+}
