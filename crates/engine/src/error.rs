@@ -128,6 +128,11 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    /// A file-system operation confined beneath a directory (the restore target or the
+    /// staging folder) was refused or failed; whatever stood in the way was left alone.
+    #[error(transparent)]
+    Confined(#[from] rbackup_beneath::Error),
+
     /// The requested recovery point does not exist.
     #[error("no recovery point {id} on this machine")]
     RecoveryPointNotFound {

@@ -43,6 +43,7 @@ mod cache;
 mod check;
 pub mod classify;
 mod codec;
+mod crafted;
 mod credentials;
 mod error;
 mod id;

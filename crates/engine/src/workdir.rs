@@ -15,6 +15,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rbackup_beneath::Dir;
 use rustix::fs::{Mode, OFlags};
 
 use crate::error::{EngineError, FolderRisk, Result, ScratchFolder, SpacePlace};
@@ -30,6 +31,8 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 pub(crate) struct WorkDir {
     base: PathBuf,
     dir: PathBuf,
+    /// `dir`, open: what is staged there is created and moved relative to it.
+    handle: Dir,
     reserve: u64,
     /// The private temp folder holding `base`, when the caller named no folder; declared last
     /// so it is removed after the scratch dir.
@@ -64,11 +67,13 @@ impl WorkDir {
             hex::encode(random_bytes::<4>())
         ));
         create_private_dir(&dir)?;
+        let handle = Dir::open(&dir)?;
         let marker = dir.join(RESERVE_FILE);
         fs::write(&marker, reserve.to_string()).map_err(|e| EngineError::io(&marker, e))?;
         Ok(WorkDir {
             base,
             dir,
+            handle,
             reserve,
             _private: None,
         })
@@ -91,6 +96,11 @@ impl WorkDir {
 
     pub(crate) fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The scratch dir, open.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.handle
     }
 
     /// Refuses to start when the free space, less what other live runs reserved, is smaller

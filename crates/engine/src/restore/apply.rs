@@ -1,17 +1,26 @@
 //! The file-system side of a restore: create the staged files, then give files and
 //! directories their metadata and move them into the target.
+//!
+//! Every operation goes through `rbackup-beneath`: relative to an open directory (the staging
+//! folder or the target), along validated names, never following a symlink. Metadata is set
+//! on the open file or directory, never by path. What stands in the way in the target (a
+//! symlink, a non-directory where a directory must be, a directory where a file must be) is
+//! reported for that entry and left alone; the rest of the restore goes on.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
 
-use rustix::fs::{AtFlags, CWD, Timestamps};
+use rbackup_beneath::{Access, Dir, Error as FsError, Name, RelPath, Replace};
+use rustix::fd::AsFd;
 
 use super::plan::Plan;
-use crate::error::{EngineError, Result};
 use crate::report::Skipped;
 use crate::tree::Node;
+
+/// The mode of directories a restore creates before their metadata is applied (and of the
+/// parents of a file restored without its directory, which get no other).
+const NEW_DIR_MODE: u32 = 0o700;
 
 /// What `move_into_target` did.
 #[derive(Debug, Default)]
@@ -22,110 +31,195 @@ pub(crate) struct Moved {
     pub failed: Vec<Skipped>,
 }
 
-/// Where file number `i` of the plan is staged. Files are staged flat, by number, not in a copy
-/// of the tree: the tree is created in the target directly, and an emptied staging tree of
-/// thousands of directories would cost thousands of removals at the end.
-pub(crate) fn staged_path(stage: &Path, i: usize) -> std::path::PathBuf {
-    stage.join(i.to_string())
+/// The name of file number `i` of the plan in the staging folder. Files are staged flat, by
+/// number, not in a copy of the tree: the tree is created in the target directly, and an
+/// emptied staging tree of thousands of directories would cost thousands of removals.
+pub(crate) fn staged_name(i: usize) -> RelPath {
+    let name = Name::try_from(i.to_string().as_str());
+    RelPath::from(name.expect("a decimal number is a valid name"))
 }
 
 /// Opens (creating it at its final size, so holes stay holes) the staged file number `i`.
-/// Several fetch threads may do this for the same file: creation without truncation and the
-/// same length make that harmless.
-pub(crate) fn open_staged(stage: &Path, i: usize, size: u64) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(staged_path(stage, i))?;
-    f.set_len(size)?;
-    Ok(f)
+/// Created exclusively, 0600, never following a symlink; several fetch threads may write the
+/// same file, so one that finds it made opens it, and the same length makes that harmless.
+pub(crate) fn open_staged(stage: &Dir, i: usize, size: u64) -> Result<File, FsError> {
+    let rel = staged_name(i);
+    let file = match stage.create_file(&rel) {
+        Ok(f) => f,
+        Err(FsError::Exists { .. }) => stage.open_file(&rel, Access::Write)?,
+        Err(e) => return Err(e),
+    };
+    file.set_len(size)
+        .map_err(|e| io_at("set length", stage, &rel, e))?;
+    Ok(file)
 }
 
-/// Moves verified files into `target` (skipping the `bad` ones), then creates directories and
-/// sets their metadata deepest first, so that adding files does not disturb a directory's
-/// mtime after it was set.
-pub(crate) fn move_into_target(
-    plan: &Plan,
-    stage: &Path,
-    target: &Path,
-    bad: &[bool],
-) -> Result<Moved> {
+/// Creates the planned directories, moves verified files into `target` (skipping the `bad`
+/// ones), then sets directory metadata deepest first, so that adding files does not disturb
+/// a directory's mtime after it was set. An entry that cannot be placed is reported in
+/// `failed` and skipped.
+pub(crate) fn move_into_target(plan: &Plan, stage: &Dir, target: &Dir, bad: &[bool]) -> Moved {
     let root = rustix::process::geteuid().is_root();
     let mut moved = Moved::default();
-    fs::create_dir_all(target).map_err(|e| EngineError::io(target, e))?;
-    for d in &plan.dirs {
-        let p = target.join(&d.rel);
-        fs::create_dir_all(&p).map_err(|e| EngineError::io(&p, e))?;
+    let mut created = vec![false; plan.dirs.len()];
+    for (d, ok) in plan.dirs.iter().zip(&mut created) {
+        match target.create_dir_all(&d.path, NEW_DIR_MODE) {
+            Ok(_) => *ok = true,
+            Err(e) => moved.failed.push(skipped(&d.shown(), &e)),
+        }
     }
+    // Files come in tree order, so consecutive ones mostly share a parent: keep it open.
+    let mut parent: Option<(&[Name], Dir)> = None;
     for (i, f) in plan.files.iter().enumerate() {
         if bad[i] {
             continue;
         }
-        let (src, dest) = (staged_path(stage, i), target.join(&f.rel));
-        match move_file(&src, &dest, &f.node, root) {
+        let Some((dirs, name)) = f.path.split_last() else {
+            continue; // the plan never holds the root itself
+        };
+        let result = match &parent {
+            Some((p, dir)) if *p == dirs => Ok(dir),
+            _ => open_parent(target, dirs).map(|dir| &parent.insert((dirs, dir)).1),
+        }
+        .and_then(|dir| move_file(stage, i, dir, name, &f.node, root));
+        match result {
             Ok(()) => {
                 moved.files += 1;
                 moved.bytes += f.node.size;
             }
-            Err(e) => moved.failed.push(Skipped {
-                path: f.shown(),
-                reason: format!("cannot place {}: {e}", dest.display()),
-            }),
+            Err(e) => moved.failed.push(skipped(&f.shown(), &e)),
         }
     }
-    let mut dirs: Vec<_> = plan.dirs.iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.components().count()));
-    for d in dirs {
-        let p = target.join(&d.rel);
-        apply_metadata(&p, &d.node, root).map_err(|e| EngineError::io(&p, e))?;
-        moved.dirs += 1;
+    drop(parent);
+    let mut dirs: Vec<_> = plan
+        .dirs
+        .iter()
+        .zip(&created)
+        .filter(|(_, ok)| **ok)
+        .collect();
+    dirs.sort_by_key(|(d, _)| std::cmp::Reverse(d.path.names().len()));
+    for (d, _) in dirs {
+        let result = target.open_dir(&d.path).and_then(|dir| {
+            apply_metadata(&dir, &d.node, root)
+                .map_err(|e| io_at("set metadata", target, &d.path, e))
+        });
+        match result {
+            Ok(()) => moved.dirs += 1,
+            Err(e) => moved.failed.push(skipped(&d.shown(), &e)),
+        }
     }
-    Ok(moved)
+    moved
 }
 
-fn move_file(src: &Path, dest: &Path, node: &Node, root: bool) -> io::Result<()> {
-    // Parents were created with the plan's directories; only a file restored on its own
-    // (its directory not selected) may need them.
-    if let Some(parent) = dest.parent()
-        && !parent.is_dir()
-    {
-        fs::create_dir_all(parent)?;
+fn skipped(path: &str, e: &FsError) -> Skipped {
+    Skipped {
+        path: path.to_string(),
+        reason: format!("not restored: {e}"),
     }
-    if !src.exists() {
+}
+
+/// The directory a file goes into. It was created with the plan's directories; only a file
+/// restored without its directory finds it missing, and then it is made.
+fn open_parent(target: &Dir, dirs: &[Name]) -> Result<Dir, FsError> {
+    let rel: RelPath = dirs.iter().cloned().collect();
+    match target.open_dir(&rel) {
+        Err(FsError::NotFound { .. }) => target.create_dir_all(&rel, NEW_DIR_MODE),
+        other => other,
+    }
+}
+
+/// Gives the staged file `i` its metadata and renames it to `name` in `parent`. A file,
+/// symlink or FIFO at the destination is replaced itself (never followed); a directory there
+/// is reported and left alone.
+fn move_file(
+    stage: &Dir,
+    i: usize,
+    parent: &Dir,
+    name: &Name,
+    node: &Node,
+    root: bool,
+) -> Result<(), FsError> {
+    let staged = staged_name(i);
+    let file = match stage.open_file(&staged, Access::ReadWrite) {
+        Ok(f) => f,
         // Empty files and all-hole sparse files received no data, so nothing created them.
-        File::create(src)?.set_len(node.size)?;
-    }
-    apply_metadata(src, node, root)?;
-    match fs::rename(src, dest) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_keeping_holes(src, dest)?;
-            apply_metadata(dest, node, root)?;
-            fs::remove_file(src)
+        Err(FsError::NotFound { .. }) => {
+            let f = stage.create_file(&staged)?;
+            f.set_len(node.size)
+                .map_err(|e| io_at("set length", stage, &staged, e))?;
+            f
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    apply_metadata(&file, node, root).map_err(|e| io_at("set metadata", stage, &staged, e))?;
+    let dest = RelPath::from(name.clone());
+    match stage.rename(&staged, parent, &dest, Replace::NonDirectory) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            copy_across(&file, parent, &dest, node, root)?;
+            stage.remove_file(&staged)
+        }
+        other => other,
     }
 }
 
-/// Copies across file systems without filling holes.
-fn copy_keeping_holes(src: &Path, dest: &Path) -> io::Result<()> {
-    let from = File::open(src)?;
+/// The staging folder is on another file system: copy into a new file in `parent` (unnamed
+/// where the file system allows, else under a fresh hidden name), set its metadata, then
+/// rename it over `dest`. No temporary file is left behind on failure.
+fn copy_across(
+    from: &File,
+    parent: &Dir,
+    dest: &RelPath,
+    node: &Node,
+    root: bool,
+) -> Result<(), FsError> {
+    let tmp_name = RelPath::from(
+        Name::try_from(
+            format!(
+                ".rbackup-tmp-{}",
+                hex::encode(crate::id::random_bytes::<8>())
+            )
+            .as_str(),
+        )
+        .expect("a hex suffix is a valid name"),
+    );
+    let fill = |to: &File| {
+        copy_keeping_holes(from, to)
+            .and_then(|()| apply_metadata(to, node, root))
+            .and_then(|()| to.sync_all())
+            .map_err(|e| io_at("copy", parent, dest, e))
+    };
+    match parent.create_tmpfile(&RelPath::new()) {
+        Ok(tmp) => {
+            fill(tmp.file())?;
+            tmp.publish(parent, &tmp_name)?;
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
+            ) =>
+        {
+            let to = parent.create_file(&tmp_name)?;
+            if let Err(e) = fill(&to) {
+                let _ = parent.remove_file(&tmp_name);
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    parent
+        .rename(&tmp_name, parent, dest, Replace::NonDirectory)
+        .inspect_err(|_| {
+            let _ = parent.remove_file(&tmp_name);
+        })
+}
+
+/// Copies between open files without filling holes.
+fn copy_keeping_holes(from: &File, to: &File) -> io::Result<()> {
     let size = from.metadata()?.len();
-    let tmp = dest.with_file_name(format!(
-        ".{}.rbackup-tmp",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let to = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
     to.set_len(size)?;
     let mut buf = vec![0u8; 1 << 20];
-    for (start, len) in crate::backup::data_segments(&from, size)? {
+    for (start, len) in crate::backup::data_segments(from, size)? {
         let mut off = start;
         while off < start + len {
             let n = ((start + len - off) as usize).min(buf.len());
@@ -134,25 +228,23 @@ fn copy_keeping_holes(src: &Path, dest: &Path) -> io::Result<()> {
             off += n as u64;
         }
     }
-    to.sync_all()?;
-    fs::rename(&tmp, dest)
+    Ok(())
 }
 
-/// Owner (as root only), mode, then mtime — in that order, because chown clears set-id bits
-/// and any write would move the mtime.
-fn apply_metadata(path: &Path, node: &Node, root: bool) -> io::Result<()> {
+/// Owner (as root only), mode, then mtime, on the open object — in that order, because chown
+/// clears set-id bits and any write would move the mtime.
+fn apply_metadata(fd: impl AsFd, node: &Node, root: bool) -> io::Result<()> {
     if root {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+        rbackup_beneath::set_owner(&fd, Some(node.uid), Some(node.gid))?;
     }
-    fs::set_permissions(path, Permissions::from_mode(node.mode & 0o7777))?;
-    let t = rustix::fs::Timespec {
-        tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    rustix::fs::utimensat(CWD, path, &times, AtFlags::empty())?;
-    Ok(())
+    rbackup_beneath::set_mode(&fd, node.mode)?;
+    rbackup_beneath::set_times(&fd, Some(node.mtime_ns), Some(node.mtime_ns))
+}
+
+fn io_at(op: &'static str, dir: &Dir, rel: &RelPath, source: io::Error) -> FsError {
+    FsError::Io {
+        op,
+        path: dir.label().join(rel.to_path_buf()),
+        source,
+    }
 }

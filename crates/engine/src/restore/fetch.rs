@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use rbackup_beneath::Dir;
 use tokio::runtime::Handle;
 
 use super::plan::{BlobRead, Plan};
@@ -27,7 +27,7 @@ pub(crate) struct Fetch {
     pub handle: Handle,
     pub index: Arc<Index>,
     pub plan: Arc<Plan>,
-    pub stage: PathBuf,
+    pub stage: Arc<Dir>,
     pub throttle: Option<rbackup_throttle::Throttle>,
     pub progress: Arc<dyn Progress>,
 }
@@ -137,21 +137,17 @@ impl OpenFiles {
 
     fn write_at(
         &mut self,
-        stage: &std::path::Path,
+        stage: &Dir,
         file: usize,
         size: u64,
         offset: u64,
         data: &[u8],
     ) -> Result<(), String> {
-        // The path is only built for an error message: this runs once per blob written.
-        let fail = |e: std::io::Error| {
-            let path = super::apply::staged_path(stage, file);
-            format!("cannot write {}: {e}", path.display())
-        };
         let pos = match self.open.iter().position(|(f, _)| *f == file) {
             Some(p) => p,
             None => {
-                let f = super::apply::open_staged(stage, file, size).map_err(fail)?;
+                let f = super::apply::open_staged(stage, file, size)
+                    .map_err(|e| format!("cannot stage: {e}"))?;
                 if self.open.len() == Self::KEEP {
                     self.open.remove(0);
                 }
@@ -159,7 +155,14 @@ impl OpenFiles {
                 self.open.len() - 1
             }
         };
-        self.open[pos].1.write_all_at(data, offset).map_err(fail)
+        self.open[pos]
+            .1
+            .write_all_at(data, offset)
+            // The path is only built for an error message: this runs once per blob written.
+            .map_err(|e| {
+                let path = stage.label().join(file.to_string());
+                format!("cannot write {}: {e}", path.display())
+            })
     }
 }
 

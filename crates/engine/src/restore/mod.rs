@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rbackup_beneath::Dir;
 use tokio::runtime::Handle;
 
 use crate::error::{EngineError, Result};
@@ -107,8 +108,11 @@ impl Repository {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        // The operator's path is followed and made as given; beneath it nothing is followed.
+        std::fs::create_dir_all(&opts.target).map_err(|e| EngineError::io(&opts.target, e))?;
+        let target = Dir::open(&opts.target)?;
         let plan = Arc::new(plan);
-        let stage = work.path().to_path_buf();
+        let stage = Arc::new(work.dir().try_clone()?);
         let failures = {
             let fetch = fetch::Fetch {
                 repo: self.clone(),
@@ -128,19 +132,19 @@ impl Repository {
             .map_err(|e| EngineError::join("restore fetch", e))??
         };
         let (mut failed, bad) = failed_files(&plan, failures);
-        let target = opts.target.clone();
         let moved = {
             let plan = plan.clone();
             tokio::task::spawn_blocking(move || {
                 apply::move_into_target(&plan, &stage, &target, &bad)
             })
             .await
-            .map_err(|e| EngineError::join("restore apply", e))??
+            .map_err(|e| EngineError::join("restore apply", e))?
         };
         tracing::info!("restore moved into target: {:?}", started.elapsed());
         drop(work);
         tracing::info!("restore staging removed: {:?}", started.elapsed());
         failed.extend(moved.failed);
+        failed.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(RestoreReport {
             recovery_point: rp_id.to_hex(),
             files: moved.files,
@@ -154,7 +158,7 @@ impl Repository {
 }
 
 /// The files that will not be restored, by file number: those whose reads failed (with the
-/// fetch's reason) and those the plan found broken. Returns them as reported, sorted by path,
+/// fetch's reason) and those the plan found broken; with them, the entries the plan refused. Returns them as reported, sorted by path,
 /// and as a flag per file of the plan.
 fn failed_files(plan: &Plan, mut failures: HashMap<usize, String>) -> (Vec<Skipped>, Vec<bool>) {
     for (&f, reason) in &plan.broken {
@@ -170,6 +174,10 @@ fn failed_files(plan: &Plan, mut failures: HashMap<usize, String>) -> (Vec<Skipp
             reason,
         })
         .collect();
+    failed.extend(plan.refused.iter().map(|r| Skipped {
+        path: r.path.clone(),
+        reason: r.reason.clone(),
+    }));
     failed.sort_by(|a, b| a.path.cmp(&b.path));
     (failed, bad)
 }
@@ -183,6 +191,7 @@ mod tests {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         plan::Entry {
             rel: rel.into(),
+            path: rbackup_beneath::RelPath::parse(rel).unwrap(),
             node: Node {
                 name: name.as_bytes().to_vec().into(),
                 kind: NodeKind::File,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use rbackup_beneath::{Name, RelPath};
 use rbackup_crypto::BlobId;
 
 use crate::error::{EngineError, Result};
@@ -11,10 +12,12 @@ use crate::index::Index;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
 
-/// One selected entry, at its path relative to `/`.
+/// One selected entry, at its path relative to `/`: `rel` for selection and messages, `path`
+/// (the same names, each validated) for every file-system operation in the target.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub rel: PathBuf,
+    pub path: RelPath,
     pub node: Node,
 }
 
@@ -42,6 +45,18 @@ pub(crate) struct BlobRead {
     pub targets: Vec<Target>,
 }
 
+/// Trees nested deeper than this are refused: no real file system comes near it (paths are
+/// at most 4096 bytes, so 2048 levels of one-letter names), and the walk must not be made to
+/// run without bound by a crafted recovery point.
+pub(crate) const MAX_DEPTH: usize = 512;
+
+/// An entry of a tree that the plan refused, with why; reported, and the rest goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub path: String,
+    pub reason: String,
+}
+
 /// The whole restore.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -52,9 +67,22 @@ pub(crate) struct Plan {
     /// Files (by number in `files`) that cannot be restored before reading anything (blob
     /// missing from the index).
     pub broken: HashMap<usize, String>,
+    /// Tree entries that will not be restored because the recovery point itself is unsound
+    /// there: a name that is not a plain name, a tree that refers back to itself or one nested
+    /// deeper than [`MAX_DEPTH`].
+    pub refused: Vec<Refused>,
     /// Bytes that will be written into the staging area.
     pub data_bytes: u64,
     pub warnings: Vec<String>,
+}
+
+/// A directory whose tree is still to be read.
+struct Pending {
+    dir: PathBuf,
+    path: RelPath,
+    tree: BlobId,
+    whole: bool,
+    ancestors: Vec<BlobId>,
 }
 
 /// A selection filter: absolute paths, as components relative to `/`.
@@ -79,13 +107,30 @@ impl Plan {
         let filters = filters(paths);
         let mut plan = Plan::default();
         let mut matched = vec![false; filters.len()];
-        let mut stack = vec![(PathBuf::new(), *root, filters.is_empty())];
-        while let Some((dir, tree_id, whole)) = stack.pop() {
-            let tree = repo.load_tree(index, &tree_id).await?;
-            plan.note_case_collisions(&dir, &tree);
+        // Each pending directory carries the tree ids on its path from the root, to refuse a
+        // tree that contains itself (and to bound the depth).
+        let mut stack = vec![Pending {
+            dir: PathBuf::new(),
+            path: RelPath::new(),
+            tree: *root,
+            whole: filters.is_empty(),
+            ancestors: Vec::new(),
+        }];
+        while let Some(p) = stack.pop() {
+            let tree = repo.load_tree(index, &p.tree).await?;
+            plan.note_case_collisions(&p.dir, &tree);
+            let mut ancestors = p.ancestors;
+            ancestors.push(p.tree);
             for node in tree.nodes {
-                let rel = dir.join(node.name_os());
-                let selected = whole
+                let name = match Name::new(node.name_os()) {
+                    Ok(n) => n,
+                    Err(why) => {
+                        plan.refuse(&p.dir, &node.name, format!("refused name: {why}"));
+                        continue;
+                    }
+                };
+                let rel = p.dir.join(name.as_os_str());
+                let selected = p.whole
                     || filters.iter().enumerate().any(|(i, f)| {
                         let hit = rel.starts_with(f);
                         matched[i] |= hit;
@@ -96,14 +141,31 @@ impl Plan {
                 if !selected && !ancestor {
                     continue;
                 }
+                let path = p.path.join(&name);
                 match node.kind {
                     NodeKind::Dir => {
                         if let Some(sub) = node.subtree {
-                            stack.push((rel.clone(), sub, selected));
+                            if ancestors.contains(&sub) {
+                                let why = "refused: the directory's tree contains itself";
+                                plan.refuse(&p.dir, &node.name, why.into());
+                                continue;
+                            }
+                            if ancestors.len() >= MAX_DEPTH {
+                                let why = format!("refused: nested deeper than {MAX_DEPTH} levels");
+                                plan.refuse(&p.dir, &node.name, why);
+                                continue;
+                            }
+                            stack.push(Pending {
+                                dir: rel.clone(),
+                                path: path.clone(),
+                                tree: sub,
+                                whole: selected,
+                                ancestors: ancestors.clone(),
+                            });
                         }
-                        plan.dirs.push(Entry { rel, node });
+                        plan.dirs.push(Entry { rel, path, node });
                     }
-                    NodeKind::File if selected => plan.add_file(index, Entry { rel, node }),
+                    NodeKind::File if selected => plan.add_file(index, Entry { rel, path, node }),
                     NodeKind::File => {}
                 }
             }
@@ -115,6 +177,15 @@ impl Plan {
         }
         plan.dirs.sort_by(|a, b| a.rel.cmp(&b.rel));
         Ok(plan)
+    }
+
+    /// Records a refused entry named `name` in the directory `dir`. The name is shown quoted
+    /// and escaped: it may hold `/`, NUL or control characters, and must not read as a path.
+    fn refuse(&mut self, dir: &Path, name: &[u8], reason: String) {
+        let dir = Path::new("/").join(dir).display().to_string();
+        let name = String::from_utf8_lossy(name);
+        let path = format!("{}/{name:?}", dir.trim_end_matches('/'));
+        self.refused.push(Refused { path, reason });
     }
 
     fn add_file(&mut self, index: &Index, entry: Entry) {
