@@ -339,3 +339,23 @@ pub fn assert_same_tree(source: &Path, target: &Path) {
 pub fn vault_files(vault: &Path) -> Vec<PathBuf> {
     walk(vault).into_iter().filter(|p| p.is_file()).collect()
 }
+
+/// BLAKE3 of every file under `dir`, by relative path.
+pub fn checksums(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let hash = blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), hash);
+            }
+        }
+    }
+    out
+}

@@ -3,10 +3,8 @@
 //! of the restore target replaced by a symlink to a folder outside it is reported and not
 //! followed. Nothing outside the allowed folders changes.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
 use crate::harness::*;
 
@@ -14,24 +12,6 @@ use crate::harness::*;
 /// `RBACKUP_REQUIRE_ALL`), through the one gate all tests share.
 fn root_or_skip(test: &str) -> bool {
     rbackup_testenv::need_root(test, "to give a folder to another user")
-}
-
-/// BLAKE3 of every file under `dir`, by relative path.
-fn checksums(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let hash = blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string();
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), hash);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,29 +2,9 @@
 //! the cache folder out of the cache dir is refused with a clear message and exit code 1,
 //! and nothing outside the allowed folders changes.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use crate::harness::*;
-
-/// BLAKE3 of every file under `dir`, by relative path.
-fn checksums(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let hash = blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string();
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), hash);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn a_hostile_vault_id_is_refused_and_nothing_outside_the_cache_changes() {
