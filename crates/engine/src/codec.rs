@@ -51,7 +51,12 @@ pub(crate) fn seal_meta<T: Serialize>(
     #[allow(clippy::expect_used)]
     let compressed = zstd::bulk::compress(&cbor, 3).expect("zstd compression into memory");
     plain.extend_from_slice(&compressed);
-    keys.meta_key(kind).seal(&ad(kind, name), &plain)
+    seal_raw_meta(keys, kind, name, &plain)
+}
+
+/// Seals an already encoded plaintext (version byte, zstd body) as `kind/name`.
+pub(crate) fn seal_raw_meta(keys: &MasterKeys, kind: &str, name: &str, plain: &[u8]) -> Vec<u8> {
+    keys.meta_key(kind).seal(&ad(kind, name), plain)
 }
 
 /// Opens a metadata object sealed by [`seal_meta`].

@@ -168,6 +168,20 @@ pub enum EngineError {
         max: u64,
     },
 
+    /// A directory with so many entries that its tree blob would pass
+    /// [`MAX_BLOB_BYTES`](crate::MAX_BLOB_BYTES) (millions of entries in one directory).
+    #[error(
+        "{path}: its listing takes {bytes} bytes, over the limit of {max} bytes for one directory"
+    )]
+    DirectoryTooLarge {
+        /// The directory.
+        path: PathBuf,
+        /// Size of its encoded listing.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+
     /// MARS: the machine already holds the most recovery points allowed
     /// ([`MAX_RECOVERY_POINTS`](crate::MAX_RECOVERY_POINTS)).
     #[error("this machine already has {existing} recovery points, the most it may hold ({max})")]
@@ -403,7 +417,7 @@ pub enum CorruptReason {
     #[error("not indexed as a tree blob")]
     NotATree,
     /// A range the index names that the stored object does not hold.
-    #[error("bytes {offset}..{end} are past the end of its {size} bytes", end = offset + len)]
+    #[error("bytes {offset}..{end} are past the end of its {size} bytes", end = offset.saturating_add(*len))]
     OutOfRange {
         /// Start of the range.
         offset: u64,
@@ -451,6 +465,21 @@ pub enum CorruptReason {
     OtherMachine {
         /// The machine id inside.
         found: String,
+    },
+    /// A recovery point whose trees hold far more entries than it records: subtrees shared
+    /// so often that walking them would not end (a crafted tree, not a backup).
+    #[error("its trees hold more than {max} entries, far more than it records")]
+    TreeLargerThanRecorded {
+        /// How many entries the walk allowed.
+        max: u64,
+    },
+    /// A blob whose recorded plain length is over what any blob may be.
+    #[error("a recorded length of {len} bytes, over the limit of {max} bytes for a blob")]
+    BlobTooLarge {
+        /// The recorded length.
+        len: u64,
+        /// The limit.
+        max: u64,
     },
 }
 

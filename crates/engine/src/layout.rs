@@ -64,6 +64,12 @@ pub(crate) const SNAPSHOTS: &str = "snapshots";
 pub(crate) const LOCKS: &str = "locks";
 pub(crate) const PRUNE: &str = "prune";
 
+/// The largest plain content a blob may have. Data blobs are chunks (at most the chunker's
+/// 64 MiB); tree blobs list one directory, about 150 bytes an entry, so this allows millions of
+/// entries in one directory. A recorded length above it is refused before anything is
+/// allocated for it.
+pub const MAX_BLOB_BYTES: u64 = 512 * MIB;
+
 /// Hex digits in a vault id (16 random bytes).
 pub(crate) const VAULT_ID_HEX: usize = 32;
 /// Hex digits in a machine id (8 random bytes).

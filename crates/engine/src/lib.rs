@@ -46,6 +46,8 @@ mod codec;
 mod crafted;
 mod credentials;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod id;
 mod index;
 mod layout;
@@ -70,7 +72,7 @@ pub use error::{
     ScratchFolder, SpacePlace,
 };
 pub use id::Id;
-pub use layout::{FORMAT_VERSION, VaultMeta};
+pub use layout::{FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta};
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
 pub use pack::BlobKind;
 pub use progress::{NoProgress, Progress};

@@ -137,6 +137,14 @@ pub(crate) fn unframe(
     if frame.len() < FRAME_HEADER {
         return Err(CorruptReason::FrameTooShort);
     }
+    // The hint sizes the decompression buffer, so it is bounded before it is used.
+    let max = crate::layout::MAX_BLOB_BYTES;
+    if raw_len_hint as u64 > max {
+        return Err(CorruptReason::BlobTooLarge {
+            len: raw_len_hint as u64,
+            max,
+        });
+    }
     let enc = frame[0];
     let len = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
     let payload = frame
@@ -236,11 +244,8 @@ impl PackWriter {
     /// Writes the header and trailer and closes the file.
     pub(crate) fn finish(mut self) -> Result<FinishedPack> {
         let header = codec::to_cbor(&self.entries);
-        let sealed = self.key.seal(&header_ad(&self.id), &header);
-        let mut trailer = Vec::with_capacity(sealed.len() + TRAILER_LEN);
-        trailer.extend_from_slice(&sealed);
-        trailer.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        trailer.extend_from_slice(MAGIC);
+        let mut trailer = Vec::with_capacity(header.len() + 64);
+        append_header(&self.key, &self.id, &header, &mut trailer);
         let io = |e| EngineError::io(&self.path, e);
         self.file.write_all(&trailer).map_err(io)?;
         self.file.flush().map_err(io)?;
@@ -251,6 +256,14 @@ impl PackWriter {
             entries: self.entries,
         })
     }
+}
+
+/// Appends the sealed header (`header` is the CBOR of the entries) and the trailer to `out`.
+pub(crate) fn append_header(key: &SealKey, pack: &Id, header: &[u8], out: &mut Vec<u8>) {
+    let sealed = key.seal(&header_ad(pack), header);
+    out.extend_from_slice(&sealed);
+    out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    out.extend_from_slice(MAGIC);
 }
 
 fn header_ad(pack: &Id) -> Vec<u8> {

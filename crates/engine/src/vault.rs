@@ -93,21 +93,10 @@ impl Vault {
             }
             r => r?,
         };
-        let meta: VaultMeta =
-            serde_json::from_slice(&bytes).map_err(|e| EngineError::corrupt(VAULT_JSON, e))?;
-        // The cache folder is named after it: refuse anything that is not our own form.
-        layout::check_vault_id(VAULT_JSON, &meta.vault_id)?;
-        if meta.format != FORMAT_VERSION {
-            return Err(EngineError::UnsupportedFormat {
-                what: format!("vault {url}"),
-                found: meta.format,
-                supported: FORMAT_VERSION,
-            });
-        }
         Ok(Vault {
             store,
             url: url.into(),
-            meta,
+            meta: parse_meta(&bytes, url)?,
             clock: Arc::new(SystemClock::new()),
         })
     }
@@ -235,4 +224,21 @@ impl Vault {
         out.sort();
         Ok(out)
     }
+}
+
+/// `vault.json` as read from the vault at `url`: parsed, its id checked before anything makes
+/// a path of it, its format ours.
+pub(crate) fn parse_meta(bytes: &[u8], url: &str) -> Result<VaultMeta> {
+    let meta: VaultMeta =
+        serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(VAULT_JSON, e))?;
+    // The cache folder is named after it: refuse anything that is not our own form.
+    layout::check_vault_id(VAULT_JSON, &meta.vault_id)?;
+    if meta.format != FORMAT_VERSION {
+        return Err(EngineError::UnsupportedFormat {
+            what: format!("vault {url}"),
+            found: meta.format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(meta)
 }

@@ -85,7 +85,7 @@ impl Walker<'_> {
     /// Builds the root tree for all sources and returns its id.
     pub(crate) fn run(&mut self, trie: &SourceTrie, parent_root: Option<&Tree>) -> Result<BlobId> {
         let tree = self.virtual_dir(Path::new("/"), trie, parent_root)?;
-        self.store_tree(&tree)
+        self.store_tree(Path::new("/"), &tree)
     }
 
     fn virtual_dir(
@@ -114,7 +114,7 @@ impl Walker<'_> {
                 let sub_parent = self.parent_subtree(parent_node)?;
                 let tree = self.virtual_dir(&path, child, sub_parent.as_ref())?;
                 let mut node = base_node(name, &probe, NodeKind::Dir);
-                node.subtree = Some(self.store_tree(&tree)?);
+                node.subtree = Some(self.store_tree(&path, &tree)?);
                 self.report.dirs += 1;
                 nodes.push(node);
             }
@@ -226,11 +226,20 @@ impl Walker<'_> {
                 nodes.push(n);
             }
         }
-        self.store_tree(&Tree { nodes }).map(Some)
+        self.store_tree(path, &Tree { nodes }).map(Some)
     }
 
-    fn store_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+    /// Stores the listing of the directory `path`.
+    fn store_tree(&mut self, path: &Path, tree: &Tree) -> Result<BlobId> {
         let bytes = tree.encode();
+        let max = crate::layout::MAX_BLOB_BYTES;
+        if bytes.len() as u64 > max {
+            return Err(EngineError::DirectoryTooLarge {
+                path: path.to_path_buf(),
+                bytes: bytes.len() as u64,
+                max,
+            });
+        }
         let id = self.repo.keys.blob_id(&bytes);
         self.submit(BlobKind::Tree, id, bytes)?;
         Ok(id)

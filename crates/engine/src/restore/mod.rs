@@ -7,7 +7,7 @@
 
 mod apply;
 mod fetch;
-mod plan;
+pub(crate) mod plan;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rbackup_beneath::Dir;
+use rbackup_crypto::BlobId;
 use tokio::runtime::Handle;
 
 use crate::error::{EngineError, Result};
@@ -85,7 +86,9 @@ impl Repository {
         let started = Instant::now();
         let (rp_id, rp) = self.find_recovery_point(&opts.recovery_point).await?;
         let index = Arc::new(self.load_index().await?);
-        let mut plan = Plan::build(self, &index, &rp.tree, &opts.paths).await?;
+        let load = async |id: &BlobId| self.load_tree(&index, id).await;
+        let max_entries = plan::max_entries(&rp);
+        let mut plan = Plan::build(load, &index, &rp.tree, &opts.paths, max_entries).await?;
         tracing::info!(
             "restore plan: {} files, {} packs, {:?}",
             plan.files.len(),

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use rbackup_beneath::{Name, RelPath};
 use rbackup_crypto::BlobId;
 
-use crate::error::{EngineError, Result};
+use crate::error::{CorruptReason, EngineError, Result};
 use crate::index::Index;
-use crate::repo::Repository;
+use crate::snapshot::RecoveryPoint;
 use crate::tree::{Node, NodeKind, Tree};
 
 /// One selected entry, at its path relative to `/`: `rel` for selection and messages, `path`
@@ -49,6 +49,16 @@ pub(crate) struct BlobRead {
 /// at most 4096 bytes, so 2048 levels of one-letter names), and the walk must not be made to
 /// run without bound by a crafted recovery point.
 pub(crate) const MAX_DEPTH: usize = 512;
+
+/// How many tree entries a restore of `rp` may walk: twice what it records, and some room for
+/// the directories above its source paths. An honest recovery point holds exactly its counts;
+/// the bound is only there to stop a walk that would not end.
+pub(crate) fn max_entries(rp: &RecoveryPoint) -> u64 {
+    rp.files
+        .saturating_add(rp.dirs)
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+}
 
 /// An entry of a tree that the plan refused, with why; reported, and the rest goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,13 +108,20 @@ fn filters(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 impl Plan {
+    /// Walks the trees from `root`, read through `load`, selecting `paths` (all when empty).
+    ///
+    /// Identical directories share one tree blob, so a tree may be reached many times; a
+    /// crafted one can make that exponential (each level listing the next twice). The walk is
+    /// therefore bounded by `max_entries`, derived from the counts the recovery point records.
     pub(crate) async fn build(
-        repo: &Repository,
+        load: impl AsyncFn(&BlobId) -> Result<Tree>,
         index: &Index,
         root: &BlobId,
         paths: &[PathBuf],
+        max_entries: u64,
     ) -> Result<Plan> {
         let filters = filters(paths);
+        let mut seen = 0u64;
         let mut plan = Plan::default();
         let mut matched = vec![false; filters.len()];
         // Each pending directory carries the tree ids on its path from the root, to refuse a
@@ -117,7 +134,12 @@ impl Plan {
             ancestors: Vec::new(),
         }];
         while let Some(p) = stack.pop() {
-            let tree = repo.load_tree(index, &p.tree).await?;
+            let tree = load(&p.tree).await?;
+            seen = seen.saturating_add(tree.nodes.len() as u64);
+            if seen > max_entries {
+                let reason = CorruptReason::TreeLargerThanRecorded { max: max_entries };
+                return Err(EngineError::corrupt(format!("tree {root}"), reason));
+            }
             plan.note_case_collisions(&p.dir, &tree);
             let mut ancestors = p.ancestors;
             ancestors.push(p.tree);
