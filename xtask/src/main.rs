@@ -11,6 +11,7 @@ mod bench_corpus;
 mod bench_peers;
 mod bench_report;
 mod ci;
+mod fuzz;
 mod r#gen;
 mod util;
 
@@ -56,6 +57,8 @@ enum Cmd {
     },
     /// Benchmark rbackup against restic, borg and rustic on the same corpus.
     Bench(bench::BenchArgs),
+    /// Run the libFuzzer targets in fuzz/ for a bounded time each (installs cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,5 +99,6 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
     }
 }

@@ -182,9 +182,15 @@ impl AgentConfig {
                 return Err(e).with_context(|| format!("cannot read config {}", path.display()));
             }
         };
-        let cfg = toml::from_str(&text)
+        let cfg = Self::parse(&text)
             .with_context(|| format!("config {} is not valid: fix or remove it", path.display()))?;
         Ok(Some(cfg))
+    }
+
+    /// The config in `text`, as `load` reads it. Schedules and the throttle are checked
+    /// where they are used, so that one typo never stops every command.
+    pub fn parse(text: &str) -> Result<AgentConfig> {
+        Ok(toml::from_str(text)?)
     }
 
     /// Written to a temp file and renamed, so a crash never leaves half a config.

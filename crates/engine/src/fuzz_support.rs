@@ -48,61 +48,58 @@ fn keys() -> MasterKeys {
 const PACK_ID: Id = Id([0x5a; 32]);
 const NAME: &str = "00000000000000000000000000000000000000000000000000000000000000ab";
 
-/// Runs target `name` on `data`; an unknown name runs nothing and returns `false`.
-pub fn run(name: &str, data: &[u8]) -> bool {
+/// Runs target `name` on `data`: `None` for an unknown name, else whether the input was
+/// accepted all the way through (the seeds are; nearly everything else is refused).
+pub fn run(name: &str, data: &[u8]) -> Option<bool> {
     let keys = keys();
-    match name {
-        "pack" => {
-            // A whole pack as the vault returns it: trailer, sealed header, blobs.
-            shown(pack::authenticate(&keys, &PACK_ID, data));
-        }
+    let accepted = match name {
+        // A whole pack as the vault returns it: trailer, sealed header, blobs.
+        "pack" => shown(pack::authenticate(&keys, &PACK_ID, data)),
         "pack_header_plain" => {
-            shown(pack::authenticate(
-                &keys,
-                &PACK_ID,
-                &pack_with_header(&keys, data),
-            ));
+            let bytes = pack_with_header(&keys, data);
+            shown(pack::authenticate(&keys, &PACK_ID, &bytes))
         }
         "blob_plain" => blob_plain(&keys, data),
-        "meta" => {
-            for kind in [
-                layout::CONFIG,
-                layout::INDEX,
-                layout::SNAPSHOTS,
-                layout::LOCKS,
-            ] {
-                shown(codec::open_meta::<ciborium::Value>(&keys, kind, NAME, data));
-            }
-        }
+        "meta" => [
+            layout::CONFIG,
+            layout::INDEX,
+            layout::SNAPSHOTS,
+            layout::LOCKS,
+        ]
+        .into_iter()
+        .map(|kind| shown(codec::open_meta::<ciborium::Value>(&keys, kind, NAME, data)))
+        .fold(false, |a, b| a | b),
         "meta_plain" => meta_plain(&keys, data),
         "index_plain" => {
             let sealed = seal_cbor(&keys, index::KIND, data);
-            if let Ok(file) = index::open(&keys, &name_id(), &sealed) {
-                let mut index = index::Index::default();
-                index.add_file(file);
+            let file = index::open(&keys, &name_id(), &sealed);
+            let ok = file.is_ok();
+            if let Ok(file) = file {
+                index::Index::default().add_file(file);
             }
+            shown(index::open(&keys, &name_id(), &sealed)) && ok
         }
         "recovery_point_plain" => {
             let sealed = seal_cbor(&keys, snapshot::KIND, data);
-            shown(snapshot::open(&keys, &name_id(), &sealed));
+            shown(snapshot::open(&keys, &name_id(), &sealed))
         }
         "tree_plain" => tree_plain(data),
-        "vault_json" => {
-            shown(vault::parse_meta(data, "memory://fuzz"));
-        }
+        "vault_json" => shown(vault::parse_meta(data, "memory://fuzz")),
         "credentials" => credentials(data),
-        _ => return false,
-    }
-    true
+        _ => return None,
+    };
+    Some(accepted)
 }
 
-/// Renders an error the way a report would: `Display` runs on fuzzed values too.
-fn shown<T, E: std::error::Error>(r: std::result::Result<T, E>) {
+/// Renders an error the way a report would (`Display` runs on fuzzed values too); whether
+/// there was none.
+fn shown<T, E: std::error::Error>(r: std::result::Result<T, E>) -> bool {
     let mut err: Option<&dyn std::error::Error> = r.as_ref().err().map(|e| e as _);
     while let Some(e) = err {
         let _ = e.to_string();
         err = e.source();
     }
+    r.is_ok()
 }
 
 fn name_id() -> Id {
@@ -121,58 +118,41 @@ fn seal_cbor(keys: &MasterKeys, kind: &str, body: &[u8]) -> Vec<u8> {
 
 /// `data` sealed as the plaintext of every sealed kind (the version byte and zstd body are
 /// the fuzzer's), decoded as each kind's record.
-fn meta_plain(keys: &MasterKeys, data: &[u8]) {
-    let seal = |kind: &str| codec::seal_raw_meta(keys, kind, NAME, data);
-    shown(codec::open_meta::<MachineConfig>(
-        keys,
-        layout::CONFIG,
-        NAME,
-        &seal(layout::CONFIG),
-    ));
-    shown(codec::open_meta::<IndexFile>(
-        keys,
-        layout::INDEX,
-        NAME,
-        &seal(layout::INDEX),
-    ));
-    let rp = seal(layout::SNAPSHOTS);
-    shown(codec::open_meta::<RecoveryPoint>(
-        keys,
-        layout::SNAPSHOTS,
-        NAME,
-        &rp,
-    ));
-    shown(codec::open_meta::<LeaseInfo>(
-        keys,
-        layout::LOCKS,
-        NAME,
-        &seal(layout::LOCKS),
-    ));
-    shown(codec::open_meta::<Marker>(
-        keys,
-        layout::PRUNE,
-        NAME,
-        &seal(layout::PRUNE),
-    ));
+fn meta_plain(keys: &MasterKeys, data: &[u8]) -> bool {
+    fn open<T: serde::de::DeserializeOwned>(keys: &MasterKeys, kind: &str, data: &[u8]) -> bool {
+        let sealed = codec::seal_raw_meta(keys, kind, NAME, data);
+        shown(codec::open_meta::<T>(keys, kind, NAME, &sealed))
+    }
+    [
+        open::<MachineConfig>(keys, layout::CONFIG, data),
+        open::<IndexFile>(keys, layout::INDEX, data),
+        open::<RecoveryPoint>(keys, layout::SNAPSHOTS, data),
+        open::<LeaseInfo>(keys, layout::LOCKS, data),
+        open::<Marker>(keys, layout::PRUNE, data),
+    ]
+    .contains(&true)
 }
 
-/// A pack whose header plaintext is `header` (CBOR of the entries, the fuzzer's), after a few
-/// bytes of blob area, so the entry checks (range, gaps, each blob's seal) all run.
+/// A pack whose header plaintext is `header` (CBOR of the entries, the fuzzer's) after two real
+/// blobs, so the entry checks (range, gaps, each blob's seal) all run and can pass.
 fn pack_with_header(keys: &MasterKeys, header: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0u8; 64];
+    let (mut bytes, _) = seed_blobs(keys);
     pack::append_header(&keys.pack_key(&PACK_ID.0), &PACK_ID, header, &mut bytes);
     bytes
 }
 
-/// `data` = raw length hint (4 bytes LE) ‖ frame; the frame is sealed as a data blob with the
-/// id of its own content so far as the fuzzer can tell, then opened as a restore would.
-fn blob_plain(keys: &MasterKeys, data: &[u8]) {
+/// `data` = raw length hint (4 bytes LE) ‖ frame; the frame is sealed as a data blob, then
+/// opened as a restore would (unframed, decompressed, its content checked against the id).
+fn blob_plain(keys: &MasterKeys, data: &[u8]) -> bool {
     let Some((hint, frame)) = data.split_first_chunk::<4>() else {
-        return;
+        return false;
     };
     let raw_len = u32::from_le_bytes(*hint);
     let key = keys.pack_key(&PACK_ID.0);
-    let id = BlobId([0x11; 32]);
+    // The id of what the frame holds, if it unframes: so a well-formed frame is accepted.
+    let id = pack::unframe(frame, raw_len as usize)
+        .map(|content| keys.blob_id(&content))
+        .unwrap_or(BlobId([0x11; 32]));
     let sealed = key.seal_blob(&id, BlobKind::Data.code(), frame);
     shown(pack::open_blob(
         keys,
@@ -181,39 +161,38 @@ fn blob_plain(keys: &MasterKeys, data: &[u8]) {
         &id,
         raw_len,
         &sealed,
-    ));
-    shown(pack::unframe(frame, raw_len as usize));
+    ))
 }
 
 /// `data` as the CBOR of a tree, then a restore plan of a recovery point whose every tree is
 /// this one: names, nesting, self-reference and fan-out all come from the fuzzer.
-fn tree_plain(data: &[u8]) {
-    let Ok(tree) = Tree::decode(data, &BlobId([0; 32])) else {
-        return;
+fn tree_plain(data: &[u8]) -> bool {
+    let tree = Tree::decode(data, &BlobId([0; 32]));
+    let Ok(tree) = tree else {
+        return shown(tree);
     };
     let index = index::Index::default();
-    let rp_entries = 10_000;
     let fut = plan::Plan::build(
         async |_id: &BlobId| Ok(tree.clone()),
         &index,
         &BlobId([0x22; 32]),
         &[],
-        rp_entries,
+        10_000,
     );
-    shown(futures::executor::block_on(fut));
+    shown(futures::executor::block_on(fut))
 }
 
 /// `data` as a credentials file, checked against a vault record.
-fn credentials(data: &[u8]) {
+fn credentials(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return false;
     };
-    let Ok(creds) = VaultCredentials::from_json(text) else {
-        return;
+    let creds = VaultCredentials::from_json(text);
+    let Ok(creds) = creds else {
+        return shown(creds);
     };
-    let record = seed_record();
     let now = jiff::Timestamp::UNIX_EPOCH;
-    shown(creds.check(&"0".repeat(layout::VAULT_ID_HEX), &record, now));
+    shown(creds.check(&"0".repeat(layout::VAULT_ID_HEX), &seed_record(), now))
 }
 
 /// Valid inputs for each target, to start a fuzzer's corpus from and for the property tests
@@ -223,7 +202,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     let tree = seed_tree();
     match name {
         "pack" => vec![seed_pack(&keys)],
-        "pack_header_plain" => vec![codec::to_cbor(&vec![seed_entry(0, 64)])],
+        "pack_header_plain" => vec![codec::to_cbor(&seed_blobs(&keys).1)],
         "blob_plain" => {
             #[allow(clippy::expect_used)]
             let mut framer = pack::Framer::new(3).expect("zstd level 3");
@@ -267,8 +246,8 @@ fn seed_entry(offset: u64, len: u32) -> pack::PackEntry {
     }
 }
 
-/// A real pack of two blobs under the fixed keys: the one input that authenticates.
-fn seed_pack(keys: &MasterKeys) -> Vec<u8> {
+/// Two sealed blobs under the fixed keys, and their header entries.
+fn seed_blobs(keys: &MasterKeys) -> (Vec<u8>, Vec<pack::PackEntry>) {
     let key = keys.pack_key(&PACK_ID.0);
     let mut bytes = Vec::new();
     let mut entries = Vec::new();
@@ -287,8 +266,13 @@ fn seed_pack(keys: &MasterKeys) -> Vec<u8> {
         });
         bytes.extend_from_slice(&sealed);
     }
-    pack::append_header(&key, &PACK_ID, &codec::to_cbor(&entries), &mut bytes);
-    bytes
+    (bytes, entries)
+}
+
+/// A real pack: the one input of `pack` that authenticates.
+fn seed_pack(keys: &MasterKeys) -> Vec<u8> {
+    let (_, entries) = seed_blobs(keys);
+    pack_with_header(keys, &codec::to_cbor(&entries))
 }
 
 fn seed_index() -> IndexFile {

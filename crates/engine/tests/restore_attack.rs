@@ -332,6 +332,66 @@ async fn a_tree_nested_deeper_than_the_bound_is_refused_below_it() {
     assert_eq!((report.files, report.dirs), (1, 511), "{report:?}");
 }
 
+/// Identical directories share one tree blob, so a crafted recovery point can make its walk
+/// exponential: 48 levels, each listing the level below twice, is 2^48 entries from 97 tree
+/// entries in all. The walk is bounded by the counts the recovery point records, so the
+/// restore ends at once with the recovery point named as damaged, and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_that_shares_its_subtrees_exponentially_is_refused_not_walked() {
+    let env = support::env().await;
+    let bx = Box::new(&env);
+    let data = env.repo.master_keys().blob_id(GOOD);
+    let mut trees = vec![Tree {
+        nodes: vec![node(b"leaf.txt", NodeKind::File, vec![data])],
+    }];
+    for _ in 0..48 {
+        let below = env.repo.crafted_tree_id(trees.last().unwrap());
+        let twice = [&b"a"[..], b"b"].map(|name| {
+            let mut dir = node(name, NodeKind::Dir, Vec::new());
+            dir.subtree = Some(below);
+            dir
+        });
+        trees.push(Tree {
+            nodes: twice.to_vec(),
+        });
+    }
+    let root_id = env.repo.crafted_tree_id(trees.last().unwrap());
+    let rp = env
+        .repo
+        .store_crafted_recovery_point(&[GOOD], &trees, root_id)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let err = env
+        .repo
+        .restore(RestoreOptions::new(
+            rp.to_hex(),
+            &bx.target,
+            env.work.path().join("recovery"),
+        ))
+        .await
+        .unwrap_err();
+
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    match &err {
+        rbackup_engine::EngineError::Corrupt { reason, .. } => assert!(
+            matches!(
+                reason,
+                rbackup_engine::CorruptReason::TreeLargerThanRecorded { .. }
+            ),
+            "{err}"
+        ),
+        other => panic!("expected a damaged recovery point, got {other}"),
+    }
+    bx.assert_untouched();
+    assert_eq!(fs::read_dir(&bx.target).map(|d| d.count()).unwrap_or(0), 0);
+}
+
 /// Staged on another file system (tmpfs), files are copied into their directory and renamed
 /// over what is planted there: the planted symlink is replaced, not followed, and no
 /// temporary file is left behind.

@@ -184,6 +184,9 @@ fn record(line: &str) {
         .unwrap_or_else(|e| panic!("cannot write {LOG}: {e}"));
 }
 
+#[cfg(feature = "mutate")]
+pub mod mutate;
+
 #[cfg(test)]
 mod tests {
     use super::*;
