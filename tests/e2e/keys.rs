@@ -14,7 +14,13 @@ fn second_agent(first: &Agent) -> Agent {
     let b = Agent::bare();
     let creds = b.p("creds2.json");
     let url = first.vault_url();
-    first.ok(&["vault", "credentials", &url, "--out", creds.to_str().unwrap()]);
+    first.ok(&[
+        "vault",
+        "credentials",
+        &url,
+        "--out",
+        creds.to_str().unwrap(),
+    ]);
     b.register_with(&creds, &[]);
     b
 }
@@ -81,7 +87,10 @@ fn a_flipped_byte_in_each_kind_of_object_is_found_by_check_read_data() {
         ("data pack", packs.last().unwrap().clone()),
         ("tree pack", packs[0].clone()),
         ("index file", objects_in(&m.join("index"))[0].clone()),
-        ("recovery point", objects_in(&m.join("snapshots"))[0].clone()),
+        (
+            "recovery point",
+            objects_in(&m.join("snapshots"))[0].clone(),
+        ),
         ("key file", key),
         ("key file copy", copy),
         ("machine.json", m.join("machine.json")),
@@ -97,7 +106,10 @@ fn a_flipped_byte_in_each_kind_of_object_is_found_by_check_read_data() {
             assert_eq!(code(&out), 1, "{kind} byte {at}: {}", text(&out));
             let name = path.file_name().unwrap().to_str().unwrap();
             let named = if name.len() >= 64 { &name[..8] } else { name };
-            assert!(e.contains(named), "{kind} byte {at}: {name} not named in {e}");
+            assert!(
+                e.contains(named),
+                "{kind} byte {at}: {name} not named in {e}"
+            );
             assert!(!e.contains("passphrase does not open"), "{kind}: {e}");
         }
     }
@@ -117,7 +129,12 @@ fn a_damaged_key_file_is_bypassed_through_its_copy_and_repaired() {
 
     let target = b.p("out");
     let pass = a.pass_file();
-    let out = restore_as(&b, &a.machine_id(), &target, &["--passphrase-file", pass.to_str().unwrap()]);
+    let out = restore_as(
+        &b,
+        &a.machine_id(),
+        &target,
+        &["--passphrase-file", pass.to_str().unwrap()],
+    );
     assert_eq!(code(&out), 0, "{}", text(&out));
     let e = stderr(&out);
     let name = key.file_name().unwrap().to_str().unwrap();
@@ -152,7 +169,12 @@ fn both_copies_damaged_says_damaged_not_wrong_passphrase() {
     flip(&copy, inside_wrapped(&copy));
     let target = b.p("out");
     let pass = a.pass_file();
-    let out = restore_as(&b, &a.machine_id(), &target, &["--passphrase-file", pass.to_str().unwrap()]);
+    let out = restore_as(
+        &b,
+        &a.machine_id(),
+        &target,
+        &["--passphrase-file", pass.to_str().unwrap()],
+    );
     assert_eq!(code(&out), 1, "{}", text(&out));
     let e = stderr(&out);
     assert!(e.contains("damaged") && e.contains("--key-file"), "{e}");
@@ -193,20 +215,40 @@ fn an_exported_key_opens_the_machine_with_no_key_file_left_in_the_vault() {
     let ep = export_pass.to_str().unwrap();
     // The machine's own passphrase no longer finds a key file in the vault.
     let pass = a.pass_file();
-    let out = restore_as(&b, &id, &b.p("none"), &["--passphrase-file", pass.to_str().unwrap()]);
+    let out = restore_as(
+        &b,
+        &id,
+        &b.p("none"),
+        &["--passphrase-file", pass.to_str().unwrap()],
+    );
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(stderr(&out).contains("--key-file"), "{}", text(&out));
     // Either form of the export, with its passphrase, restores everything.
     for (n, f) in [&out_file, &printed].into_iter().enumerate() {
         let target = b.p(&format!("out{n}"));
         let kf = f.to_str().unwrap();
-        let out = restore_as(&b, &id, &target, &["--key-file", kf, "--passphrase-file", ep]);
+        let out = restore_as(
+            &b,
+            &id,
+            &target,
+            &["--key-file", kf, "--passphrase-file", ep],
+        );
         assert_eq!(code(&out), 0, "{}", text(&out));
         assert_same_tree(&src, &target);
     }
     // The wrong passphrase for the export is called that.
     let kf = out_file.to_str().unwrap();
-    let out = restore_as(&b, &id, &b.p("x"), &["--key-file", kf, "--passphrase-file", pass.to_str().unwrap()]);
+    let out = restore_as(
+        &b,
+        &id,
+        &b.p("x"),
+        &[
+            "--key-file",
+            kf,
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(stderr(&out).contains("does not open"), "{}", text(&out));
 }

@@ -82,7 +82,12 @@ async fn repair(ctx: &Ctx, passphrase_file: &Path) -> Result<u8> {
     let (cfg, repo) = open_configured(ctx).await?;
     let report = repo.repair_key_files(&pass, KdfParams::default()).await?;
     for i in &report.issues {
-        ctx.notice(&format!("was {}: {} ({})", state(i.state), i.path, i.detail));
+        ctx.notice(&format!(
+            "was {}: {} ({})",
+            state(i.state),
+            i.path,
+            i.detail
+        ));
     }
     if report.written.is_some() && !report.passphrase_verified {
         ctx.notice(
