@@ -152,7 +152,7 @@ pub async fn open_machine(
     };
     for s in repo.skipped_key_files() {
         ctx.notice(&format!(
-            "warning: key file {} is damaged, another copy was used: {}; {REPAIR}",
+            "warning: key file {} is damaged ({}); another copy opened the machine; {REPAIR}",
             s.path, s.reason
         ));
     }

@@ -130,6 +130,14 @@ pub(crate) async fn write_pair(store: &dyn Store, machine: &str, file: &KeyFile)
     Ok(id)
 }
 
+/// What is wrong with a key-file object, without its path (which the caller names).
+pub(crate) fn detail(e: &EngineError) -> String {
+    match e {
+        EngineError::Corrupt { reason, .. } => reason.to_string(),
+        e => e.to_string(),
+    }
+}
+
 /// What is wrong with one key-file object ([`KeyFileIssue`]).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +207,7 @@ impl Repository {
                 match self.check_one(meta).await {
                     Ok(true) => {}
                     Ok(false) => legacy = true,
-                    Err(err) => push(&meta.path, KeyFileState::Damaged, err.to_string()),
+                    Err(err) => push(&meta.path, KeyFileState::Damaged, detail(&err)),
                 }
             }
             let primary = self.path(&layout::key_rel(&e.id));

@@ -19,7 +19,7 @@ use crate::keyfiles::{self, binding};
 pub struct SkippedKeyFile {
     /// Its vault path.
     pub path: String,
-    /// Why it was skipped (the engine or crypto error, rendered).
+    /// Why it was skipped (the engine or crypto error, rendered, without the path).
     pub reason: String,
 }
 
@@ -90,6 +90,6 @@ fn skip(skipped: &mut Vec<SkippedKeyFile>, path: String, e: &EngineError) {
     tracing::warn!("skipping key file {path}: {e}");
     skipped.push(SkippedKeyFile {
         path,
-        reason: e.to_string(),
+        reason: keyfiles::detail(e),
     });
 }
