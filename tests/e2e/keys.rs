@@ -253,3 +253,42 @@ fn an_exported_key_opens_the_machine_with_no_key_file_left_in_the_vault() {
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(stderr(&out).contains("does not open"), "{}", text(&out));
 }
+
+/// A vault from before key-file copies: one version-1 key file (no binding, MAC, checksum or
+/// copy). It still opens; check notes the missing integrity record without failing; repair
+/// adds it.
+#[test]
+fn an_old_format_key_file_is_noted_by_check_and_upgraded_by_repair() {
+    let a = Agent::registered();
+    let src = a.p("src");
+    make_tree(&src, 65, 5, 5_000);
+    a.backup(&src);
+    let (key, copy) = key_pair(&a);
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    for field in ["bound_to", "mac", "checksum"] {
+        obj.remove(field).unwrap();
+    }
+    obj.insert("version".into(), 1.into());
+    fs::remove_file(&key).unwrap();
+    fs::remove_file(&copy).unwrap();
+    let legacy = key.with_file_name("cd".repeat(32));
+    fs::write(&legacy, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+
+    let out = a.run(&["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("has no integrity record") && e.contains("rbackup key repair"),
+        "{e}"
+    );
+    let pass = a.pass_file();
+    let (c, r) = a.json(&["key", "repair", "--passphrase-file", pass.to_str().unwrap()]);
+    assert_eq!(c, 0, "{r}");
+    assert_eq!(r["passphrase_verified"], true, "{r}");
+    let out = a.run(&["check"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!stderr(&out).contains("integrity record"), "{}", text(&out));
+    assert!(!legacy.exists());
+    key_pair(&a);
+}
