@@ -206,15 +206,18 @@ fn passphrase_change_replaces_the_old_one() {
         "--new-passphrase-file",
         new.to_str().unwrap(),
     ]);
-    let keys: Vec<_> = vault_files(&a.vault_dir())
+    let mut keys: Vec<_> = vault_files(&a.vault_dir())
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("/keys/"))
         .collect();
+    keys.sort();
+    // One key file and its second copy.
     assert_eq!(
         keys.len(),
-        1,
-        "exactly one key file after the change: {keys:?}"
+        2,
+        "exactly one key file (and its copy) after the change: {keys:?}"
     );
+    assert_eq!(keys[1].as_os_str(), &*format!("{}.copy", keys[0].display()));
     let id = a.machine_id();
     let target = a.p("out");
     let t = target.to_str().unwrap();

@@ -5,7 +5,9 @@
 
 use indicatif::{HumanBytes, HumanCount};
 use rbackup_engine::crypto::{CryptoError, Malformed};
-use rbackup_engine::{CACHE_PERCENT, CredentialsProblem, EngineError, ScratchFolder, SpacePlace};
+use rbackup_engine::{
+    CACHE_PERCENT, CorruptReason, CredentialsProblem, EngineError, ScratchFolder, SpacePlace,
+};
 
 /// The whole error for the terminal: each cause once, engine figures readable, then advice.
 pub fn render(err: &anyhow::Error) -> String {
@@ -98,6 +100,16 @@ const CHECK_DATA: &str = "run `rbackup check --read-data` to see what is affecte
 pub fn advice(e: &EngineError) -> Option<String> {
     let text = match e {
         EngineError::Crypto(c) => return crypto_advice(c),
+        EngineError::NoUsableKeyFile { .. } | EngineError::NoKeyFile { .. } => {
+            "the passphrase was not the problem: unlock with a recovery key file instead \
+             (`--key-file FILE` from `rbackup key export`), or run `rbackup key repair \
+             --passphrase-file FILE` on the machine itself"
+                .into()
+        }
+        EngineError::Corrupt {
+            reason: CorruptReason::KeyFileBinding { .. },
+            ..
+        } => "use the key file exported for this machine and vault".into(),
         EngineError::WrongPassphrase { .. } => {
             "check that you use the passphrase saved when this machine was registered".into()
         }
@@ -173,6 +185,9 @@ pub fn crypto_advice(e: &CryptoError) -> Option<String> {
         }
         CryptoError::Tampered { .. } => CHECK_DATA,
         CryptoError::Malformed(Malformed::KeyFileVersion { .. }) => "upgrade rbackup",
+        CryptoError::Malformed(Malformed::PrintedLine { .. }) => {
+            "compare that line with the printed key and type it again"
+        }
         _ => return None,
     };
     Some(text.into())

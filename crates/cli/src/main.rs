@@ -6,6 +6,7 @@ mod history;
 mod jobrun;
 mod jobs;
 mod jobstate;
+mod keys;
 mod ops;
 mod retention;
 mod setup;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Generate or change the encryption passphrase.
     #[command(subcommand)]
     Passphrase(PassphraseCmd),
+    /// Export a recovery key file, or repair the key files in the vault.
+    #[command(subcommand)]
+    Key(keys::KeyCmd),
     /// Job history: status, counts, bytes, duration, skipped files with reasons.
     Jobs {
         /// Show at most this many records, newest last.
@@ -187,6 +191,10 @@ pub struct RestoreArgs {
     pub machine: Option<String>,
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+    /// With --machine: unlock with this recovery key file (from `rbackup key export`, JSON or
+    /// printed) instead of the vault's key files; --passphrase-file is its passphrase.
+    #[arg(long, requires = "machine")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Vault(cmd) => setup::vault(&ctx, cmd).await,
         Command::Register(args) => setup::register(&ctx, args).await,
         Command::Passphrase(cmd) => setup::passphrase(&ctx, cmd).await,
+        Command::Key(cmd) => keys::key(&ctx, cmd).await,
         Command::Backup(args) => ops::backup(&ctx, args).await,
         Command::RecoveryPoints => ops::recovery_points(&ctx).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,

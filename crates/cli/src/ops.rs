@@ -2,12 +2,12 @@
 
 use anyhow::{Result, anyhow};
 use indicatif::HumanBytes;
-use rbackup_engine::{BackupOptions, Repository, RestoreOptions, Unlock};
+use rbackup_engine::{BackupOptions, KeyFileState, RestoreOptions};
 use serde_json::json;
 
 use crate::config::AgentConfig;
 use crate::history::{self, JobRecord};
-use crate::setup::{open_configured, open_vault, open_with_config, read_passphrase, setup_default};
+use crate::setup::{open_configured, open_with_config, setup_default};
 use crate::ui::Ctx;
 use crate::{BackupArgs, EXIT_WARNINGS, RestoreArgs, ThrottleCmd};
 
@@ -120,10 +120,8 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     let result = async {
         let repo = match (&args.machine, &args.passphrase_file) {
             (Some(machine), Some(pf)) => {
-                let pass = read_passphrase(pf)?;
-                let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
-                let unlock = Unlock::Passphrase(&pass);
-                Repository::open(&vault, machine, unlock, Some(&cfg.cache_dir)).await?
+                let key_file = args.key_file.as_deref();
+                crate::keys::open_machine(ctx, &cfg, machine, pf, key_file).await?
             }
             _ => open_with_config(&cfg).await?,
         };
@@ -186,6 +184,21 @@ pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
     let report = repo.check(read_data).await?;
     for e in &report.errors {
         ctx.notice(&format!("error: {e}"));
+    }
+    let legacy = |i: &&rbackup_engine::KeyFileIssue| i.state == KeyFileState::NoIntegrityRecord;
+    for i in report.key_files.iter().filter(legacy) {
+        ctx.notice(&format!(
+            "note: key file {} has no integrity record (it was written by an older rbackup, \
+             without a copy); run `rbackup key repair --passphrase-file FILE` to add one",
+            i.path
+        ));
+    }
+    if report.key_files.iter().any(|i| !legacy(&i)) {
+        ctx.notice(&format!(
+            "a damaged or missing key file can lock this machine out on the day it is needed: \
+             {}",
+            crate::keys::REPAIR
+        ));
     }
     if report.unreferenced_packs > 0 {
         ctx.notice(&format!(

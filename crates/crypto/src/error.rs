@@ -73,6 +73,27 @@ pub enum Malformed {
         /// [`KEY_FILE_VERSION`](crate::KEY_FILE_VERSION).
         supported: u32,
     },
+    /// Bytes that are not the JSON of a key file.
+    #[error("not a key file: {0}")]
+    KeyFileJson(String),
+    /// A version-2 key file without its binding, MAC or checksum.
+    #[error("key file lacks its binding, MAC or checksum")]
+    KeyFileMissing,
+    /// A key file whose checksum does not match its fields: it is damaged (the passphrase
+    /// was not tried).
+    #[error("key file checksum does not match its contents: the file is damaged")]
+    KeyFileChecksum,
+    /// A line of a printed recovery key that does not match its check digits.
+    #[error(
+        "line {line} of the printed key does not match its check digits (a typing mistake there?)"
+    )]
+    PrintedLine {
+        /// The line number printed at its start.
+        line: usize,
+    },
+    /// A printed recovery key that is not laid out as one.
+    #[error("not a printed recovery key: {0}")]
+    Printed(&'static str),
 }
 
 /// Why key derivation parameters were refused ([`CryptoError::Kdf`]).

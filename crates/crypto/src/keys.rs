@@ -76,6 +76,15 @@ impl MasterKeys {
         self.derive(META_KEY_CONTEXT, purpose.as_bytes())
     }
 
+    /// A keyed BLAKE3 of `message` under `derive_key(context, data_key)`: proves that a
+    /// holder of these keys wrote `message` (key files carry one, see [`crate::KeyFile`]).
+    pub(crate) fn mac(&self, context: &str, message: &[u8]) -> [u8; 32] {
+        let mut key = Zeroizing::new(blake3::derive_key(context, &self.data));
+        let mac = *blake3::keyed_hash(&key, message).as_bytes();
+        key.zeroize();
+        mac
+    }
+
     /// The data key always comes first and is of fixed length, so `data_key || suffix` is an
     /// unambiguous encoding of the suffix.
     fn derive(&self, context: &str, suffix: &[u8]) -> SealKey {

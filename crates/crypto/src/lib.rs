@@ -1,4 +1,5 @@
-//! Cryptography for rbackup: passphrase policy and generator, Argon2id key wrapping,
+//! Cryptography for rbackup: passphrase policy and generator, Argon2id key wrapping (key files
+//! with a checksum and a MAC, and their printed form),
 //! AES-256-GCM sealing, keyed BLAKE3 blob ids and subkey derivation.
 //!
 //! # The key design choice: random nonces under many short-lived subkeys
@@ -38,8 +39,10 @@
 //! let passphrase = Passphrase::generate();
 //! let keys = MasterKeys::generate();
 //! // Real vaults use `KdfParams::default()`; the cheap parameters keep this example fast.
-//! let key_file = KeyFile::wrap(&keys, &passphrase, KdfParams::fast_insecure_for_tests())?;
+//! let key_file = KeyFile::wrap(&keys, &passphrase, KdfParams::fast_insecure_for_tests(), "demo")?;
 //!
+//! // Stored as JSON; read back with every check that needs no passphrase, then unwrapped.
+//! let key_file = KeyFile::parse(&key_file.to_json())?;
 //! let keys = key_file.unwrap(&passphrase)?;
 //! let chunk = b"file contents";
 //! let id = keys.blob_id(chunk);
@@ -58,12 +61,13 @@ mod kdf;
 mod keyfile;
 mod keys;
 mod passphrase;
+mod printable;
 mod seal;
 
 pub use blob_id::BlobId;
 pub use error::{CryptoError, KdfError, KdfParam, Malformed};
 pub use kdf::{KdfParams, MAX_M_COST_KIB, MAX_P_COST, MAX_T_COST};
-pub use keyfile::{KEY_FILE_VERSION, KeyFile};
+pub use keyfile::{KEY_FILE_VERSION, KeyFile, LEGACY_KEY_FILE_VERSION};
 pub use keys::{MASTER_KEYS_LEN, MasterKeys};
 pub use passphrase::{
     GENERATED_ALPHABET, GENERATED_ENTROPY_BITS, GENERATED_GROUP_LEN, GENERATED_GROUPS, Passphrase,

@@ -1,4 +1,5 @@
-//! `check`: is every recovery point restorable? Structure first (index files, packs present at
+//! `check`: is every recovery point restorable, and can the machine be unlocked? The plain
+//! objects first (key files and their copies, `machine.json`), then structure (index files, packs present at
 //! their size, recovery points and every reachable tree decrypt, every file's blobs indexed);
 //! with `read_data`, every pack is read whole, its header compared with the index and every
 //! blob decrypted and verified against its id, and damage is reported with the files it hits.
@@ -9,10 +10,12 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use rbackup_crypto::BlobId;
 
+use crate::codec::json;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{self, Index};
-use crate::layout::{self, get_bounded, limits, pack_rel};
+use crate::keyfiles::KeyFileState;
+use crate::layout::{self, FORMAT_VERSION, MachineMarker, get_bounded, limits, pack_rel};
 use crate::pack::{self, BlobKind};
 use crate::repo::Repository;
 use crate::report::CheckReport;
@@ -22,6 +25,7 @@ impl Repository {
     /// Checks the repository; problems are collected in the report, not returned as errors.
     pub async fn check(&self, read_data: bool) -> Result<CheckReport> {
         let mut report = CheckReport::default();
+        self.check_plain_objects(&mut report).await?;
         let index = self.check_index(&mut report).await?;
         self.check_packs(&index, &mut report).await?;
         let roots = self.check_recovery_points(&mut report).await?;
@@ -33,6 +37,46 @@ impl Repository {
         self.check_trees(&index, &roots, &damaged, &mut report)
             .await;
         Ok(report)
+    }
+
+    /// The objects under the machine that are not sealed: each key file and its copy (see
+    /// `keyfiles.rs`), and `machine.json`, which must be exactly what registration wrote for
+    /// the sealed config's creation time.
+    async fn check_plain_objects(&self, report: &mut CheckReport) -> Result<()> {
+        for issue in self.key_file_issues().await? {
+            let text = match issue.state {
+                KeyFileState::Damaged => "is damaged",
+                KeyFileState::Missing => "is missing",
+                KeyFileState::NoIntegrityRecord => {
+                    report.key_files.push(issue);
+                    continue;
+                }
+            };
+            let (path, detail) = (&issue.path, &issue.detail);
+            report
+                .errors
+                .push(format!("key file {path} {text}: {detail}"));
+            report.key_files.push(issue);
+        }
+        let path = self.path(layout::MACHINE_JSON);
+        let marker = MachineMarker {
+            format: FORMAT_VERSION,
+            machine_id: self.machine.clone(),
+            created: self.config.created.clone(),
+        };
+        let max = limits(layout::MACHINE_JSON).stored;
+        match get_bounded(&*self.store, &path, max).await {
+            Ok(b) if b == json(&marker) => {}
+            Ok(b) => report.errors.push(format!(
+                "{path} is damaged: it is not the record of this machine's sealed config \
+                 (machine {}, created {}); found {:?}",
+                marker.machine_id,
+                marker.created,
+                String::from_utf8_lossy(&b[..b.len().min(200)])
+            )),
+            Err(e) => report.errors.push(format!("{path}: {e}")),
+        }
+        Ok(())
     }
 
     async fn check_index(&self, report: &mut CheckReport) -> Result<Index> {

@@ -31,17 +31,24 @@ pub enum EngineError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 
-    /// No key file of the machine could be tried: each is damaged or has refused parameters
-    /// (the passphrase was not the problem).
+    /// No key file of the machine could be tried: each (and its copy) is damaged or has
+    /// refused parameters (the passphrase was not the problem).
     #[error(
-        "no key file of machine {machine} can be used: all {damaged} are damaged or have \
-         refused parameters"
+        "the key files of machine {machine} are damaged (the passphrase was not tried): all \
+         {damaged} key-file objects are damaged or have refused parameters"
     )]
     NoUsableKeyFile {
         /// The machine id.
         machine: String,
         /// Key files skipped.
         damaged: usize,
+    },
+
+    /// The machine has no key file in the vault at all.
+    #[error("machine {machine} has no key file in the vault")]
+    NoKeyFile {
+        /// The machine id.
+        machine: String,
     },
 
     /// The passphrase does not open any key file of the machine.
@@ -472,6 +479,15 @@ pub enum CorruptReason {
     TreeLargerThanRecorded {
         /// How many entries the walk allowed.
         max: u64,
+    },
+    /// A key file bound to another vault or machine than the one it is stored under (or the
+    /// one it is used for).
+    #[error("it belongs to {found:?}, not to {expected:?} (vault id/machine id)")]
+    KeyFileBinding {
+        /// The binding inside (at most 80 characters of it).
+        found: String,
+        /// The vault id/machine id it should have.
+        expected: String,
     },
     /// A blob whose recorded plain length is over what any blob may be.
     #[error("a recorded length of {len} bytes, over the limit of {max} bytes for a blob")]

@@ -5,6 +5,7 @@
 //! machines/<machine-id>/machine.json      MachineMarker, plain JSON, written last
 //! machines/<machine-id>/config            MachineConfig, sealed
 //! machines/<machine-id>/keys/<id>         key files (passphrase-wrapped master keys), JSON
+//! machines/<machine-id>/keys/<id>.copy    the same bytes again (see `keyfiles`)
 //! machines/<machine-id>/packs/<xx>/<id>   packs, in directories by the id's first byte
 //! machines/<machine-id>/index/<id>        index files, sealed
 //! machines/<machine-id>/snapshots/<id>    recovery points, sealed
@@ -28,7 +29,7 @@
 //! | vault.json    |      1 MiB |         - | a few hundred bytes of JSON                      |
 //! | machine.json  |     64 KiB |         - | about 150 bytes of JSON                          |
 //! | config        |      1 MiB |     1 MiB | names and chunker parameters                     |
-//! | keys/*        |     64 KiB |         - | about 400 bytes of JSON                          |
+//! | keys/*        |     64 KiB |         - | about 700 bytes of JSON                          |
 //! | index/*       |    256 MiB |   512 MiB | ≤ 64 packs × their entries (~60 B per blob)      |
 //! | snapshots/*   |     16 MiB |    64 MiB | the source paths and a few figures               |
 //! | locks/*       |      1 MiB |     1 MiB | one lease                                        |
@@ -174,7 +175,7 @@ pub(crate) fn marker_machine(path: &str) -> Option<&str> {
     (file == MACHINE_JSON).then_some(id)
 }
 
-/// A new key file's path inside a machine's directory.
+/// A new key file's path inside a machine's directory (its copy adds `.copy`).
 pub(crate) fn key_rel(file: &Id) -> String {
     format!("{KEYS}/{}", file.to_hex())
 }

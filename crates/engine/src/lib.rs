@@ -50,6 +50,7 @@ mod error;
 pub mod fuzz_support;
 mod id;
 mod index;
+mod keyfiles;
 mod layout;
 mod lock;
 mod pack;
@@ -72,6 +73,7 @@ pub use error::{
     ScratchFolder, SpacePlace,
 };
 pub use id::Id;
+pub use keyfiles::{KeyFileIssue, KeyFileState, KeyRepairReport};
 pub use layout::{FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta};
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
 pub use pack::BlobKind;

@@ -10,7 +10,7 @@ use rbackup_crypto::{BlobId, KdfParams, KeyFile, MasterKeys, Passphrase};
 use rbackup_store::{PutMode, Store};
 
 use crate::cache::MetaCache;
-use crate::codec::{self, json};
+use crate::codec;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, Index};
@@ -31,12 +31,16 @@ pub enum Unlock<'a> {
     Passphrase(&'a Passphrase),
     /// Keys already unwrapped (the agent's local key file, for scheduled runs).
     Keys(MasterKeys),
+    /// A key file kept outside the vault (a recovery key file from
+    /// [`Repository::export_key_file`]) and its passphrase; the vault's key files are not read.
+    KeyFile(&'a KeyFile, &'a Passphrase),
 }
 
 /// One machine's repository, unlocked.
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) vault_id: String,
     pub(crate) machine: String,
     pub(crate) keys: Arc<MasterKeys>,
     pub(crate) config: Arc<MachineConfig>,
@@ -91,23 +95,28 @@ impl Repository {
             let reason = CorruptReason::OtherMachine { found };
             return Err(EngineError::corrupt(marker_path, reason));
         }
-        let (keys, skipped) = match unlock {
-            Unlock::Keys(k) => (k, Vec::new()),
-            Unlock::Passphrase(p) => unlock::with_passphrase(&*store, machine, p).await?,
+        // Keys from a key file authenticated (AES-GCM) are this machine's; the local key
+        // file's are proven only by a key file's MAC, which is looked at if the config fails.
+        let (keys, skipped, proven) = match unlock {
+            Unlock::Keys(k) => (k, Vec::new(), false),
+            Unlock::Passphrase(p) => {
+                let (k, s) = unlock::with_passphrase(&*store, vault.id(), machine, p).await?;
+                (k, s, true)
+            }
+            Unlock::KeyFile(f, p) => (
+                unlock::with_key_file(f, vault.id(), machine, p)?,
+                Vec::new(),
+                true,
+            ),
         };
-        let config_path = machine_path(machine, layout::CONFIG);
-        let max = layout::limits(layout::CONFIG).stored;
-        let sealed = layout::get_bounded(&*store, &config_path, max).await?;
-        let config: MachineConfig = codec::open_meta(&keys, layout::CONFIG, machine, &sealed)
-            .map_err(|_| EngineError::WrongPassphrase {
-                machine: machine.into(),
-            })?;
+        let config = open_config(&*store, machine, &keys, proven).await?;
         let cache = match cache_dir {
             Some(dir) => Some(MetaCache::new(dir, vault.id(), machine)?),
             None => None,
         };
         Ok(Repository {
             store,
+            vault_id: vault.id().into(),
             machine: machine.into(),
             keys: Arc::new(keys),
             config: Arc::new(config),
@@ -139,20 +148,12 @@ impl Repository {
         &self.keys
     }
 
-    /// Writes a key file for `new` and removes the others: no data is re-encrypted, and
-    /// afterwards only the new passphrase opens the machine. The new file is written first, so
-    /// a crash in between leaves both passphrases working rather than none.
+    /// Writes a key file (and its copy) for `new` and removes the others: no data is
+    /// re-encrypted, and afterwards only the new passphrase opens the machine. The new files
+    /// are written first, so a crash in between leaves both passphrases working rather than
+    /// none.
     pub async fn change_passphrase(&self, new: &Passphrase, kdf: KdfParams) -> Result<()> {
-        let old = self.store.list(&self.path(layout::KEYS)).await?;
-        let file = KeyFile::wrap(&self.keys, new, kdf)?;
-        let new_path = self.path(&layout::key_rel(&Id::random()));
-        self.store
-            .put(&new_path, json(&file), PutMode::Create)
-            .await?;
-        for o in old {
-            self.store.delete(&o.path).await?;
-        }
-        Ok(())
+        self.rewrite_key_files(new, kdf).await.map(drop)
     }
 
     pub(crate) fn path(&self, rel: &str) -> String {
@@ -338,4 +339,48 @@ impl Repository {
         let bytes = self.read_blob(index, id).await?;
         Tree::decode(&bytes, id)
     }
+}
+
+/// The sealed config under `keys`. When it does not open, the keys are wrong or the config is
+/// damaged: with keys known to be this machine's (`proven`, or any key file's MAC verifying
+/// under them) it is the config, and the error says so rather than blaming the passphrase.
+async fn open_config(
+    store: &dyn Store,
+    machine: &str,
+    keys: &MasterKeys,
+    proven: bool,
+) -> Result<MachineConfig> {
+    let config_path = machine_path(machine, layout::CONFIG);
+    let max = layout::limits(layout::CONFIG).stored;
+    let sealed = layout::get_bounded(store, &config_path, max).await?;
+    let err = match codec::open_meta(keys, layout::CONFIG, machine, &sealed) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    if proven || keys_match_a_key_file(store, machine, keys).await {
+        return Err(err);
+    }
+    Err(EngineError::WrongPassphrase {
+        machine: machine.into(),
+    })
+}
+
+/// Whether some key file of `machine` carries a MAC made with `keys`.
+async fn keys_match_a_key_file(store: &dyn Store, machine: &str, keys: &MasterKeys) -> bool {
+    let Ok((entries, _)) = crate::keyfiles::list(store, machine).await else {
+        return false;
+    };
+    for meta in entries.iter().flat_map(crate::keyfiles::KeyEntry::objects) {
+        let Ok(bytes) =
+            layout::get_bounded(store, &meta.path, layout::limits(layout::KEYS).stored).await
+        else {
+            continue;
+        };
+        if let Ok(file) = KeyFile::parse(&bytes)
+            && file.verify_mac(keys).unwrap_or(false)
+        {
+            return true;
+        }
+    }
+    false
 }

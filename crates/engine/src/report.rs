@@ -92,6 +92,10 @@ pub struct CheckReport {
     /// Packs in the vault that no index lists (left by an interrupted backup; harmless, and
     /// removed by a prune).
     pub unreferenced_packs: u64,
+    /// The machine's key files that are damaged, missing or of the old format without an
+    /// integrity record (found with the master keys, without the passphrase). Damaged and
+    /// missing ones are also in `errors`; old-format ones only here.
+    pub key_files: Vec<crate::KeyFileIssue>,
     /// Problems found: each says what is damaged.
     pub errors: Vec<String>,
 }

@@ -12,7 +12,8 @@ use rbackup_throttle::{Clock, SystemClock};
 use crate::codec::{self, json};
 use crate::credentials::VaultCredentials;
 use crate::error::{EngineError, Result};
-use crate::id::{Id, random_bytes};
+use crate::id::random_bytes;
+use crate::keyfiles;
 use crate::layout::{
     self, FORMAT_VERSION, MachineConfig, MachineMarker, VAULT_JSON, VaultMeta, machine_path,
 };
@@ -163,8 +164,8 @@ impl Vault {
         )
     }
 
-    /// Registers a new machine: creates its repository (keys, config, then the marker that
-    /// makes it visible) and returns its id and master keys.
+    /// Registers a new machine: creates its repository (the key file and its copy, config,
+    /// then the marker that makes it visible) and returns its id and master keys.
     pub async fn register(
         &self,
         creds: &VaultCredentials,
@@ -176,11 +177,9 @@ impl Vault {
             .map_err(|source| EngineError::InvalidChunker { source })?;
         let machine = hex::encode(random_bytes::<8>());
         let keys = MasterKeys::generate();
-        let key_file = KeyFile::wrap(&keys, reg.passphrase, reg.kdf)?;
-        let key_path = machine_path(&machine, &layout::key_rel(&Id::random()));
-        self.store
-            .put(&key_path, json(&key_file), PutMode::Create)
-            .await?;
+        let bound = keyfiles::binding(self.id(), &machine);
+        let key_file = KeyFile::wrap(&keys, reg.passphrase, reg.kdf, &bound)?;
+        keyfiles::write_pair(&*self.store, &machine, &key_file).await?;
         let config = MachineConfig {
             name: reg.name,
             hostname: reg.hostname,

@@ -190,7 +190,15 @@ async fn a_key_file_with_refused_parameters_is_skipped_and_the_good_one_opens() 
     let pass = Passphrase::new("hostile vault passphrase").unwrap();
     let (store, _url, vault, machine, _keys) = local_vault(work.path(), &pass).await;
     let keys_dir = format!("machines/{machine}/keys");
-    let good = store.list(&keys_dir).await.unwrap().remove(0).path;
+    let mut pair: Vec<String> = store
+        .list(&keys_dir)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    pair.sort();
+    let good = pair[0].clone();
     let mut kf: serde_json::Value =
         serde_json::from_slice(&store.get(&good).await.unwrap()).unwrap();
     kf["kdf"]["m_cost_kib"] = (1u64 << 30).into(); // 1 TiB
@@ -219,7 +227,10 @@ async fn a_key_file_with_refused_parameters_is_skipped_and_the_good_one_opens() 
     assert!(matches!(err, EngineError::WrongPassphrase { .. }), "{err}");
 
     // With only damaged files left, the error says so rather than blaming the passphrase.
-    store.delete(&good).await.unwrap();
+    // (The good file's copy goes too: it would open the machine.)
+    for p in &pair {
+        store.delete(p).await.unwrap();
+    }
     let garbage = format!("{keys_dir}/{}", "1".repeat(64));
     store
         .put(&garbage, Bytes::from_static(b"{ not json"), PutMode::Create)

@@ -1,0 +1,160 @@
+//! `key export` and `key repair`, and opening another machine's repository from an admin or
+//! recovery host (`--machine ID` with its passphrase, or with a recovery key file), shared by
+//! every command that takes `--machine`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use rbackup_engine::crypto::{KdfParams, KeyFile};
+use rbackup_engine::{KeyFileState, Repository, Unlock};
+use serde_json::json;
+
+use crate::config::{AgentConfig, write_new};
+use crate::setup::{open_configured, open_vault, read_passphrase};
+use crate::ui::Ctx;
+
+/// What a user does about a damaged key file in the vault.
+pub const REPAIR: &str = "run `rbackup key repair --passphrase-file FILE` on the machine (it \
+                          rewrites the vault's key files from the local key file)";
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Write a passphrase-protected recovery key file (and its printable form, FILE.txt), to
+    /// keep away from the vault.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// The passphrase that will protect the recovery key file (at least 16 characters).
+        #[arg(long)]
+        passphrase_file: PathBuf,
+    },
+    /// Rewrite the vault's key files from the local key file when any is damaged, missing its
+    /// copy or of the old format.
+    Repair {
+        /// The machine's passphrase (checked against an intact key file if one is left).
+        #[arg(long)]
+        passphrase_file: PathBuf,
+    },
+}
+
+pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<u8> {
+    match cmd {
+        KeyCmd::Export {
+            out,
+            passphrase_file,
+        } => export(ctx, &out, &passphrase_file).await,
+        KeyCmd::Repair { passphrase_file } => repair(ctx, &passphrase_file).await,
+    }
+}
+
+async fn export(ctx: &Ctx, out: &Path, passphrase_file: &Path) -> Result<u8> {
+    let pass = read_passphrase(passphrase_file)?;
+    let (cfg, repo) = open_configured(ctx).await?;
+    let file = repo.export_key_file(&pass, KdfParams::default())?;
+    let printed = file.to_printable()?;
+    let mut txt = out.as_os_str().to_owned();
+    txt.push(".txt");
+    let txt = PathBuf::from(txt);
+    write_new(out, &file.to_json(), 0o600)?;
+    write_new(&txt, printed.as_bytes(), 0o600)?;
+    ctx.notice(&format!(
+        "Wrote the recovery key of machine {} to {} and its printable form to {}. Keep them \
+         away from the vault and this machine; with the passphrase in {} they open the \
+         machine's backups: `rbackup restore ... --machine {} --key-file {} --passphrase-file \
+         FILE`.",
+        cfg.machine_id,
+        out.display(),
+        txt.display(),
+        passphrase_file.display(),
+        cfg.machine_id,
+        out.display()
+    ));
+    ctx.output(
+        &json!({"machine_id": cfg.machine_id, "key_file": out, "printable": txt}),
+        String::new,
+    )?;
+    Ok(0)
+}
+
+async fn repair(ctx: &Ctx, passphrase_file: &Path) -> Result<u8> {
+    let pass = read_passphrase(passphrase_file)?;
+    let (cfg, repo) = open_configured(ctx).await?;
+    let report = repo.repair_key_files(&pass, KdfParams::default()).await?;
+    for i in &report.issues {
+        ctx.notice(&format!(
+            "was {}: {} ({})",
+            state(i.state),
+            i.path,
+            i.detail
+        ));
+    }
+    if report.written.is_some() && !report.passphrase_verified {
+        ctx.notice(
+            "note: no intact key file was left to check the passphrase against; the key files \
+             now open with the one given",
+        );
+    }
+    ctx.output(&report, || match &report.written {
+        Some(w) => format!(
+            "Rewrote the key files of machine {} ({w} and its copy); removed {} old object(s).",
+            cfg.machine_id,
+            report.removed.len()
+        ),
+        None => format!(
+            "The key files of machine {} are intact; nothing to repair.",
+            cfg.machine_id
+        ),
+    })?;
+    Ok(0)
+}
+
+pub fn state(s: KeyFileState) -> &'static str {
+    match s {
+        KeyFileState::Damaged => "damaged",
+        KeyFileState::Missing => "missing",
+        KeyFileState::NoIntegrityRecord => "without integrity record",
+        _ => "not as written",
+    }
+}
+
+/// A recovery key file as `key export` writes it: the JSON file or its printable form.
+pub fn load_key_file(path: &Path) -> Result<KeyFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    let parsed = if text.trim_start().starts_with('{') {
+        KeyFile::parse(text.as_bytes())
+    } else {
+        KeyFile::parse_printable(&text)
+    };
+    parsed.with_context(|| format!("key file {}", path.display()))
+}
+
+/// Another machine's repository (recovery to an alternate server, an admin host): unlocked
+/// with its passphrase through the vault's key files, or through a recovery key file and the
+/// passphrase that protects it. Key files skipped on the way are named as warnings.
+pub async fn open_machine(
+    ctx: &Ctx,
+    cfg: &AgentConfig,
+    machine: &str,
+    passphrase_file: &Path,
+    key_file: Option<&Path>,
+) -> Result<Repository> {
+    let pass = read_passphrase(passphrase_file)?;
+    let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
+    let cache = Some(cfg.cache_dir.as_path());
+    let repo = match key_file {
+        Some(path) => {
+            let file = load_key_file(path)?;
+            Repository::open(&vault, machine, Unlock::KeyFile(&file, &pass), cache).await?
+        }
+        None => Repository::open(&vault, machine, Unlock::Passphrase(&pass), cache).await?,
+    };
+    for s in repo.skipped_key_files() {
+        ctx.notice(&format!(
+            "warning: key file {} is damaged ({}); another copy opened the machine; {REPAIR}",
+            s.path, s.reason
+        ));
+    }
+    Ok(repo)
+}
