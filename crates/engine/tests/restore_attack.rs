@@ -362,11 +362,12 @@ async fn a_tree_that_shares_its_subtrees_exponentially_is_refused_not_walked() {
         .await
         .unwrap();
 
+    fs::create_dir_all(&bx.target).unwrap();
     let started = std::time::Instant::now();
     let err = env
         .repo
         .restore(RestoreOptions::new(
-            rp.to_hex(),
+            &rp.to_hex(),
             &bx.target,
             env.work.path().join("recovery"),
         ))
@@ -389,7 +390,7 @@ async fn a_tree_that_shares_its_subtrees_exponentially_is_refused_not_walked() {
         other => panic!("expected a damaged recovery point, got {other}"),
     }
     bx.assert_untouched();
-    assert_eq!(fs::read_dir(&bx.target).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(fs::read_dir(&bx.target).unwrap().count(), 0, "the target was written");
 }
 
 /// Staged on another file system (tmpfs), files are copied into their directory and renamed
