@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec;
 use crate::error::{EngineError, Result};
+use crate::holder::Holder;
 use crate::id::Id;
 use crate::repo::Repository;
 
@@ -63,6 +64,10 @@ pub struct LeaseInfo {
     /// Prune markers whose packs the holder does not reuse (see the module docs).
     #[serde(default)]
     pub honours: Vec<Id>,
+    /// The holding process, exactly (see `holder.rs`): lets the next run on this host release
+    /// the lease of a killed holder instead of waiting for it to run out.
+    #[serde(default)]
+    pub holder: Option<Holder>,
 }
 
 impl LeaseInfo {
@@ -72,6 +77,11 @@ impl LeaseInfo {
         self.expires
             .parse::<Timestamp>()
             .map_or(true, |exp| now <= exp)
+    }
+
+    /// Whether the process that holds it is provably gone (a killed holder on this host).
+    pub fn holder_is_gone(&self) -> bool {
+        self.holder.as_ref().is_some_and(Holder::is_gone)
     }
 }
 
@@ -121,6 +131,9 @@ impl Repository {
     /// Takes a lease. An exclusive lease is refused while another live exclusive lease exists
     /// (another prune); shared leases never wait for anything.
     pub async fn take_lease(&self, kind: LeaseKind, purpose: &str) -> Result<Lease> {
+        if let Err(e) = self.release_dead_leases().await {
+            tracing::warn!("cannot look for leases of killed processes: {e}");
+        }
         let now = self.clock.now();
         let ttl = self.lease_ttl;
         let info = LeaseInfo {
@@ -131,6 +144,7 @@ impl Repository {
             created: now.to_string(),
             expires: plus(now, ttl).to_string(),
             honours: Vec::new(),
+            holder: Holder::current(),
         };
         let id = Id::random();
         let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &info);
@@ -180,6 +194,30 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the leases whose holder is provably gone (killed on this host, see
+    /// `holder.rs`), so that nothing waits for them to run out; returns how many.
+    pub async fn release_dead_leases(&self) -> Result<u64> {
+        let mut released = 0;
+        for (id, info) in self.leases().await? {
+            if let Some(i) = info
+                && i.holder_is_gone()
+            {
+                tracing::info!(
+                    "releasing the lease of {} (pid {}, since {}): that process is gone",
+                    i.purpose,
+                    i.pid,
+                    i.created
+                );
+                match self.store.delete(&self.lease_path(&id)).await {
+                    Ok(()) => released += 1,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(released)
     }
 
     pub(crate) fn lease_path(&self, id: &Id) -> String {
@@ -344,6 +382,7 @@ mod tests {
             created: now.to_string(),
             expires: plus(now, valid_for).to_string(),
             honours: Vec::new(),
+            holder: None,
         };
         let s = LeaseState {
             info,
