@@ -4,6 +4,7 @@
 mod advice;
 mod config;
 mod history;
+mod interrupt;
 mod jobrun;
 mod jobs;
 mod jobstate;

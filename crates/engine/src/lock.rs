@@ -371,6 +371,94 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Registration, Unlock, Vault};
+    use rbackup_crypto::{KdfParams, Passphrase};
+
+    async fn memory_repo(name: &str) -> Repository {
+        let url = format!("memory://{name}");
+        let store = rbackup_store::open(&url, &Default::default()).unwrap();
+        let (vault, creds) = Vault::create(store, &url, Duration::from_secs(600))
+            .await
+            .unwrap();
+        let pass = Passphrase::new("lease tests passphrase").unwrap();
+        let reg = Registration {
+            name: "t".into(),
+            hostname: "t".into(),
+            passphrase: &pass,
+            kdf: KdfParams::fast_insecure_for_tests(),
+            chunker: Default::default(),
+        };
+        let (machine, keys) = vault.register(&creds, reg).await.unwrap();
+        Repository::open(&vault, &machine, Unlock::Keys(keys), None)
+            .await
+            .unwrap()
+    }
+
+    /// A lease left behind (not refreshed, not deleted) that names `holder`.
+    async fn left_behind(repo: &Repository, holder: Holder) -> Id {
+        let lease = repo.take_lease(LeaseKind::Shared, "backup").await.unwrap();
+        write(&lease.shared, |i| i.holder = Some(holder))
+            .await
+            .unwrap();
+        let id = lease.id();
+        lease.abandon();
+        id
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_the_lease_of_a_holder_gone_from_this_host_is_released() {
+        let repo = memory_repo("lease-dead-holder").await;
+        let me = Holder::current().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dead = Holder { pid, ..me.clone() };
+        let dead_again = dead.clone();
+        let elsewhere = Holder {
+            host: format!("{}-elsewhere", me.host),
+            ..dead
+        };
+        let remote = left_behind(&repo, elsewhere).await;
+        let alive = left_behind(&repo, me).await;
+        // Last: taking a lease releases dead ones, so an earlier one would be gone already.
+        let killed = left_behind(&repo, dead_again).await;
+        assert_eq!(repo.release_dead_leases().await.unwrap(), 1);
+        let mut left: Vec<Id> = repo
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.0)
+            .collect();
+        left.sort();
+        let mut want = vec![remote, alive];
+        want.sort();
+        assert_eq!(
+            left, want,
+            "the killed holder's lease {killed:?} went, no other"
+        );
+        // Taking a lease releases dead ones first, so nothing ever waits for them.
+        left_behind(
+            &repo,
+            Holder {
+                pid,
+                ..Holder::current().unwrap()
+            },
+        )
+        .await;
+        let next = repo
+            .take_lease(LeaseKind::Exclusive, "prune")
+            .await
+            .unwrap();
+        let infos = repo.leases().await.unwrap();
+        assert_eq!(infos.len(), 3, "{infos:?}");
+        assert!(
+            infos
+                .iter()
+                .all(|(_, i)| !i.as_ref().unwrap().holder_is_gone())
+        );
+        next.release().await;
+    }
 
     fn state(valid_for: Duration) -> (LeaseState, Timestamp) {
         let now = Timestamp::from_second(1_900_000_000).unwrap();

@@ -35,7 +35,7 @@ impl Repository {
         let Some(root) = root else {
             return Err(EngineError::Cancelled {
                 packs: collector.packs,
-                bytes: collector.bytes,
+                bytes: collector.pack_bytes,
             });
         };
         let added = collector.bytes + plan.adopted.index_bytes;

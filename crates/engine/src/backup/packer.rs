@@ -147,6 +147,9 @@ pub(crate) struct IndexCollector {
     /// When the last index file was written (the vault clock's monotonic time).
     last_flush: Duration,
     pub packs: u64,
+    /// Bytes of the packs uploaded.
+    pub pack_bytes: u64,
+    /// Bytes of the packs and index files written.
     pub bytes: u64,
     pub blobs: u64,
 }
@@ -167,6 +170,7 @@ impl IndexCollector {
             pending: Vec::new(),
             last_flush: now,
             packs: 0,
+            pack_bytes: 0,
             bytes: 0,
             blobs: 0,
         }
@@ -227,6 +231,7 @@ pub(crate) fn uploader(
             let mut c = collector.lock().await;
             c.packs += 1;
             c.bytes += pack.size;
+            c.pack_bytes += pack.size;
             c.blobs += pack.entries.len() as u64;
             c.pending.push(IndexPack {
                 id: pack.id,
@@ -240,4 +245,31 @@ pub(crate) fn uploader(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack() -> IndexPack {
+        IndexPack {
+            id: Id::random(),
+            size: 1,
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn entries_are_due_after_64_packs_or_a_minute_whichever_comes_first() {
+        let start = Duration::from_secs(1000);
+        let mut c = IndexCollector::new(start);
+        c.pending.push(pack());
+        assert!(!c.due(start + INDEX_FLUSH_INTERVAL - Duration::from_millis(1)));
+        assert!(c.due(start + INDEX_FLUSH_INTERVAL));
+        while c.pending.len() < INDEX_FLUSH_PACKS {
+            assert!(!c.due(start), "{} packs", c.pending.len());
+            c.pending.push(pack());
+        }
+        assert!(c.due(start));
+    }
 }
