@@ -7,5 +7,6 @@ mod damage;
 mod harness;
 mod hostile;
 mod jobs;
+mod resume;
 mod roundtrip;
 mod vault_input;
