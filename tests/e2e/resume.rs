@@ -249,13 +249,20 @@ fn ctrl_c_stops_cleanly_keeps_what_was_uploaded_and_exits_non_zero() {
         stderr.contains("stopping") && stderr.contains("backup stopped"),
         "{stderr}"
     );
-    assert!(stderr.contains("kept") && stderr.contains("pack"), "{stderr}");
+    assert!(
+        stderr.contains("kept") && stderr.contains("pack"),
+        "{stderr}"
+    );
     assert!(
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
     );
     let after = seen(&a);
-    assert_eq!((after.points, after.leases), (0, 0), "no point, lease released");
+    assert_eq!(
+        (after.points, after.leases),
+        (0, 0),
+        "no point, lease released"
+    );
     assert!(after.index_files >= 1, "what was uploaded is indexed");
     let staging = a.home().join(".cache/rbackup/staging");
     let left: Vec<_> = fs::read_dir(&staging)
