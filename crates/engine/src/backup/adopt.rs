@@ -12,6 +12,11 @@
 //! already be under way. The caller passes the marker set it read *before* the listing, which
 //! is what makes this safe beside a prune (the rule is spelled out in ARCHITECTURE.md,
 //! "Invariants").
+//!
+//! A backup running beside this one may have uploaded a pack it has not indexed yet; that
+//! pack is adopted too, and both runs index it. That is harmless: the index keeps the first
+//! entry for a blob, and prune's rewrite keeps one entry per pack. Every run lists the packs
+//! once for this (about one list request per thousand packs on a cloud store).
 
 use std::collections::HashSet;
 
