@@ -8,5 +8,6 @@ mod harness;
 mod hostile;
 mod jobs;
 mod keys;
+mod resume;
 mod roundtrip;
 mod vault_input;

@@ -48,6 +48,11 @@ fn crypto_of(e: &EngineError) -> Option<&CryptoError> {
 /// Messages that read better with human sizes than the engine's plain byte counts.
 fn message(e: &EngineError) -> Option<String> {
     Some(match e {
+        EngineError::Cancelled { packs, bytes } => format!(
+            "backup stopped; no recovery point was written; kept {packs} pack(s) ({}) uploaded \
+             before the stop, indexed for the next backup",
+            HumanBytes(*bytes)
+        ),
         EngineError::SourceTooLarge { bytes, max } => format!(
             "the sources hold {} GB, over the limit of {} GB per data source",
             HumanCount(bytes / 1_000_000_000),
@@ -157,6 +162,9 @@ pub fn advice(e: &EngineError) -> Option<String> {
         }
         EngineError::InvalidValidity { .. } => "give a shorter --valid-for".into(),
         EngineError::LeaseLost { .. } => "run it again".into(),
+        EngineError::Cancelled { .. } => {
+            "run the same backup again: it reuses what was kept and uploads only the rest".into()
+        }
         EngineError::UnsafeFolder { role, path, .. } => {
             let option = match role {
                 ScratchFolder::Cache => "choose another cache dir (`--cache-dir` at registration)",

@@ -207,6 +207,7 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
         opts.job = Some(job.name.clone());
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
+        opts.cancel = crate::interrupt::stop_on_signals(ctx);
         opts.throttle = throttle;
         Ok(repo.backup(opts).await?)
     }

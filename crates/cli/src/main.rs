@@ -3,6 +3,7 @@
 
 mod advice;
 mod history;
+mod interrupt;
 mod jobrun;
 mod jobs;
 mod jobstate;

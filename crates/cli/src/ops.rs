@@ -31,6 +31,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         opts.job = args.job;
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
+        opts.cancel = crate::interrupt::stop_on_signals(ctx);
         opts.throttle = crate::config::throttle(&cfg.throttle)?;
         Ok(repo.backup(opts).await?)
     }

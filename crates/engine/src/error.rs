@@ -271,6 +271,20 @@ pub enum EngineError {
         ttl: Duration,
     },
 
+    /// The embedder asked the backup to stop ([`crate::Cancel`]): no recovery point was
+    /// written; the packs uploaded by then are indexed and the next backup reuses them.
+    #[error(
+        "the backup was stopped before it finished; no recovery point was written; {packs} \
+         packs ({bytes} bytes) uploaded by it are kept and indexed, so the next backup does \
+         not upload them again"
+    )]
+    Cancelled {
+        /// Packs this run uploaded and indexed.
+        packs: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+
     /// Another process holds an exclusive lease on the repository.
     #[error(
         "another {} is running on this repository (host {}, pid {}, since {}); its lease runs \

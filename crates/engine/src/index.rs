@@ -90,6 +90,10 @@ impl Index {
         self.blobs.contains_key(id)
     }
 
+    pub(crate) fn has_pack(&self, id: &Id) -> bool {
+        self.pack_numbers.contains_key(id)
+    }
+
     pub(crate) fn pack_id(&self, number: u32) -> Id {
         self.packs[number as usize].0
     }

@@ -48,6 +48,7 @@ mod credentials;
 mod error;
 #[doc(hidden)]
 pub mod fuzz_support;
+mod holder;
 mod id;
 mod index;
 mod keyfiles;
@@ -66,12 +67,13 @@ mod unlock;
 mod vault;
 mod workdir;
 
-pub use backup::{BackupOptions, CACHE_PERCENT, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
+pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{
     CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, Result,
     ScratchFolder, SpacePlace,
 };
+pub use holder::Holder;
 pub use id::Id;
 pub use keyfiles::{KeyFileIssue, KeyFileState, KeyRepairReport};
 pub use layout::{FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta};

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec;
 use crate::error::{EngineError, Result};
+use crate::holder::Holder;
 use crate::id::Id;
 use crate::repo::Repository;
 
@@ -63,6 +64,10 @@ pub struct LeaseInfo {
     /// Prune markers whose packs the holder does not reuse (see the module docs).
     #[serde(default)]
     pub honours: Vec<Id>,
+    /// The holding process, exactly (see `holder.rs`): lets the next run on this host release
+    /// the lease of a killed holder instead of waiting for it to run out.
+    #[serde(default)]
+    pub holder: Option<Holder>,
 }
 
 impl LeaseInfo {
@@ -72,6 +77,11 @@ impl LeaseInfo {
         self.expires
             .parse::<Timestamp>()
             .map_or(true, |exp| now <= exp)
+    }
+
+    /// Whether the process that holds it is provably gone (a killed holder on this host).
+    pub fn holder_is_gone(&self) -> bool {
+        self.holder.as_ref().is_some_and(Holder::is_gone)
     }
 }
 
@@ -121,6 +131,9 @@ impl Repository {
     /// Takes a lease. An exclusive lease is refused while another live exclusive lease exists
     /// (another prune); shared leases never wait for anything.
     pub async fn take_lease(&self, kind: LeaseKind, purpose: &str) -> Result<Lease> {
+        if let Err(e) = self.release_dead_leases().await {
+            tracing::warn!("cannot look for leases of killed processes: {e}");
+        }
         let now = self.clock.now();
         let ttl = self.lease_ttl;
         let info = LeaseInfo {
@@ -131,6 +144,7 @@ impl Repository {
             created: now.to_string(),
             expires: plus(now, ttl).to_string(),
             honours: Vec::new(),
+            holder: Holder::current(),
         };
         let id = Id::random();
         let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &info);
@@ -180,6 +194,30 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the leases whose holder is provably gone (killed on this host, see
+    /// `holder.rs`), so that nothing waits for them to run out; returns how many.
+    pub async fn release_dead_leases(&self) -> Result<u64> {
+        let mut released = 0;
+        for (id, info) in self.leases().await? {
+            if let Some(i) = info
+                && i.holder_is_gone()
+            {
+                tracing::info!(
+                    "releasing the lease of {} (pid {}, since {}): that process is gone",
+                    i.purpose,
+                    i.pid,
+                    i.created
+                );
+                match self.store.delete(&self.lease_path(&id)).await {
+                    Ok(()) => released += 1,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(released)
     }
 
     pub(crate) fn lease_path(&self, id: &Id) -> String {
@@ -333,6 +371,94 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Registration, Unlock, Vault};
+    use rbackup_crypto::{KdfParams, Passphrase};
+
+    async fn memory_repo(name: &str) -> Repository {
+        let url = format!("memory://{name}");
+        let store = rbackup_store::open(&url, &Default::default()).unwrap();
+        let (vault, creds) = Vault::create(store, &url, Duration::from_secs(600))
+            .await
+            .unwrap();
+        let pass = Passphrase::new("lease tests passphrase").unwrap();
+        let reg = Registration {
+            name: "t".into(),
+            hostname: "t".into(),
+            passphrase: &pass,
+            kdf: KdfParams::fast_insecure_for_tests(),
+            chunker: Default::default(),
+        };
+        let (machine, keys) = vault.register(&creds, reg).await.unwrap();
+        Repository::open(&vault, &machine, Unlock::Keys(keys), None)
+            .await
+            .unwrap()
+    }
+
+    /// A lease left behind (not refreshed, not deleted) that names `holder`.
+    async fn left_behind(repo: &Repository, holder: Holder) -> Id {
+        let lease = repo.take_lease(LeaseKind::Shared, "backup").await.unwrap();
+        write(&lease.shared, |i| i.holder = Some(holder))
+            .await
+            .unwrap();
+        let id = lease.id();
+        lease.abandon();
+        id
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_the_lease_of_a_holder_gone_from_this_host_is_released() {
+        let repo = memory_repo("lease-dead-holder").await;
+        let me = Holder::current().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dead = Holder { pid, ..me.clone() };
+        let dead_again = dead.clone();
+        let elsewhere = Holder {
+            host: format!("{}-elsewhere", me.host),
+            ..dead
+        };
+        let remote = left_behind(&repo, elsewhere).await;
+        let alive = left_behind(&repo, me).await;
+        // Last: taking a lease releases dead ones, so an earlier one would be gone already.
+        let killed = left_behind(&repo, dead_again).await;
+        assert_eq!(repo.release_dead_leases().await.unwrap(), 1);
+        let mut left: Vec<Id> = repo
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.0)
+            .collect();
+        left.sort();
+        let mut want = vec![remote, alive];
+        want.sort();
+        assert_eq!(
+            left, want,
+            "the killed holder's lease {killed:?} went, no other"
+        );
+        // Taking a lease releases dead ones first, so nothing ever waits for them.
+        left_behind(
+            &repo,
+            Holder {
+                pid,
+                ..Holder::current().unwrap()
+            },
+        )
+        .await;
+        let next = repo
+            .take_lease(LeaseKind::Exclusive, "prune")
+            .await
+            .unwrap();
+        let infos = repo.leases().await.unwrap();
+        assert_eq!(infos.len(), 3, "{infos:?}");
+        assert!(
+            infos
+                .iter()
+                .all(|(_, i)| !i.as_ref().unwrap().holder_is_gone())
+        );
+        next.release().await;
+    }
 
     fn state(valid_for: Duration) -> (LeaseState, Timestamp) {
         let now = Timestamp::from_second(1_900_000_000).unwrap();
@@ -344,6 +470,7 @@ mod tests {
             created: now.to_string(),
             expires: plus(now, valid_for).to_string(),
             honours: Vec::new(),
+            holder: None,
         };
         let s = LeaseState {
             info,

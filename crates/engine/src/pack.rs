@@ -274,23 +274,42 @@ fn header_ad(pack: &Id) -> Vec<u8> {
 
 /// Reads the header of a whole pack held in memory (used by `check --read-data`).
 pub(crate) fn read_header(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    let n = bytes.len();
+    let trailer = n.checked_sub(TRAILER_LEN).map(|t| &bytes[t..]);
+    let start = header_start(pack, n as u64, trailer.unwrap_or(&[]))? as usize;
+    open_header(keys, pack, &bytes[start..n - TRAILER_LEN])
+}
+
+/// Where the sealed header of a pack of `size` bytes starts, from its last `TRAILER_LEN`
+/// bytes (`trailer`). Lets a reader fetch only the header with two ranged reads.
+pub(crate) fn header_start(pack: &Id, size: u64, trailer: &[u8]) -> Result<u64> {
     let what = format!("pack {}", pack.to_hex());
-    if bytes.len() < TRAILER_LEN || &bytes[bytes.len() - 4..] != MAGIC {
+    if trailer.len() != TRAILER_LEN || size < TRAILER_LEN as u64 || &trailer[4..] != MAGIC {
         return Err(EngineError::corrupt(&what, CorruptReason::MissingTrailer));
     }
-    let n = bytes.len();
-    let hlen =
-        u32::from_le_bytes([bytes[n - 8], bytes[n - 7], bytes[n - 6], bytes[n - 5]]) as usize;
-    let start = (n - TRAILER_LEN).checked_sub(hlen).ok_or_else(|| {
-        let (header, size) = (hlen as u64, n as u64);
-        EngineError::corrupt(&what, CorruptReason::HeaderPastStart { header, size })
-    })?;
+    let hlen = u64::from(u32::from_le_bytes([
+        trailer[0], trailer[1], trailer[2], trailer[3],
+    ]));
+    (size - TRAILER_LEN as u64)
+        .checked_sub(hlen)
+        .ok_or_else(|| {
+            EngineError::corrupt(&what, CorruptReason::HeaderPastStart { header: hlen, size })
+        })
+}
+
+/// Opens a pack's sealed header (the bytes between the blobs and the trailer): it
+/// authenticates only under this machine's pack key for this pack id.
+pub(crate) fn open_header(keys: &MasterKeys, pack: &Id, sealed: &[u8]) -> Result<Vec<PackEntry>> {
+    let what = format!("pack {}", pack.to_hex());
     let plain = keys
         .pack_key(&pack.0)
-        .open(&header_ad(pack), &bytes[start..n - TRAILER_LEN])
+        .open(&header_ad(pack), sealed)
         .map_err(|e| EngineError::corrupt(&what, e))?;
     codec::from_cbor(&plain, &what)
 }
+
+/// The bytes of the trailer at the end of every pack.
+pub(crate) const PACK_TRAILER_LEN: u64 = TRAILER_LEN as u64;
 
 /// Checks that every byte of a whole pack held in memory authenticated: its header, and each
 /// blob the header lists, which together must cover the pack. Used before a tree pack is kept

@@ -225,11 +225,19 @@ impl Repository {
     }
 
     /// The index a backup deduplicates against: every index file, less the packs doomed by
-    /// the markers read *before* it (recorded in the lease, which must already exist).
-    pub(crate) async fn load_index_for_backup(&self, lease: &Lease) -> Result<Index> {
+    /// the markers read *before* it (recorded in the lease, which must already exist). Also
+    /// every pack those markers name (doomed or orphan): the packs a backup must not adopt.
+    pub(crate) async fn load_index_for_backup(
+        &self,
+        lease: &Lease,
+    ) -> Result<(Index, HashSet<Id>)> {
         let mut notes = PruneReport::default();
         let markers = self.read_markers(&mut notes).await?;
         let doomed: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.doomed.clone()).collect();
+        let named: HashSet<Id> = markers
+            .iter()
+            .flat_map(|(_, m)| m.doomed.iter().chain(&m.orphans).copied())
+            .collect();
         let files = self.load_index_files().await?;
         lease
             .honour(markers.iter().map(|(id, _)| *id).collect())
@@ -242,7 +250,7 @@ impl Repository {
                 }
             }
         }
-        Ok(index)
+        Ok((index, named))
     }
 
     /// Index files with their names (read through the cache, in parallel). A file that
@@ -379,6 +387,8 @@ impl Repository {
                 .filter(|(lid, _)| Some(*lid) != own)
                 .filter_map(|(lid, info)| match info {
                     None => Some(format!("unreadable lease {} (delete it)", lid.to_hex())),
+                    // A killed holder on this host cannot reuse anything any more.
+                    Some(i) if i.holder_is_gone() => None,
                     Some(i) if i.is_live(now) && !i.honours.contains(id) => Some(format!(
                         "{} on {} (pid {}, since {}, lease runs out at {})",
                         i.purpose, i.hostname, i.pid, i.created, i.expires

@@ -38,6 +38,13 @@ pub struct BackupReport {
     pub blobs_new: u64,
     /// Packs uploaded.
     pub packs: u64,
+    /// Packs an interrupted earlier run uploaded but never indexed, taken into the index by
+    /// this run instead of being uploaded again.
+    #[serde(default)]
+    pub packs_adopted: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub bytes_adopted: u64,
     /// Highest number of bytes staged in the cache dir at once.
     pub cache_high_water: u64,
     /// Files not backed up, with reasons.

@@ -1,12 +1,12 @@
 //! The end of a backup: the last index file, then (B5) the lease check right before the
-//! recovery point is written, then the report.
+//! recovery point is written, then the report. A cancelled run stops after the index file.
 
 use std::time::Instant;
 
 use super::BackupOptions;
 use super::pipeline::Ran;
 use super::plan::Plan;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::id::Id;
 use crate::lock::Lease;
 use crate::repo::Repository;
@@ -32,6 +32,13 @@ impl Repository {
         } = ran;
         let mut collector = collector.lock().await;
         collector.flush(self).await?;
+        let Some(root) = root else {
+            return Err(EngineError::Cancelled {
+                packs: collector.packs,
+                bytes: collector.pack_bytes,
+            });
+        };
+        let added = collector.bytes + plan.adopted.index_bytes;
         let rp_id = Id::random();
         let rp = RecoveryPoint {
             time: time.to_string(),
@@ -43,7 +50,7 @@ impl Repository {
             files: report.files_new + report.files_changed + report.files_unchanged,
             dirs: report.dirs,
             bytes: plan.bytes,
-            bytes_added: collector.bytes,
+            bytes_added: added,
         };
         let sealed = snapshot::seal(&self.keys, &rp_id, &rp);
         let rp_bytes = sealed.len() as u64;
@@ -53,8 +60,10 @@ impl Repository {
 
         report.recovery_point = Some(rp_id.to_hex());
         report.parent = plan.parent.map(|(id, _)| id.to_hex());
-        report.bytes_added = collector.bytes + rp_bytes;
+        report.bytes_added = added + rp_bytes;
         report.packs = collector.packs;
+        report.packs_adopted = plan.adopted.packs;
+        report.bytes_adopted = plan.adopted.bytes;
         report.source_files = plan.files;
         report.source_bytes = plan.bytes;
         report.cache_high_water = budget.high_water();

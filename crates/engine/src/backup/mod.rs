@@ -10,6 +10,7 @@
 //! deduplicate against), `pipeline` (the walker, packer and uploader threads), `commit` (the
 //! last index file, then the recovery point).
 
+mod adopt;
 mod commit;
 mod excludes;
 mod open;
@@ -22,6 +23,7 @@ pub(crate) use walk::data_segments;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rbackup_throttle::Throttle;
@@ -71,11 +73,32 @@ pub struct BackupOptions {
     pub progress: Arc<dyn Progress>,
     /// Upload bandwidth limit (work hours); `None` uploads at full speed.
     pub throttle: Option<Throttle>,
+    /// Asks the run to stop (an embedder's Ctrl-C): see [`Cancel`].
+    pub cancel: Cancel,
     /// Test hook: called with each entry's path after the walker classified it and before
     /// it opens it, so the race tests can swap the entry for a symlink, a FIFO or another
     /// file at exactly that moment (see `backup/open.rs`). Not for production use.
     #[doc(hidden)]
     pub before_open: Option<BeforeOpen>,
+}
+
+/// A handle that stops a running backup when triggered. The walk stops at the next chunk or
+/// file; the packs already being written are finished and uploaded, their index is written,
+/// no recovery point is written, and the backup returns [`EngineError::Cancelled`] with what
+/// it kept. Clones share one flag, so the embedder keeps a clone to trigger.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the backup to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// The type of [`BackupOptions::before_open`].
@@ -106,6 +129,7 @@ impl BackupOptions {
             cache_rule: true,
             progress: Arc::new(NoProgress),
             throttle: None,
+            cancel: Cancel::default(),
             before_open: None,
         }
     }

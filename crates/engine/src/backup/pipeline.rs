@@ -16,14 +16,15 @@ use super::packer::{self, BlobJob, Budget, IndexCollector, PackerConfig};
 use super::plan::Plan;
 use super::walk::{SourceTrie, Walker};
 use super::{BackupOptions, first_error, join_all};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, InternalFailure, Result};
 use crate::repo::Repository;
 use crate::report::BackupReport;
 
-/// What the pipeline produced: the new root tree, the walker's counts, and what the uploaders
-/// collected (index entries not yet flushed, packs and bytes written).
+/// What the pipeline produced: the new root tree (`None` when the run was cancelled), the
+/// walker's counts, and what the uploaders collected (index entries not yet flushed, packs
+/// and bytes written).
 pub(super) struct Ran {
-    pub root: BlobId,
+    pub root: Option<BlobId>,
     pub report: BackupReport,
     pub collector: Arc<tokio::sync::Mutex<IndexCollector>>,
     pub budget: Arc<Budget>,
@@ -53,7 +54,7 @@ impl Repository {
 
         let walked = {
             let (repo, idx, progress) = (self.clone(), plan.index.clone(), opts.progress.clone());
-            let before_open = opts.before_open.clone();
+            let (before_open, cancel) = (opts.before_open.clone(), opts.cancel.clone());
             let trie = SourceTrie::new(&plan.paths);
             let (blob_tx, excludes) = (stages.blobs, plan.excludes.clone());
             let parent_root = plan.parent_root.clone();
@@ -70,6 +71,7 @@ impl Repository {
                     sent: HashSet::new(),
                     root_dev: None,
                     before_open,
+                    cancel,
                 };
                 let root = w.run(&trie, parent_root.as_ref());
                 (root, w.report)
@@ -82,7 +84,18 @@ impl Repository {
         let worker_results = join_all(stages.workers).await;
         let uploader_results = join_all(stages.uploaders).await;
         let (root, report) = walked;
-        let root = first_error(root, worker_results.into_iter().chain(uploader_results))?;
+        let root = first_error(root, worker_results.into_iter().chain(uploader_results));
+        let cancelled = opts.cancel.is_cancelled();
+        let root = match root {
+            Ok(r) if !cancelled => Some(r),
+            Ok(_) => None,
+            // A stop makes each stage see "the next stage stopped": that is the stop itself.
+            Err(EngineError::Internal {
+                failure: InternalFailure::StageStopped,
+                ..
+            }) if cancelled => None,
+            Err(e) => return Err(e),
+        };
         Ok(Ran {
             root,
             report,
@@ -107,7 +120,9 @@ impl Repository {
         };
         let (blob_tx, blob_rx) = crossbeam_channel::bounded(threads * 2);
         let (pack_tx, pack_rx) = crossbeam_channel::bounded(2);
-        let collector = Arc::new(tokio::sync::Mutex::new(IndexCollector::default()));
+        let collector = Arc::new(tokio::sync::Mutex::new(IndexCollector::new(
+            self.clock.now_instant(),
+        )));
         let handle = Handle::current();
 
         let workers: Vec<_> = (0..threads)

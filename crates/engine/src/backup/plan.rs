@@ -1,10 +1,11 @@
 //! Before anything is read: the sources, their size against the limits, the parent, the
 //! staging area, and the index this backup deduplicates against (B2–B4 of the lease order in
-//! ARCHITECTURE.md).
+//! ARCHITECTURE.md), with the packs of interrupted runs adopted into it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::adopt::Adopted;
 use super::excludes::Excludes;
 use super::{
     BackupOptions, MAX_SOURCE_BYTES, check_cache_space, check_recovery_point_limit, choose_parent,
@@ -38,6 +39,8 @@ pub(super) struct Plan {
     /// The index without the packs a pending prune will delete: the only one this backup
     /// deduplicates against and reads the parent's trees from.
     pub index: Arc<Index>,
+    /// The packs of interrupted runs taken into `index` (see `adopt.rs`).
+    pub adopted: Adopted,
 }
 
 impl Repository {
@@ -74,7 +77,10 @@ impl Repository {
         };
         // B2–B4: list the prune markers, load the index without the packs they doom, and
         // rewrite the lease honouring them (see prune.rs).
-        let index = Arc::new(self.load_index_for_backup(lease).await?);
+        let (mut index, named) = self.load_index_for_backup(lease).await?;
+        // Then the packs a killed run left unindexed, except those the markers name.
+        let adopted = self.adopt_unindexed(&mut index, &named, lease).await?;
+        let index = Arc::new(index);
         let parent_root = match &parent {
             Some((_, rp)) if index.contains(&rp.tree) => {
                 Some(self.load_tree(&index, &rp.tree).await?)
@@ -92,6 +98,7 @@ impl Repository {
             staging,
             budget_bytes,
             index,
+            adopted,
         })
     }
 }

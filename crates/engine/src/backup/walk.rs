@@ -22,10 +22,10 @@ use rustix::fd::{AsFd, BorrowedFd};
 use serde_bytes::ByteBuf;
 use tokio::runtime::Handle;
 
-use super::BeforeOpen;
 use super::excludes::Excludes;
 use super::open::{self, OpenError};
 use super::packer::BlobJob;
+use super::{BeforeOpen, Cancel};
 use crate::classify::{self, Decision, FileClass, Probe};
 use crate::error::{EngineError, InternalFailure, Result};
 use crate::index::Index;
@@ -74,6 +74,7 @@ pub(crate) struct Walker<'a> {
     pub sent: HashSet<BlobId>,
     pub root_dev: Option<(u32, u32)>,
     pub before_open: Option<BeforeOpen>,
+    pub cancel: Cancel,
 }
 
 /// The workers went away: the real error is theirs.
@@ -246,6 +247,10 @@ impl Walker<'_> {
     }
 
     fn submit(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        // Stopping here, between blobs, leaves the workers only what they already hold.
+        if self.cancel.is_cancelled() {
+            return Err(aborted());
+        }
         if !self.index.contains(&id) && self.sent.insert(id) {
             self.report.blobs_new += 1;
             self.tx
@@ -267,6 +272,9 @@ impl Walker<'_> {
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
         let (at, path, name) = here;
+        if self.cancel.is_cancelled() {
+            return Err(aborted());
+        }
         self.progress.file(path);
         let reusable = parent.filter(|p| {
             class != FileClass::Encrypted

@@ -1,0 +1,64 @@
+//! Ctrl-C and SIGTERM during a backup. The first asks the engine to stop cleanly (it finishes
+//! the packs in flight, writes their index, releases its lease and removes its staging
+//! folder, then the command reports what was kept and exits 1); a second exits at once with
+//! 130, leaving only what a killed run leaves, which the next backup adopts.
+
+use std::sync::OnceLock;
+
+use rbackup_engine::Cancel;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::ui::Ctx;
+
+/// Exit status of a second interrupt: the shell's for a process ended by SIGINT.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// The process's one stop handle, with the signal handlers installed on first use (so
+/// commands that never back up keep the default signal behaviour). Every backup of a `run`
+/// shares it: after a stop, the jobs not yet started stop at once too.
+pub fn stop_on_signals(ctx: &Ctx) -> Cancel {
+    static CANCEL: OnceLock<Cancel> = OnceLock::new();
+    let quiet = ctx.quiet;
+    CANCEL
+        .get_or_init(|| {
+            let cancel = Cancel::default();
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => {
+                    tokio::spawn(watch(int, term, cancel.clone(), quiet));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("cannot handle Ctrl-C; it will stop the backup at once: {e}")
+                }
+            }
+            cancel
+        })
+        .clone()
+}
+
+async fn watch(
+    mut int: tokio::signal::unix::Signal,
+    mut term: tokio::signal::unix::Signal,
+    cancel: Cancel,
+    quiet: bool,
+) {
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    if !quiet {
+        eprintln!(
+            "\nrbackup: stopping: finishing the packs being uploaded and writing their index \
+             (press Ctrl-C again to quit at once)"
+        );
+    }
+    cancel.cancel();
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("\nrbackup: quit at once; the next backup reuses every pack that was fully uploaded");
+    std::process::exit(EXIT_INTERRUPTED);
+}
