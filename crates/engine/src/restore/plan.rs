@@ -12,20 +12,41 @@ use crate::index::Index;
 use crate::snapshot::RecoveryPoint;
 use crate::tree::{Node, NodeKind, Tree};
 
-/// One selected entry, at its path relative to `/`: `rel` for selection and messages, `path`
-/// (the same names, each validated) for every file-system operation in the target.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub rel: PathBuf,
-    pub path: RelPath,
-    pub node: Node,
+/// What a restore gives an entry, copied out of its tree node. The node itself (its name
+/// bytes, its list of content blobs, its segments) is not kept: the plan holds one of these
+/// per entry of the recovery point for the whole restore, so it holds only what is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
 }
 
-impl Entry {
-    /// The absolute path, as reports show it.
-    pub(crate) fn shown(&self) -> String {
-        Path::new("/").join(&self.rel).display().to_string()
+impl From<&Node> for Meta {
+    fn from(n: &Node) -> Meta {
+        Meta {
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            mtime_ns: n.mtime_ns,
+            size: n.size,
+        }
     }
+}
+
+/// One selected entry: its validated name and the directory it is in. Its path is not stored
+/// but rebuilt from the chain of parents when it is needed ([`Plan::path`]): a path per entry,
+/// as a `Vec` of names, costs about a kilobyte at the depth of a real source tree, and the
+/// plan lives through the whole restore.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The directory holding it, as an index into [`Plan::dirs`]; `None` for the top. A
+    /// directory always comes after its parent there, so the chain of parents ends.
+    pub parent: Option<usize>,
+    pub name: Name,
+    pub meta: Meta,
 }
 
 /// Where one blob's content goes: file number and offset in it.
@@ -88,8 +109,10 @@ pub(crate) struct Plan {
 
 /// A directory whose tree is still to be read.
 struct Pending {
+    /// Its path, for matching the selection and for messages.
     dir: PathBuf,
-    path: RelPath,
+    /// Its number in [`Plan::dirs`] (`None` for the top).
+    entry: Option<usize>,
     tree: BlobId,
     whole: bool,
     ancestors: Vec<BlobId>,
@@ -128,7 +151,7 @@ impl Plan {
         // tree that contains itself (and to bound the depth).
         let mut stack = vec![Pending {
             dir: PathBuf::new(),
-            path: RelPath::new(),
+            entry: None,
             tree: *root,
             whole: filters.is_empty(),
             ancestors: Vec::new(),
@@ -163,7 +186,11 @@ impl Plan {
                 if !selected && !ancestor {
                     continue;
                 }
-                let path = p.path.join(&name);
+                let entry = Entry {
+                    parent: p.entry,
+                    name,
+                    meta: Meta::from(&node),
+                };
                 match node.kind {
                     NodeKind::Dir => {
                         if let Some(sub) = node.subtree {
@@ -178,16 +205,16 @@ impl Plan {
                                 continue;
                             }
                             stack.push(Pending {
-                                dir: rel.clone(),
-                                path: path.clone(),
+                                dir: rel,
+                                entry: Some(plan.dirs.len()),
                                 tree: sub,
                                 whole: selected,
                                 ancestors: ancestors.clone(),
                             });
                         }
-                        plan.dirs.push(Entry { rel, path, node });
+                        plan.dirs.push(entry);
                     }
-                    NodeKind::File if selected => plan.add_file(index, Entry { rel, path, node }),
+                    NodeKind::File if selected => plan.add_file(index, entry, &node),
                     NodeKind::File => {}
                 }
             }
@@ -197,7 +224,6 @@ impl Plan {
                 path: Path::new("/").join(&filters[i]),
             });
         }
-        plan.dirs.sort_by(|a, b| a.rel.cmp(&b.rel));
         Ok(plan)
     }
 
@@ -210,18 +236,18 @@ impl Plan {
         self.refused.push(Refused { path, reason });
     }
 
-    fn add_file(&mut self, index: &Index, entry: Entry) {
+    fn add_file(&mut self, index: &Index, entry: Entry, node: &Node) {
         let file = self.files.len();
         // Ordinary files are one segment from 0; sparse files list theirs.
-        let segments = if entry.node.class.as_deref() == Some("sparse") {
-            entry.node.segments.clone()
+        let segments = if node.class.as_deref() == Some("sparse") {
+            node.segments.clone()
         } else {
             vec![(0, u64::MAX)]
         };
         let mut segs = segments.into_iter();
         let mut cur = segs.next();
         let mut used = 0u64;
-        for id in &entry.node.content {
+        for id in &node.content {
             let Some(loc) = index.get(id) else {
                 self.broken
                     .insert(file, format!("blob {id} is missing from the vault index"));
@@ -256,6 +282,30 @@ impl Plan {
             used += u64::from(loc.raw_len);
         }
         self.files.push(entry);
+    }
+
+    /// The path of `e` beneath the target: the validated names of its parents and its own.
+    pub(crate) fn path(&self, e: &Entry) -> RelPath {
+        let mut names = vec![&e.name];
+        let mut up = e.parent;
+        while let Some(d) = up {
+            names.push(&self.dirs[d].name);
+            up = self.dirs[d].parent;
+        }
+        names.into_iter().rev().cloned().collect()
+    }
+
+    /// How many directories `e` is beneath the target.
+    pub(crate) fn depth(&self, e: &Entry) -> usize {
+        std::iter::successors(e.parent, |&d| self.dirs[d].parent).count()
+    }
+
+    /// The absolute path of `e`, as reports show it.
+    pub(crate) fn shown(&self, e: &Entry) -> String {
+        Path::new("/")
+            .join(self.path(e).to_path_buf())
+            .display()
+            .to_string()
     }
 
     /// Sorts each pack's reads by offset and merges reads of the same blob.
