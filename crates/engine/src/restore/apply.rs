@@ -14,9 +14,8 @@ use std::os::unix::fs::FileExt;
 use rbackup_beneath::{Access, Dir, Error as FsError, Name, RelPath, Replace};
 use rustix::fd::AsFd;
 
-use super::plan::Plan;
+use super::plan::{Meta, Plan};
 use crate::report::Skipped;
-use crate::tree::Node;
 
 /// The mode of directories a restore creates before their metadata is applied (and of the
 /// parents of a file restored without its directory, which get no other).
@@ -63,31 +62,28 @@ pub(crate) fn move_into_target(plan: &Plan, stage: &Dir, target: &Dir, bad: &[bo
     let mut moved = Moved::default();
     let mut created = vec![false; plan.dirs.len()];
     for (d, ok) in plan.dirs.iter().zip(&mut created) {
-        match target.create_dir_all(&d.path, NEW_DIR_MODE) {
+        match target.create_dir_all(&plan.path(d), NEW_DIR_MODE) {
             Ok(_) => *ok = true,
-            Err(e) => moved.failed.push(skipped(&d.shown(), &e)),
+            Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
         }
     }
     // Files come in tree order, so consecutive ones mostly share a parent: keep it open.
-    let mut parent: Option<(&[Name], Dir)> = None;
+    let mut parent: Option<(Option<usize>, Dir)> = None;
     for (i, f) in plan.files.iter().enumerate() {
         if bad[i] {
             continue;
         }
-        let Some((dirs, name)) = f.path.split_last() else {
-            continue; // the plan never holds the root itself
-        };
         let result = match &parent {
-            Some((p, dir)) if *p == dirs => Ok(dir),
-            _ => open_parent(target, dirs).map(|dir| &parent.insert((dirs, dir)).1),
+            Some((p, dir)) if *p == f.parent => Ok(dir),
+            _ => open_parent(plan, target, f.parent).map(|dir| &parent.insert((f.parent, dir)).1),
         }
-        .and_then(|dir| move_file(stage, i, dir, name, &f.node, root));
+        .and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
         match result {
             Ok(()) => {
                 moved.files += 1;
-                moved.bytes += f.node.size;
+                moved.bytes += f.meta.size;
             }
-            Err(e) => moved.failed.push(skipped(&f.shown(), &e)),
+            Err(e) => moved.failed.push(skipped(&plan.shown(f), &e)),
         }
     }
     drop(parent);
@@ -96,16 +92,17 @@ pub(crate) fn move_into_target(plan: &Plan, stage: &Dir, target: &Dir, bad: &[bo
         .iter()
         .zip(&created)
         .filter(|(_, ok)| **ok)
+        .map(|(d, _)| (plan.depth(d), d))
         .collect();
-    dirs.sort_by_key(|(d, _)| std::cmp::Reverse(d.path.names().len()));
-    for (d, _) in dirs {
-        let result = target.open_dir(&d.path).and_then(|dir| {
-            apply_metadata(&dir, &d.node, root)
-                .map_err(|e| io_at("set metadata", target, &d.path, e))
+    dirs.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    for (_, d) in dirs {
+        let path = plan.path(d);
+        let result = target.open_dir(&path).and_then(|dir| {
+            apply_metadata(&dir, &d.meta, root).map_err(|e| io_at("set metadata", target, &path, e))
         });
         match result {
             Ok(()) => moved.dirs += 1,
-            Err(e) => moved.failed.push(skipped(&d.shown(), &e)),
+            Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
         }
     }
     moved
@@ -118,10 +115,11 @@ fn skipped(path: &str, e: &FsError) -> Skipped {
     }
 }
 
-/// The directory a file goes into. It was created with the plan's directories; only a file
-/// restored without its directory finds it missing, and then it is made.
-fn open_parent(target: &Dir, dirs: &[Name]) -> Result<Dir, FsError> {
-    let rel: RelPath = dirs.iter().cloned().collect();
+/// The directory a file goes into: the plan's directory number `dir`, or the target itself.
+/// It was created with the plan's directories; only a file restored without its directory
+/// finds it missing, and then it is made.
+fn open_parent(plan: &Plan, target: &Dir, dir: Option<usize>) -> Result<Dir, FsError> {
+    let rel = dir.map_or_else(RelPath::new, |d| plan.path(&plan.dirs[d]));
     match target.open_dir(&rel) {
         Err(FsError::NotFound { .. }) => target.create_dir_all(&rel, NEW_DIR_MODE),
         other => other,
@@ -136,7 +134,7 @@ fn move_file(
     i: usize,
     parent: &Dir,
     name: &Name,
-    node: &Node,
+    meta: &Meta,
     root: bool,
 ) -> Result<(), FsError> {
     let staged = staged_name(i);
@@ -145,17 +143,17 @@ fn move_file(
         // Empty files and all-hole sparse files received no data, so nothing created them.
         Err(FsError::NotFound { .. }) => {
             let f = stage.create_file(&staged)?;
-            f.set_len(node.size)
+            f.set_len(meta.size)
                 .map_err(|e| io_at("set length", stage, &staged, e))?;
             f
         }
         Err(e) => return Err(e),
     };
-    apply_metadata(&file, node, root).map_err(|e| io_at("set metadata", stage, &staged, e))?;
+    apply_metadata(&file, meta, root).map_err(|e| io_at("set metadata", stage, &staged, e))?;
     let dest = RelPath::from(name.clone());
     match stage.rename(&staged, parent, &dest, Replace::NonDirectory) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_across(&file, parent, &dest, node, root)?;
+            copy_across(&file, parent, &dest, meta, root)?;
             stage.remove_file(&staged)
         }
         other => other,
@@ -169,7 +167,7 @@ fn copy_across(
     from: &File,
     parent: &Dir,
     dest: &RelPath,
-    node: &Node,
+    meta: &Meta,
     root: bool,
 ) -> Result<(), FsError> {
     let tmp_name = RelPath::from(
@@ -184,7 +182,7 @@ fn copy_across(
     );
     let fill = |to: &File| {
         copy_keeping_holes(from, to)
-            .and_then(|()| apply_metadata(to, node, root))
+            .and_then(|()| apply_metadata(to, meta, root))
             .and_then(|()| to.sync_all())
             .map_err(|e| io_at("copy", parent, dest, e))
     };
@@ -233,12 +231,12 @@ fn copy_keeping_holes(from: &File, to: &File) -> io::Result<()> {
 
 /// Owner (as root only), mode, then mtime, on the open object — in that order, because chown
 /// clears set-id bits and any write would move the mtime.
-fn apply_metadata(fd: impl AsFd, node: &Node, root: bool) -> io::Result<()> {
+fn apply_metadata(fd: impl AsFd, meta: &Meta, root: bool) -> io::Result<()> {
     if root {
-        rbackup_beneath::set_owner(&fd, Some(node.uid), Some(node.gid))?;
+        rbackup_beneath::set_owner(&fd, Some(meta.uid), Some(meta.gid))?;
     }
-    rbackup_beneath::set_mode(&fd, node.mode)?;
-    rbackup_beneath::set_times(&fd, Some(node.mtime_ns), Some(node.mtime_ns))
+    rbackup_beneath::set_mode(&fd, meta.mode)?;
+    rbackup_beneath::set_times(&fd, Some(meta.mtime_ns), Some(meta.mtime_ns))
 }
 
 fn io_at(op: &'static str, dir: &Dir, rel: &RelPath, source: io::Error) -> FsError {

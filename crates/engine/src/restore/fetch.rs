@@ -106,7 +106,7 @@ impl Fetch {
                         files.write_at(
                             &self.stage,
                             t.file,
-                            self.plan.files[t.file].node.size,
+                            self.plan.files[t.file].meta.size,
                             t.offset,
                             &content,
                         )?;

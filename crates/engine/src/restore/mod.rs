@@ -173,7 +173,7 @@ fn failed_files(plan: &Plan, mut failures: HashMap<usize, String>) -> (Vec<Skipp
     let mut failed: Vec<Skipped> = failures
         .into_iter()
         .map(|(f, reason)| Skipped {
-            path: plan.files[f].shown(),
+            path: plan.shown(&plan.files[f]),
             reason,
         })
         .collect();
@@ -188,27 +188,17 @@ fn failed_files(plan: &Plan, mut failures: HashMap<usize, String>) -> (Vec<Skipp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Node, NodeKind};
 
-    fn file(rel: &str) -> plan::Entry {
-        let name = rel.rsplit('/').next().unwrap_or(rel);
+    fn entry(parent: Option<usize>, name: &str) -> plan::Entry {
         plan::Entry {
-            rel: rel.into(),
-            path: rbackup_beneath::RelPath::parse(rel).unwrap(),
-            node: Node {
-                name: name.as_bytes().to_vec().into(),
-                kind: NodeKind::File,
+            parent,
+            name: rbackup_beneath::Name::try_from(name).unwrap(),
+            meta: plan::Meta {
                 mode: 0o100644,
                 uid: 0,
                 gid: 0,
                 mtime_ns: 0,
-                ctime_ns: 0,
-                ino: 0,
                 size: 0,
-                content: Vec::new(),
-                segments: Vec::new(),
-                subtree: None,
-                class: None,
             },
         }
     }
@@ -216,11 +206,12 @@ mod tests {
     #[test]
     fn failed_files_are_flagged_by_number_and_a_fetch_reason_wins() {
         let mut plan = Plan {
+            dirs: ["z", "a", "m", "b"].map(|d| entry(None, d)).into(),
             files: vec![
-                file("z/last"),
-                file("a/ok"),
-                file("m/broken"),
-                file("b/both"),
+                entry(Some(0), "last"),
+                entry(Some(1), "ok"),
+                entry(Some(2), "broken"),
+                entry(Some(3), "both"),
             ],
             ..Plan::default()
         };
