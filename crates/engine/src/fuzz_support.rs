@@ -9,7 +9,7 @@
 //! key first. That models a writer who holds the keys (a compromised machine, or our own bug),
 //! which must not be able to crash or exhaust a restore either.
 
-use rbackup_crypto::{BlobId, MasterKeys};
+use rbackup_crypto::{BlobId, KdfParams, KeyFile, MasterKeys, Passphrase};
 
 use crate::codec;
 use crate::credentials::{CredentialsRecord, VaultCredentials};
@@ -36,6 +36,7 @@ pub const TARGETS: &[&str] = &[
     "tree_plain",
     "vault_json",
     "credentials",
+    "key_file",
 ];
 
 /// Keys every target uses, so a seed sealed by [`seeds`] opens in [`run`].
@@ -53,8 +54,9 @@ const NAME: &str = "000000000000000000000000000000000000000000000000000000000000
 pub fn run(name: &str, data: &[u8]) -> Option<bool> {
     let keys = keys();
     let accepted = match name {
-        // A whole pack as the vault returns it: trailer, sealed header, blobs.
-        "pack" => shown(pack::authenticate(&keys, &PACK_ID, data)),
+        // A whole pack as the vault returns it (trailer, sealed header, blobs), read whole as
+        // check and the cache do, and from its end as adopting an unindexed pack does.
+        "pack" => pack_tail(&keys, data) & shown(pack::authenticate(&keys, &PACK_ID, data)),
         "pack_header_plain" => {
             let bytes = pack_with_header(&keys, data);
             shown(pack::authenticate(&keys, &PACK_ID, &bytes))
@@ -86,6 +88,7 @@ pub fn run(name: &str, data: &[u8]) -> Option<bool> {
         "tree_plain" => tree_plain(data),
         "vault_json" => shown(vault::parse_meta(data, "memory://fuzz")),
         "credentials" => credentials(data),
+        "key_file" => key_file(&keys, data),
         _ => return None,
     };
     Some(accepted)
@@ -182,6 +185,56 @@ fn tree_plain(data: &[u8]) -> bool {
     shown(futures::executor::block_on(fut))
 }
 
+/// The last bytes of a pack read the way adoption reads them: trailer, then header, then the
+/// check that its entries tile the pack.
+fn pack_tail(keys: &MasterKeys, data: &[u8]) -> bool {
+    let size = data.len() as u64;
+    let trailer = &data[data.len().saturating_sub(pack::PACK_TRAILER_LEN as usize)..];
+    let start = pack::header_start(&PACK_ID, size, trailer);
+    let Ok(start) = start else {
+        return shown(start);
+    };
+    let end = data.len() - trailer.len();
+    let entries = pack::open_header(keys, &PACK_ID, &data[start as usize..end]);
+    let Ok(entries) = entries else {
+        return shown(entries);
+    };
+    shown(crate::backup::check_tiling("pack", &entries, start))
+}
+
+/// `data` as a key file in the vault (and as its printed form): parsed and checked before any
+/// Argon2id runs; its MAC verified; unwrapped when its parameters are cheap enough to try.
+fn key_file(keys: &MasterKeys, data: &[u8]) -> bool {
+    let printed = std::str::from_utf8(data).map(KeyFile::parse_printable);
+    let file = match (
+        crate::keyfiles::parse("keys/fuzz", data, KEY_BINDING),
+        printed,
+    ) {
+        (Ok(file), _) | (_, Ok(Ok(file))) => file,
+        (Err(e), printed) => {
+            if let Ok(p) = printed {
+                shown(p);
+            }
+            return shown(Err::<(), _>(e));
+        }
+    };
+    let mac = file.verify_mac(keys);
+    let mut ok = matches!(mac, Ok(true)) && file.bound_to() == Some(KEY_BINDING);
+    shown(mac);
+    let kdf = &file.kdf;
+    if kdf.m_cost_kib <= 256 && kdf.t_cost <= 2 && kdf.p_cost <= 2 {
+        ok &= shown(file.unwrap(&passphrase()));
+    }
+    ok
+}
+
+const KEY_BINDING: &str = "0123456789abcdef0123456789abcdef/0123456789abcdef";
+
+fn passphrase() -> Passphrase {
+    #[allow(clippy::expect_used)]
+    Passphrase::new("the fuzz targets' passphrase").expect("long enough")
+}
+
 /// `data` as a credentials file, checked against a vault record.
 fn credentials(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -232,6 +285,18 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "tree_plain" => vec![tree.encode()],
         "vault_json" => vec![codec::json(&seed_vault_meta()).to_vec()],
         "credentials" => vec![seed_credentials().to_json().into_bytes()],
+        "key_file" => {
+            let kdf = KdfParams {
+                m_cost_kib: 64,
+                t_cost: 1,
+                p_cost: 1,
+            };
+            #[allow(clippy::expect_used)]
+            let file = KeyFile::wrap(&keys, &passphrase(), kdf, KEY_BINDING).expect("wrap");
+            let mut out = vec![file.to_json()];
+            out.extend(file.to_printable().ok().map(String::into_bytes));
+            out
+        }
         _ => Vec::new(),
     }
 }

@@ -39,4 +39,5 @@ targets!(
     tree_plain,
     vault_json,
     credentials,
+    key_file,
 );

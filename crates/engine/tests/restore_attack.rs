@@ -390,7 +390,11 @@ async fn a_tree_that_shares_its_subtrees_exponentially_is_refused_not_walked() {
         other => panic!("expected a damaged recovery point, got {other}"),
     }
     bx.assert_untouched();
-    assert_eq!(fs::read_dir(&bx.target).unwrap().count(), 0, "the target was written");
+    assert_eq!(
+        fs::read_dir(&bx.target).unwrap().count(),
+        0,
+        "the target was written"
+    );
 }
 
 /// Staged on another file system (tmpfs), files are copied into their directory and renamed

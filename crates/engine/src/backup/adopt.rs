@@ -144,7 +144,7 @@ impl Repository {
 
 /// The entries must cover the bytes before the header exactly, in order, with no blob over
 /// the plain-length cap: the shape every pack the packer writes has.
-fn check_tiling(what: &str, entries: &[PackEntry], header_start: u64) -> Result<()> {
+pub(crate) fn check_tiling(what: &str, entries: &[PackEntry], header_start: u64) -> Result<()> {
     let mut covered = 0u64;
     for e in entries {
         if e.offset != covered || e.len == 0 {

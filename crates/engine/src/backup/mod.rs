@@ -11,6 +11,7 @@
 //! last index file, then the recovery point).
 
 mod adopt;
+pub(crate) use adopt::check_tiling;
 mod commit;
 mod excludes;
 mod open;
