@@ -133,7 +133,12 @@ pub(crate) async fn write_pair(store: &dyn Store, machine: &str, file: &KeyFile)
 /// What is wrong with a key-file object, without its path (which the caller names).
 pub(crate) fn detail(e: &EngineError) -> String {
     match e {
-        EngineError::Corrupt { reason, .. } => reason.to_string(),
+        // Whatever is malformed (a bad hex digit, a missing field), the file is damaged: say
+        // so in those words, which is what tells the user the passphrase is not the problem.
+        EngineError::Corrupt { reason, .. } => match reason.to_string() {
+            r if r.contains("damaged") => r,
+            r => format!("the file is damaged: {r}"),
+        },
         e => e.to_string(),
     }
 }
