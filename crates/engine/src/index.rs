@@ -82,6 +82,26 @@ impl Index {
         }
     }
 
+    /// Drops the blobs of the packs `keep` rejects (packs an index file names but the vault
+    /// no longer has), so a backup writes those blobs again. The packs keep their numbers
+    /// (`packs()` still lists them) but [`Index::has_pack`] no longer knows them. Returns
+    /// how many packs were dropped.
+    pub(crate) fn drop_packs(&mut self, keep: impl Fn(&Id) -> bool) -> usize {
+        let gone: std::collections::HashSet<u32> = self
+            .pack_numbers
+            .iter()
+            .filter(|(id, _)| !keep(id))
+            .map(|(_, n)| *n)
+            .collect();
+        if gone.is_empty() {
+            return 0;
+        }
+        self.blobs.retain(|_, l| !gone.contains(&l.pack));
+        self.pack_numbers.retain(|_, n| !gone.contains(n));
+        self.tree_packs.retain(|n| !gone.contains(n));
+        gone.len()
+    }
+
     pub(crate) fn get(&self, id: &BlobId) -> Option<&Location> {
         self.blobs.get(id)
     }
