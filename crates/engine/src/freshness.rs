@@ -24,6 +24,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
+use crate::retention::ForgetReport;
 use crate::snapshot::RecoveryPoint;
 
 /// The local high-water mark of one machine: kept by the embedder between runs (as JSON, for
@@ -60,6 +61,17 @@ impl Freshness {
             self.newest_sequence = sequence;
             self.newest_id = Some(id);
         }
+    }
+
+    /// Records the recovery points a (not dry) [`Repository::forget`](crate::Repository::forget)
+    /// run deleted.
+    pub fn forgot_in(&mut self, report: &ForgetReport) {
+        if report.dry_run {
+            return;
+        }
+        let gone = report.groups.iter().flat_map(|g| &g.points);
+        let gone = gone.filter(|p| !p.verdict.is_keep());
+        self.forgot(gone.filter_map(|p| Id::from_hex(&p.id).ok()));
     }
 
     /// Records recovery points this machine removed on purpose, so they are not reported.
