@@ -14,7 +14,8 @@
 //!   show, since an old copy is self-consistent.
 //!
 //! Recovery points this machine forgot itself are recorded in [`Freshness::forgotten`] and are
-//! not reported. Where the mark is kept is the embedder's choice; the engine only updates it.
+//! not reported; without a mark, missing predecessors are not reported at all, since a forget
+//! and a deletion by someone else look the same in the vault. Where the mark is kept is the embedder's choice; the engine only updates it.
 //! Recovery points written before sequences existed have sequence 0 and no predecessors: they
 //! are never reported and never count as the newest.
 
@@ -159,17 +160,21 @@ impl fmt::Display for FreshnessFinding {
     }
 }
 
-/// Compares the machine's recovery points with each other and with the local mark (if the
-/// embedder has one). Findings are sorted so reports are stable.
+/// Compares the machine's recovery points with each other and with the local mark. Without
+/// a mark only [`FreshnessFinding::SequenceBackwards`] can be found: a missing predecessor may
+/// be one this machine forgot. Findings are sorted so reports are stable.
 pub fn assess(rps: &[(Id, RecoveryPoint)], local: Option<&Freshness>) -> Vec<FreshnessFinding> {
     let present: HashMap<&Id, &RecoveryPoint> = rps.iter().map(|(id, rp)| (id, rp)).collect();
     let forgotten: HashSet<&Id> = local.iter().flat_map(|l| &l.forgotten).collect();
+    // Without a mark there is no record of what this machine forgot, so a missing
+    // predecessor could be its own forget: only the vault's own consistency is checked.
+    let deletions = local.is_some();
     let mut found = Vec::new();
     let mut reported = HashSet::new();
     for (id, rp) in rps {
         for p in &rp.predecessors {
             match present.get(p) {
-                None if !forgotten.contains(p) && reported.insert(*p) => {
+                None if deletions && !forgotten.contains(p) && reported.insert(*p) => {
                     found.push(FreshnessFinding::Disappeared {
                         missing: *p,
                         named_by: *id,
