@@ -91,7 +91,10 @@ fn a_vault_put_back_to_an_older_copy_is_reported_by_check_and_recovery_points() 
     let out = a.run(&["--json", "recovery-points"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning:") && err.contains("rolled back"), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("rolled back"),
+        "{err}"
+    );
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["id"], first.as_str(), "{list}");
     assert_eq!(list[0]["sequence"], 1, "{list}");

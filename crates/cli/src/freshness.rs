@@ -61,7 +61,11 @@ pub fn save(ctx: &Ctx, cfg: &AgentConfig, mark: &Freshness) {
 
 /// After a backup: its recovery point is the newest this machine wrote.
 pub fn after_backup(ctx: &Ctx, cfg: &AgentConfig, report: &BackupReport) {
-    let Some(id) = report.recovery_point.as_deref().and_then(|h| Id::from_hex(h).ok()) else {
+    let Some(id) = report
+        .recovery_point
+        .as_deref()
+        .and_then(|h| Id::from_hex(h).ok())
+    else {
         return;
     };
     let mut mark = load(ctx, cfg);
