@@ -222,4 +222,17 @@ async fn an_index_naming_a_deleted_pack_is_reported_and_backup_writes_the_blobs_
     assert!(next.packs >= 1 && next.bytes_added > 0, "{next:?}");
     let rp = next.recovery_point.unwrap();
     e.assert_restores(&rp, &src, &snapshot(&src)).await;
+
+    // Once the first point is forgotten, prune rewrites the index without the missing pack.
+    let mut opts = rbackup_engine::PruneOptions::default();
+    opts.grace = std::time::Duration::ZERO;
+    let keep = RetentionPolicy {
+        keep_last: Some(1),
+        ..Default::default()
+    };
+    e.repo.forget(&keep, None, false).await.unwrap();
+    e.repo.prune(opts.clone()).await.unwrap();
+    e.repo.prune(opts).await.unwrap();
+    let c = check_against(&e, None).await;
+    assert!(c.ok() && c.missing_packs == 0, "{c:?}");
 }
