@@ -4,6 +4,7 @@ mod agent;
 mod cloud;
 mod credentials;
 mod damage;
+mod freshness;
 mod harness;
 mod hostile;
 mod jobs;

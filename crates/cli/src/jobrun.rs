@@ -215,6 +215,9 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    if let Ok(report) = &result {
+        crate::freshness::after_backup(ctx, cfg, report);
+    }
     result
 }
 
@@ -222,9 +225,9 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
 /// (then prune). Called after every run that ended ok or with warnings, when the job has a
 /// policy; an error is reported as the job's `retention_error` and makes `run` exit 1, but does
 /// not undo the run.
-async fn apply_retention(_ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<()> {
+async fn apply_retention(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<()> {
     let repo = crate::setup::open_with_config(cfg).await?;
-    crate::retention::apply_job_policy(&repo, job).await
+    crate::retention::apply_job_policy(ctx, cfg, &repo, job).await
 }
 
 fn print_human(ctx: &Ctx, r: &JobRun, due: bool) {

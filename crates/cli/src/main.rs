@@ -2,6 +2,7 @@
 //! config, progress bars, output and exit codes.
 
 mod advice;
+mod freshness;
 mod history;
 mod interrupt;
 mod jobrun;

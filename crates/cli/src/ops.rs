@@ -51,6 +51,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         ),
     );
     let report = result?;
+    crate::freshness::after_backup(ctx, &cfg, &report);
     for s in &report.skipped {
         ctx.notice(&format!("skipped {}: {}", s.path, s.reason));
     }
@@ -81,14 +82,23 @@ pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
 }
 
 pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
-    let (_, repo) = open_configured(ctx).await?;
+    let (cfg, repo) = open_configured(ctx).await?;
     let rps = repo.recovery_points().await?;
+    // Freshness findings are warnings here (the list is still what the vault holds); `check`
+    // fails on them.
+    let mut mark = crate::freshness::load(ctx, &cfg);
+    for f in rbackup_engine::assess(&rps, Some(&mark)) {
+        ctx.notice(&format!("warning: {f}"));
+    }
+    mark.observe(&rps);
+    crate::freshness::save(ctx, &cfg, &mark);
     let list: Vec<_> = rps
         .iter()
         .map(|(id, rp)| {
             json!({"id": id.to_hex(), "time": rp.time, "paths": rp.paths, "files": rp.files,
                    "dirs": rp.dirs, "size": rp.bytes, "bytes_added": rp.bytes_added, "job": rp.job,
-                   "hostname": rp.hostname})
+                   "hostname": rp.hostname, "sequence": rp.sequence,
+                   "predecessors": rp.predecessors})
         })
         .collect();
     ctx.output(&list, || {
@@ -181,10 +191,16 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
 }
 
 pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
-    let (_, repo) = open_configured(ctx).await?;
-    let report = repo.check(read_data).await?;
+    let (cfg, repo) = open_configured(ctx).await?;
+    let mut opts = rbackup_engine::CheckOptions::new(read_data);
+    opts.freshness = Some(crate::freshness::load(ctx, &cfg));
+    let report = repo.check_with(opts).await?;
+    crate::freshness::save(ctx, &cfg, &report.freshness_mark);
     for e in &report.errors {
         ctx.notice(&format!("error: {e}"));
+    }
+    for f in &report.freshness {
+        ctx.notice(&format!("error: {f}"));
     }
     let legacy = |i: &&rbackup_engine::KeyFileIssue| i.state == KeyFileState::NoIntegrityRecord;
     for i in report.key_files.iter().filter(legacy) {
@@ -223,7 +239,7 @@ pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
             if report.ok() {
                 "no errors".to_string()
             } else {
-                format!("{} ERRORS", report.errors.len())
+                format!("{} ERRORS", report.errors.len() + report.freshness.len())
             }
         )
     })?;

@@ -104,11 +104,17 @@ pub fn job_policy(cfg: &AgentConfig, name: &str) -> Option<RetentionPolicy> {
 /// What `rbackup run` calls (from `jobrun.rs`'s `apply_retention`) after a job's run: forget
 /// with the job's policy, then prune (which carries out earlier decisions and decides anew;
 /// deletion itself waits for a later run).
-pub async fn apply_job_policy(repo: &Repository, job: &JobConfig) -> Result<()> {
+pub async fn apply_job_policy(
+    ctx: &Ctx,
+    cfg: &AgentConfig,
+    repo: &Repository,
+    job: &JobConfig,
+) -> Result<()> {
     if !job.has_retention() {
         return Ok(());
     }
     let report = repo.forget(&job.retention, Some(&job.name), false).await?;
+    crate::freshness::after_forget(ctx, cfg, std::slice::from_ref(&report));
     if report.forgotten > 0 {
         repo.prune(PruneOptions::default()).await?;
     }
@@ -150,7 +156,12 @@ pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<u8> {
     let (cfg, repo) = open_configured(ctx).await?;
     let mut reports = Vec::new();
     for (job, policy) in plan(&cfg, &args)? {
-        reports.push(repo.forget(&policy, job.as_deref(), args.dry_run).await?);
+        let report = repo.forget(&policy, job.as_deref(), args.dry_run).await;
+        // Recorded as each run ends, so an error in a later one does not lose the record.
+        if let Ok(r) = &report {
+            crate::freshness::after_forget(ctx, &cfg, std::slice::from_ref(r));
+        }
+        reports.push(report?);
     }
     let pruned = if args.prune {
         let mut opts = PruneOptions::default();

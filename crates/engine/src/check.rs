@@ -18,18 +18,31 @@ use crate::keyfiles::KeyFileState;
 use crate::layout::{self, FORMAT_VERSION, MachineMarker, get_bounded, limits, pack_rel};
 use crate::pack::{self, BlobKind};
 use crate::repo::Repository;
-use crate::report::CheckReport;
+use crate::report::{CheckOptions, CheckReport};
+use crate::snapshot::RecoveryPoint;
 use crate::tree::NodeKind;
 
 impl Repository {
     /// Checks the repository; problems are collected in the report, not returned as errors.
+    /// Without a local mark: see [`Repository::check_with`].
     pub async fn check(&self, read_data: bool) -> Result<CheckReport> {
+        self.check_with(CheckOptions::new(read_data)).await
+    }
+
+    /// [`Repository::check`], and the recovery points compared with each other and with the
+    /// embedder's local mark (see [`crate::assess`]); the raised mark is in the report.
+    pub async fn check_with(&self, opts: CheckOptions) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         self.check_plain_objects(&mut report).await?;
         let index = self.check_index(&mut report).await?;
         self.check_packs(&index, &mut report).await?;
-        let roots = self.check_recovery_points(&mut report).await?;
-        let damaged: HashSet<BlobId> = if read_data {
+        let rps = self.check_recovery_points(&mut report).await?;
+        report.freshness = crate::freshness::assess(&rps, opts.freshness.as_ref());
+        let mut mark = opts.freshness.unwrap_or_default();
+        mark.observe(&rps);
+        report.freshness_mark = mark;
+        let roots: Vec<(Id, BlobId)> = rps.iter().map(|(id, rp)| (*id, rp.tree)).collect();
+        let damaged: HashSet<BlobId> = if opts.read_data {
             self.read_all_packs(&index, &mut report).await
         } else {
             HashSet::new()
@@ -109,9 +122,13 @@ impl Repository {
         for (_, id, size) in index.packs() {
             let name = id.to_hex();
             match stored.get(&name) {
-                None => report.errors.push(format!(
-                    "pack {name} is listed in the index but missing from the vault"
-                )),
+                None => {
+                    report.missing_packs += 1;
+                    report.errors.push(format!(
+                        "pack {name} is listed in the index but missing from the vault \
+                         (the next backup writes its blobs again)"
+                    ))
+                }
                 Some(&s) if s != size => report.errors.push(format!(
                     "pack {name} has {s} bytes in the vault but the index says {size}"
                 )),
@@ -123,7 +140,10 @@ impl Repository {
         Ok(())
     }
 
-    async fn check_recovery_points(&self, report: &mut CheckReport) -> Result<Vec<(Id, BlobId)>> {
+    async fn check_recovery_points(
+        &self,
+        report: &mut CheckReport,
+    ) -> Result<Vec<(Id, RecoveryPoint)>> {
         let mut roots = Vec::new();
         for id in self.list_ids(crate::snapshot::KIND).await? {
             let rel = format!("{}/{}", crate::snapshot::KIND, id.to_hex());
@@ -133,7 +153,7 @@ impl Repository {
                 Err(e) => Err(e),
             };
             match opened {
-                Ok(rp) => roots.push((id, rp.tree)),
+                Ok(rp) => roots.push((id, rp)),
                 Err(e) => report
                     .errors
                     .push(format!("recovery point {}: {e}", id.short())),

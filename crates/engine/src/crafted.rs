@@ -71,6 +71,8 @@ impl Repository {
             dirs: 0,
             bytes: 0,
             bytes_added: 0,
+            sequence: 0,
+            predecessors: Vec::new(),
         };
         let sealed = snapshot::seal(&self.keys, &rp_id, &rp);
         self.put_immutable(&format!("{}/{}", snapshot::KIND, rp_id.to_hex()), sealed)

@@ -362,6 +362,8 @@ fn seed_recovery_point() -> RecoveryPoint {
         dirs: 2,
         bytes: 12345,
         bytes_added: 678,
+        sequence: 0,
+        predecessors: Vec::new(),
     }
 }
 

@@ -48,6 +48,9 @@ pub(crate) struct Index {
     blobs: HashMap<BlobId, Location>,
     /// Packs that hold at least one tree blob (the metadata cache keeps copies of these).
     tree_packs: std::collections::HashSet<u32>,
+    /// Second copies of blobs (two runs racing, or blobs written again after their pack went
+    /// missing): used when the first copy's pack is dropped. Empty in the common case.
+    spare: HashMap<BlobId, Vec<Location>>,
 }
 
 impl Index {
@@ -71,15 +74,62 @@ impl Index {
             if b.kind == BlobKind::Tree {
                 self.tree_packs.insert(number);
             }
-            // First writer wins: a duplicate (two runs racing) is harmless either way.
-            self.blobs.entry(b.id).or_insert(Location {
+            let at = Location {
                 pack: number,
                 kind: b.kind,
                 offset: b.offset,
                 len: b.len,
                 raw_len: b.raw_len,
-            });
+            };
+            // First writer wins; another copy is kept aside in case its pack is dropped.
+            match self.blobs.entry(b.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(at);
+                }
+                std::collections::hash_map::Entry::Occupied(o) if o.get().pack != number => {
+                    self.spare.entry(b.id).or_default().push(at);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
+            }
         }
+    }
+
+    /// Drops the blobs of the packs `keep` rejects (packs an index file names but the vault
+    /// no longer has): a blob with a copy in another pack is then read from there, one
+    /// without is no longer known, so a backup writes it again. The packs keep their numbers
+    /// (`packs()` still lists them) but [`Index::has_pack`] no longer knows them. Returns
+    /// how many packs were dropped.
+    pub(crate) fn drop_packs(&mut self, keep: impl Fn(&Id) -> bool) -> usize {
+        let gone: std::collections::HashSet<u32> = self
+            .pack_numbers
+            .iter()
+            .filter(|(id, _)| !keep(id))
+            .map(|(_, n)| *n)
+            .collect();
+        if gone.is_empty() {
+            return 0;
+        }
+        self.blobs.retain(|_, l| !gone.contains(&l.pack));
+        for (id, spares) in std::mem::take(&mut self.spare) {
+            let mut live = spares.into_iter().filter(|l| !gone.contains(&l.pack));
+            if let Some(first) = live.next() {
+                let rest: Vec<Location> = match self.blobs.entry(id) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(first);
+                        live.collect()
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        std::iter::once(first).chain(live).collect()
+                    }
+                };
+                if !rest.is_empty() {
+                    self.spare.insert(id, rest);
+                }
+            }
+        }
+        self.pack_numbers.retain(|_, n| !gone.contains(n));
+        self.tree_packs.retain(|n| !gone.contains(n));
+        gone.len()
     }
 
     pub(crate) fn get(&self, id: &BlobId) -> Option<&Location> {
@@ -128,4 +178,52 @@ pub(crate) fn seal(keys: &MasterKeys, name: &Id, file: &IndexFile) -> Vec<u8> {
 
 pub(crate) fn open(keys: &MasterKeys, name: &Id, bytes: &[u8]) -> Result<IndexFile> {
     codec::open_meta(keys, KIND, &name.to_hex(), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(n: u8, blobs: &[u8]) -> IndexPack {
+        let entry = |b: u8| PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([b; 32]),
+            offset: u64::from(b) * 10,
+            len: 10,
+            raw_len: 10,
+        };
+        IndexPack {
+            id: Id([n; 32]),
+            size: 100,
+            blobs: blobs.iter().map(|&b| entry(b)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dropped_pack_leaves_its_blobs_read_from_their_other_copy_whatever_the_order() {
+        for gone_first in [true, false] {
+            let (gone, other) = (pack(1, &[7, 8]), pack(2, &[7]));
+            let mut index = Index::default();
+            let packs = if gone_first {
+                [gone, other]
+            } else {
+                [other, gone]
+            };
+            for p in packs {
+                index.add_pack(p);
+            }
+            assert_eq!(index.drop_packs(|id| *id != Id([1; 32])), 1);
+            let at = index.get(&BlobId([7; 32])).expect("the other copy");
+            assert_eq!(
+                index.pack_id(at.pack),
+                Id([2; 32]),
+                "gone first: {gone_first}"
+            );
+            assert!(
+                !index.contains(&BlobId([8; 32])),
+                "no copy left: written again"
+            );
+            assert!(!index.has_pack(&Id([1; 32])) && index.has_pack(&Id([2; 32])));
+        }
+    }
 }

@@ -46,6 +46,7 @@ mod codec;
 mod crafted;
 mod credentials;
 mod error;
+mod freshness;
 #[doc(hidden)]
 pub mod fuzz_support;
 mod holder;
@@ -73,6 +74,7 @@ pub use error::{
     CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, Result,
     ScratchFolder, SpacePlace,
 };
+pub use freshness::{Freshness, FreshnessFinding, assess};
 pub use holder::Holder;
 pub use id::Id;
 pub use keyfiles::{KeyFileIssue, KeyFileState, KeyRepairReport};
@@ -82,7 +84,7 @@ pub use pack::BlobKind;
 pub use progress::{NoProgress, Progress};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
 pub use repo::{Repository, Unlock};
-pub use report::{BackupReport, CheckReport, RestoreReport, Skipped};
+pub use report::{BackupReport, CheckOptions, CheckReport, RestoreReport, Skipped};
 pub use restore::RestoreOptions;
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;

@@ -219,7 +219,7 @@ impl Repository {
         Ok(())
     }
 
-    /// Loads and merges every index file.
+    /// Loads and merges every index file, without the packs the vault no longer has.
     pub(crate) async fn load_index(&self) -> Result<Index> {
         let ids = self.list_ids(index::KIND).await?;
         if let Some(c) = &self.cache {
@@ -237,6 +237,15 @@ impl Repository {
         for f in files {
             index.add_file(f);
         }
+        // An index file may name a pack that is gone, while a later backup wrote the same
+        // blobs again elsewhere: the entries of missing packs are dropped so the other copy
+        // is the one read (one listing, about one request per thousand packs).
+        let packs = self.store.list(&self.path(crate::layout::PACKS)).await?;
+        let present: HashSet<Id> = packs
+            .iter()
+            .filter_map(|m| Id::from_hex(m.path.rsplit('/').next()?).ok())
+            .collect();
+        index.drop_packs(|id| present.contains(id));
         Ok(index)
     }
 

@@ -16,6 +16,10 @@ pub struct Skipped {
 pub struct BackupReport {
     /// Id of the new recovery point.
     pub recovery_point: Option<String>,
+    /// Its sequence (see [`crate::Freshness`]): the embedder records it with
+    /// [`crate::Freshness::wrote`].
+    #[serde(default)]
+    pub sequence: u64,
     /// The recovery point it was made incrementally against.
     pub parent: Option<String>,
     /// Files not in the parent recovery point.
@@ -42,6 +46,9 @@ pub struct BackupReport {
     /// this run instead of being uploaded again.
     #[serde(default)]
     pub packs_adopted: u64,
+    /// Packs index files named that the vault no longer had: their blobs were written again.
+    #[serde(default)]
+    pub packs_missing: u64,
     /// Their bytes.
     #[serde(default)]
     pub bytes_adopted: u64,
@@ -105,11 +112,42 @@ pub struct CheckReport {
     pub key_files: Vec<crate::KeyFileIssue>,
     /// Problems found: each says what is damaged.
     pub errors: Vec<String>,
+    /// Signs that recovery points were deleted or the vault rolled back (see
+    /// [`crate::assess`]); the local mark compared is [`CheckOptions::freshness`].
+    #[serde(default)]
+    pub freshness: Vec<crate::FreshnessFinding>,
+    /// The local mark raised to the newest recovery point seen: the embedder stores it.
+    #[serde(default)]
+    pub freshness_mark: crate::Freshness,
+    /// Index entries naming packs that are not in the vault (backup writes their blobs
+    /// again). Each such pack is also in `errors`.
+    #[serde(default)]
+    pub missing_packs: u64,
+}
+
+/// What [`crate::Repository::check_with`] checks.
+#[non_exhaustive]
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Read every pack whole and verify every blob.
+    pub read_data: bool,
+    /// The embedder's local high-water mark, compared with the vault.
+    pub freshness: Option<crate::Freshness>,
+}
+
+impl CheckOptions {
+    /// Structure only, without a local mark.
+    pub fn new(read_data: bool) -> CheckOptions {
+        CheckOptions {
+            read_data,
+            freshness: None,
+        }
+    }
 }
 
 impl CheckReport {
     /// True when no damage was found.
     pub fn ok(&self) -> bool {
-        self.errors.is_empty()
+        self.errors.is_empty() && self.freshness.is_empty()
     }
 }

@@ -34,6 +34,13 @@ pub struct RecoveryPoint {
     pub bytes: u64,
     /// Bytes this backup added to the vault.
     pub bytes_added: u64,
+    /// 1 + the highest sequence among the machine's recovery points when the backup started
+    /// (0: written before sequences existed). See `freshness.rs`.
+    #[serde(default)]
+    pub sequence: u64,
+    /// The recovery points that had that highest sequence: their disappearance is noticed.
+    #[serde(default)]
+    pub predecessors: Vec<Id>,
 }
 
 pub(crate) fn seal(keys: &MasterKeys, id: &Id, rp: &RecoveryPoint) -> Vec<u8> {

@@ -27,6 +27,8 @@ fn point(n: u8, time: &str) -> (Id, RecoveryPoint) {
             dirs: 0,
             bytes: 0,
             bytes_added: 0,
+            sequence: 0,
+            predecessors: Vec::new(),
         },
     )
 }

@@ -48,6 +48,8 @@ pub(crate) struct Adopted {
     pub index_bytes: u64,
     /// Unindexed packs left alone (header missing, not authentic, or not tiling the pack).
     pub refused: u64,
+    /// Packs index files name that the vault no longer has (their entries were dropped).
+    pub missing: u64,
 }
 
 impl Repository {
@@ -59,16 +61,32 @@ impl Repository {
         pending: &HashSet<Id>,
         lease: &Lease,
     ) -> Result<Adopted> {
-        let candidates: Vec<(Id, u64)> = self
+        let stored: Vec<(Id, u64)> = self
             .store
             .list(&self.path(crate::layout::PACKS))
             .await?
             .into_iter()
             .filter_map(|m| Some((Id::from_hex(m.path.rsplit('/').next()?).ok()?, m.size)))
+            .collect();
+        // The same listing shows index entries whose pack is gone: dropped, so their blobs
+        // are written again instead of a recovery point referring to missing data.
+        let present: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
+        let missing = index.drop_packs(|id| present.contains(id)) as u64;
+        if missing > 0 {
+            tracing::warn!(
+                "{missing} pack(s) named by index files are missing from the vault; \
+                 their blobs are written again"
+            );
+        }
+        let candidates: Vec<(Id, u64)> = stored
+            .into_iter()
             .filter(|(id, _)| !index.has_pack(id) && !pending.contains(id))
             .collect();
         if candidates.is_empty() {
-            return Ok(Adopted::default());
+            return Ok(Adopted {
+                missing,
+                ..Adopted::default()
+            });
         }
         let read: Vec<Option<IndexPack>> = futures::stream::iter(candidates)
             .map(|(id, size)| self.authentic_pack(id, size))
@@ -82,6 +100,7 @@ impl Repository {
             bytes: packs.iter().map(|p| p.size).sum(),
             index_bytes: 0,
             refused,
+            missing,
         };
         if packs.is_empty() {
             return Ok(adopted);

@@ -51,6 +51,8 @@ impl Repository {
             dirs: report.dirs,
             bytes: plan.bytes,
             bytes_added: added,
+            sequence: plan.sequence,
+            predecessors: plan.predecessors,
         };
         let sealed = snapshot::seal(&self.keys, &rp_id, &rp);
         let rp_bytes = sealed.len() as u64;
@@ -59,10 +61,12 @@ impl Repository {
             .await?;
 
         report.recovery_point = Some(rp_id.to_hex());
+        report.sequence = rp.sequence;
         report.parent = plan.parent.map(|(id, _)| id.to_hex());
         report.bytes_added = added + rp_bytes;
         report.packs = collector.packs;
         report.packs_adopted = plan.adopted.packs;
+        report.packs_missing = plan.adopted.missing;
         report.bytes_adopted = plan.adopted.bytes;
         report.source_files = plan.files;
         report.source_bytes = plan.bytes;

@@ -30,6 +30,11 @@ pub(super) struct Plan {
     pub files: u64,
     pub bytes: u64,
     pub parent: Option<(Id, RecoveryPoint)>,
+    /// The new recovery point's sequence and predecessors (see `freshness.rs`), from the
+    /// recovery points present when the backup started: a backup running beside this one
+    /// may get the same sequence, which is harmless (both name the same predecessors).
+    pub sequence: u64,
+    pub predecessors: Vec<Id>,
     /// The parent's root tree, when `index` holds it (a doomed root is not used).
     pub parent_root: Option<Tree>,
     /// Where packs are staged before upload; removed when the plan is dropped.
@@ -64,6 +69,7 @@ impl Repository {
         check_recovery_point_limit(rps.len())?;
         let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let parent = choose_parent(&rps, &path_strings, opts.job.as_deref());
+        let (sequence, predecessors) = crate::freshness::next_in_line(&rps);
         let role = crate::error::ScratchFolder::Cache;
         let staging = match &opts.cache_dir {
             Some(dir) => WorkDir::create(dir, "staging", role, 0)?,
@@ -94,6 +100,8 @@ impl Repository {
             files,
             bytes,
             parent,
+            sequence,
+            predecessors,
             parent_root,
             staging,
             budget_bytes,
