@@ -372,9 +372,15 @@ impl Drop for Lease {
 mod tests {
     use super::*;
     use crate::{Registration, Unlock, Vault};
-    use rbackup_crypto::{KdfParams, Passphrase};
+    use rbackup_crypto::{KdfParams, MasterKeys, Passphrase};
 
     async fn memory_repo(name: &str) -> Repository {
+        memory_vault(name).await.2
+    }
+
+    /// A registered machine on a new `memory://` vault: the vault, the machine's keys, and the
+    /// machine opened with them.
+    async fn memory_vault(name: &str) -> (Vault, MasterKeys, Repository) {
         let url = format!("memory://{name}");
         let store = rbackup_store::open(&url, &Default::default()).unwrap();
         let (vault, creds) = Vault::create(store, &url, Duration::from_secs(600))
@@ -389,9 +395,12 @@ mod tests {
             chunker: Default::default(),
         };
         let (machine, keys) = vault.register(&creds, reg).await.unwrap();
-        Repository::open(&vault, &machine, Unlock::Keys(keys), None)
+        // Not `Clone` by design; a test may make a second copy through the secret bytes.
+        let copy = MasterKeys::from_secret_bytes(&keys.to_secret_bytes()).unwrap();
+        let repo = Repository::open(&vault, &machine, Unlock::Keys(copy), None)
             .await
-            .unwrap()
+            .unwrap();
+        (vault, keys, repo)
     }
 
     /// A lease left behind (not refreshed, not deleted) that names `holder`.
@@ -503,5 +512,31 @@ mod tests {
         let mut odd = s.info.clone();
         odd.expires = "soon".into();
         assert!(odd.is_live(plus(now, Duration::from_secs(1 << 30))));
+    }
+
+    /// Any command opens the machine first (check, restore, forget as well as backup and
+    /// prune): opening it is what clears a killed holder's lease.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn opening_the_machine_releases_the_lease_of_a_killed_holder() {
+        let (vault, keys, repo) = memory_vault("lease-open-releases").await;
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let me = Holder::current().unwrap();
+        let alive = left_behind(&repo, me.clone()).await;
+        left_behind(&repo, Holder { pid, ..me }).await;
+        assert_eq!(repo.leases().await.unwrap().len(), 2);
+
+        let again = Repository::open(&vault, repo.machine_id(), Unlock::Keys(keys), None)
+            .await
+            .unwrap();
+        let left: Vec<Id> = again
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.0)
+            .collect();
+        assert_eq!(left, vec![alive], "only the live holder's lease is left");
     }
 }

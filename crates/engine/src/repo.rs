@@ -114,7 +114,7 @@ impl Repository {
             Some(dir) => Some(MetaCache::new(dir, vault.id(), machine)?),
             None => None,
         };
-        Ok(Repository {
+        let repo = Repository {
             store,
             vault_id: vault.id().into(),
             machine: machine.into(),
@@ -124,7 +124,14 @@ impl Repository {
             lease_ttl: crate::lock::DEFAULT_LEASE_TTL,
             clock: vault.clock().clone(),
             skipped_key_files: Arc::new(skipped),
-        })
+        };
+        // A lease whose holder is provably gone (killed on this host) would hold a prune's
+        // deletions until it ran out: whatever opens the machine next clears it. Best effort:
+        // a store that refuses the delete leaves the lease to expire.
+        if let Err(e) = repo.release_dead_leases().await {
+            tracing::warn!("could not release the leases of killed processes: {e}");
+        }
+        Ok(repo)
     }
 
     /// Key files that unlocking skipped because they are damaged or have refused parameters
