@@ -235,4 +235,6 @@ async fn an_index_naming_a_deleted_pack_is_reported_and_backup_writes_the_blobs_
     e.repo.prune(opts).await.unwrap();
     let c = check_against(&e, None).await;
     assert!(c.ok() && c.missing_packs == 0, "{c:?}");
+    // The copies the second backup wrote were kept, not the missing pack's entries.
+    e.assert_restores(&rp, &src, &snapshot(&src)).await;
 }

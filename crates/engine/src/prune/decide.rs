@@ -77,11 +77,14 @@ struct Plan {
 /// pack, and duplicates left by crashes are cleaned up). A pack with no home blobs is unused;
 /// one whose home blobs are at most `1 - threshold` of it is repacked.
 fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
-    let candidates: Vec<&IndexPack> = state
+    // A pack the index lists but the vault no longer has holds nothing: it must never be
+    // chosen as a blob's home (the copy a later backup wrote would then look unused and be
+    // deleted), and its index entries go with the doomed packs'.
+    let (candidates, missing): (Vec<&IndexPack>, Vec<&IndexPack>) = state
         .packs
         .values()
         .filter(|p| !pending.contains(&p.id))
-        .collect();
+        .partition(|p| state.stored.contains_key(&p.id));
     let total = |p: &IndexPack| p.blobs.iter().map(|b| u64::from(b.len)).sum::<u64>().max(1);
     let fraction: HashMap<Id, f64> = candidates
         .iter()
@@ -130,7 +133,52 @@ fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
             out.partly_used_kept += 1;
         }
     }
+    out.unused.extend(missing.iter().map(|p| p.id));
     out.unused.sort();
     out.repack.sort_by_key(|(id, _)| *id);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{BlobKind, PackEntry};
+
+    fn pack(id: u8, blobs: &[u8]) -> IndexPack {
+        let blobs = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| PackEntry {
+                kind: BlobKind::Data,
+                id: BlobId([*b; 32]),
+                offset: i as u64 * 100,
+                len: 100,
+                raw_len: 90,
+            })
+            .collect();
+        IndexPack {
+            id: Id([id; 32]),
+            size: 1000,
+            blobs,
+        }
+    }
+
+    /// The vault lost pack 1; a later backup wrote its used blob again into pack 2 (beside one
+    /// more used blob and one unused). Pack 1 is the better "home" by fraction used (its only
+    /// blob is used), but it holds nothing: chosen, it would make pack 2 look two-thirds
+    /// wasted and be repacked without blob 7 — the one copy left. It must be doomed instead.
+    #[test]
+    fn a_pack_missing_from_the_vault_is_doomed_never_a_blobs_home() {
+        let (lost, rewritten) = (pack(1, &[7]), pack(2, &[7, 8, 9]));
+        let state = State {
+            files: Vec::new(),
+            packs: [(lost.id, lost.clone()), (rewritten.id, rewritten.clone())].into(),
+            stored: [(rewritten.id, 1000)].into(),
+            used: [BlobId([7; 32]), BlobId([8; 32])].into(),
+            recovery_points: 1,
+        };
+        let plan = plan(&state, &HashSet::new(), 0.5);
+        assert_eq!(plan.unused, vec![lost.id]);
+        assert!(plan.repack.is_empty());
+    }
 }
