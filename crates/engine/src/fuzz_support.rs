@@ -74,12 +74,13 @@ pub fn run(name: &str, data: &[u8]) -> Option<bool> {
         "meta_plain" => meta_plain(&keys, data),
         "index_plain" => {
             let sealed = seal_cbor(&keys, index::KIND, data);
-            let file = index::open(&keys, &name_id(), &sealed);
-            let ok = file.is_ok();
-            if let Ok(file) = file {
-                index::Index::default().add_file(file);
+            match index::open(&keys, &name_id(), &sealed) {
+                Ok(file) => {
+                    index::Index::default().add_file(file);
+                    true
+                }
+                Err(e) => shown(Err::<(), _>(e)),
             }
-            shown(index::open(&keys, &name_id(), &sealed)) && ok
         }
         "recovery_point_plain" => {
             let sealed = seal_cbor(&keys, snapshot::KIND, data);

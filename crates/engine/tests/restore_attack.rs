@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rbackup_engine::tree::{Node, NodeKind, Tree};
 use rbackup_engine::{RestoreOptions, RestoreReport};
+use rbackup_testenv::listing;
 
 mod support;
 
@@ -58,34 +59,6 @@ impl Box {
     fn at(&self, source: &Path) -> PathBuf {
         self.target.join(source.strip_prefix("/").unwrap())
     }
-}
-
-/// One line per object: path, mode, owner, mtime, and content hash or link target.
-fn listing(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
-        let content = if m.is_file() {
-            blake3::hash(&fs::read(e.path()).unwrap())
-                .to_hex()
-                .to_string()
-        } else if m.file_type().is_symlink() {
-            fs::read_link(e.path()).unwrap().display().to_string()
-        } else {
-            String::new()
-        };
-        out.push(format!(
-            "{} {:o} {}:{} {}.{} {content}",
-            e.path().strip_prefix(root).unwrap().display(),
-            m.mode(),
-            m.uid(),
-            m.gid(),
-            m.mtime(),
-            m.mtime_nsec(),
-        ));
-    }
-    out
 }
 
 async fn restore(env: &support::Env, rp: &str, target: &Path) -> RestoreReport {

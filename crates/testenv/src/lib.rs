@@ -184,6 +184,38 @@ fn record(line: &str) {
         .unwrap_or_else(|e| panic!("cannot write {LOG}: {e}"));
 }
 
+/// One line per object beneath `root` (itself included), sorted: path, mode, owner, mtime and
+/// the BLAKE3 of a file's content or a symlink's target. The attack tests compare a decoy
+/// folder's listing before and after: any name, kind, mode, owner, time or byte that changed
+/// shows up.
+pub fn listing(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.expect("walk the listed folder");
+        let m = e.path().symlink_metadata().expect("stat a listed object");
+        let content = if m.is_file() {
+            let bytes = std::fs::read(e.path()).expect("read a listed file");
+            blake3::hash(&bytes).to_hex().to_string()
+        } else if m.file_type().is_symlink() {
+            let target = std::fs::read_link(e.path()).expect("read a listed symlink");
+            target.display().to_string()
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {}.{} {content}",
+            e.path().strip_prefix(root).unwrap_or(e.path()).display(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+        ));
+    }
+    out
+}
+
 #[cfg(feature = "mutate")]
 pub mod mutate;
 

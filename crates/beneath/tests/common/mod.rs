@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rbackup_beneath::{Dir, RelPath, Resolve};
@@ -68,33 +68,7 @@ impl Fixture {
     }
 }
 
-/// One line per object beneath `root`: path, kind, mode, owner, mtime, BLAKE3 of content.
-pub fn listing(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
-        let content = if m.is_file() {
-            blake3::hash(&fs::read(e.path()).unwrap())
-                .to_hex()
-                .to_string()
-        } else if m.file_type().is_symlink() {
-            fs::read_link(e.path()).unwrap().display().to_string()
-        } else {
-            String::new()
-        };
-        out.push(format!(
-            "{} {:o} {}:{} {}.{} {content}",
-            e.path().strip_prefix(root).unwrap().display(),
-            m.mode(),
-            m.uid(),
-            m.gid(),
-            m.mtime(),
-            m.mtime_nsec(),
-        ));
-    }
-    out
-}
+pub use rbackup_testenv::listing;
 
 pub fn rel(s: &str) -> RelPath {
     RelPath::parse(s).unwrap()
