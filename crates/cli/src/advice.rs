@@ -132,6 +132,15 @@ pub fn advice(e: &EngineError) -> Option<String> {
         EngineError::InvalidCredentials { .. } | EngineError::CredentialsExpired { .. } => {
             NEW_CREDENTIALS.into()
         }
+        EngineError::Corrupt {
+            reason: CorruptReason::TreeLargerThanRecorded { .. },
+            ..
+        } => "a backup never writes such a recovery point (it was crafted or damaged): restore an \
+             older one, and run `rbackup check --read-data`"
+            .into(),
+        EngineError::DirectoryTooLarge { .. } => {
+            "exclude that directory (`--exclude`) or split it into subdirectories".into()
+        }
         EngineError::Corrupt { .. } | EngineError::PruneStopped { .. } => CHECK_DATA.into(),
         EngineError::RecoveryPointNotFound { .. } => {
             "list them with `rbackup recovery-points`".into()
@@ -214,6 +223,26 @@ mod tests {
         let text = render(&e);
         assert!(
             text.contains("9999") && text.contains("`rbackup forget --keep-last N --prune`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_crafted_tree_and_a_huge_directory_say_what_to_do() {
+        let crafted = anyhow::Error::from(EngineError::Corrupt {
+            object: "tree 00ab".into(),
+            reason: CorruptReason::TreeLargerThanRecorded { max: 65536 },
+        });
+        let text = render(&crafted);
+        assert!(text.contains("restore an older one"), "{text}");
+        let huge = anyhow::Error::from(EngineError::DirectoryTooLarge {
+            path: "/srv/spool".into(),
+            bytes: 600 << 20,
+            max: 512 << 20,
+        });
+        let text = render(&huge);
+        assert!(
+            text.contains("/srv/spool") && text.contains("`--exclude`"),
             "{text}"
         );
     }
