@@ -85,6 +85,20 @@ pub(crate) fn open_dir(
                 });
             }
             Err(Errno::NOSYS) => OPENAT2_MISSING.store(true, Ordering::Relaxed),
+            // Only the last component missing, the common case when a tree is made parents
+            // first: resolve the parent the same strict way and make just that one, instead
+            // of walking the whole path a component at a time.
+            Err(Errno::NOENT) if create.is_some() && names.len() > 1 => {
+                let (last, dirs) = names.split_last().expect("more than one name");
+                if let Ok(parent) =
+                    rustix::fs::openat2(base, join(dirs), DIR_FLAGS, Mode::empty(), how)
+                {
+                    return step(parent.as_fd(), last, create).map_err(|step| Failed {
+                        index: names.len() - 1,
+                        step,
+                    });
+                }
+            }
             // Anything else (ELOOP for a symlink anywhere, ENOTDIR, ENOENT, EAGAIN for a
             // racing rename, EXDEV) falls through to the walk, which is as strict and says
             // which component is in the way, or makes the missing ones when asked to.

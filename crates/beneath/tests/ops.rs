@@ -34,6 +34,20 @@ both_modes! {
             Err(Error::NotFound { at, .. }) => assert_eq!(at, fx.base.join("a/missing")),
             other => panic!("{other:?}"),
         }
+        // Only the last component missing: made beneath the strictly resolved parent.
+        dir.create_dir_all(&rel("a/b/d"), 0o700).unwrap();
+        assert!(fx.base.join("a/b/d").is_dir());
+        // A symlink or a file as that last component is reported, not followed or replaced.
+        symlink(fx.base.join("a"), fx.base.join("a/b/ln")).unwrap();
+        symlink(fx.base.join("nowhere"), fx.base.join("a/b/dangling")).unwrap();
+        for name in ["a/b/ln", "a/b/dangling"] {
+            assert!(matches!(dir.create_dir_all(&rel(name), 0o700), Err(Error::Symlink { .. })),
+                "{name}");
+        }
+        assert!(!fx.base.join("nowhere").exists());
+        fs::write(fx.base.join("a/b/file"), b"x").unwrap();
+        assert!(matches!(dir.create_dir_all(&rel("a/b/file"), 0o700),
+            Err(Error::NotADirectory { found: FileKind::File, .. })));
         assert!(matches!(dir.create_dir(&rel("a/b"), 0o700), Err(Error::Exists { .. })));
         dir.create_dir(&rel("a/fresh"), 0o700).unwrap();
         assert_eq!(mode_of(&fx.base.join("a/fresh")), 0o700);
@@ -59,6 +73,28 @@ both_modes! {
         assert!(matches!(dir.open_file(&rel("d"), Access::Read),
             Err(Error::NotAFile { found: FileKind::Dir, .. })));
         assert!(matches!(dir.open_file(&rel("d/none"), Access::Read), Err(Error::NotFound { .. })));
+    }
+
+    fn own_files_open_with_their_metadata_and_refuse_what_is_not_a_file(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        dir.create_dir_all(&rel("d/sub"), 0o700).unwrap();
+        dir.create_file(&rel("d/f")).unwrap().write_all(b"hello").unwrap();
+        let (mut f, meta) = dir.open_own_file(&rel("d/f"), Access::ReadWrite).unwrap();
+        assert_eq!((meta.kind, meta.size, meta.mode & 0o7777), (FileKind::File, 5, 0o600));
+        f.write_all(b"J").unwrap();
+        assert_eq!(fs::read(fx.base.join("d/f")).unwrap(), b"Jello");
+        symlink(fx.base.join("d/f"), fx.base.join("d/link")).unwrap();
+        assert!(matches!(dir.open_own_file(&rel("d/link"), Access::Read),
+            Err(Error::NotAFile { found: FileKind::Symlink, .. })));
+        assert!(matches!(dir.open_own_file(&rel("d/sub"), Access::Read),
+            Err(Error::NotAFile { found: FileKind::Dir, .. })));
+        assert!(matches!(dir.open_own_file(&rel("d/none"), Access::Read),
+            Err(Error::NotFound { .. })));
+        // The parent path is still resolved strictly: a symlinked directory is refused.
+        symlink(fx.base.join("d"), fx.base.join("dl")).unwrap();
+        assert!(matches!(dir.open_own_file(&rel("dl/f"), Access::Read),
+            Err(Error::Symlink { .. })));
     }
 
     fn tmpfile_appears_only_when_published(resolve: Resolve) {

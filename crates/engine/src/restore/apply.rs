@@ -45,7 +45,7 @@ pub(crate) fn open_staged(stage: &Dir, i: usize, size: u64) -> Result<File, FsEr
     let rel = staged_name(i);
     let file = match stage.create_file(&rel) {
         Ok(f) => f,
-        Err(FsError::Exists { .. }) => stage.open_file(&rel, Access::Write)?,
+        Err(FsError::Exists { .. }) => stage.open_own_file(&rel, Access::Write)?.0,
         Err(e) => return Err(e),
     };
     file.set_len(size)
@@ -54,10 +54,16 @@ pub(crate) fn open_staged(stage: &Dir, i: usize, size: u64) -> Result<File, FsEr
 }
 
 /// Creates the planned directories, moves verified files into `target` (skipping the `bad`
-/// ones), then sets directory metadata deepest first, so that adding files does not disturb
-/// a directory's mtime after it was set. An entry that cannot be placed is reported in
-/// `failed` and skipped.
-pub(crate) fn move_into_target(plan: &Plan, stage: &Dir, target: &Dir, bad: &[bool]) -> Moved {
+/// ones) on `threads` threads, then sets directory metadata deepest first, so that adding
+/// files does not disturb a directory's mtime after it was set. An entry that cannot be
+/// placed is reported in `failed` and skipped.
+pub(crate) fn move_into_target(
+    plan: &Plan,
+    stage: &Dir,
+    target: &Dir,
+    bad: &[bool],
+    threads: usize,
+) -> Moved {
     let root = rustix::process::geteuid().is_root();
     let mut moved = Moved::default();
     let mut created = vec![false; plan.dirs.len()];
@@ -67,26 +73,24 @@ pub(crate) fn move_into_target(plan: &Plan, stage: &Dir, target: &Dir, bad: &[bo
             Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
         }
     }
-    // Files come in tree order, so consecutive ones mostly share a parent: keep it open.
-    let mut parent: Option<(Option<usize>, Dir)> = None;
-    for (i, f) in plan.files.iter().enumerate() {
-        if bad[i] {
-            continue;
-        }
-        let result = match &parent {
-            Some((p, dir)) if *p == f.parent => Ok(dir),
-            _ => open_parent(plan, target, f.parent).map(|dir| &parent.insert((f.parent, dir)).1),
-        }
-        .and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
-        match result {
-            Ok(()) => {
-                moved.files += 1;
-                moved.bytes += f.meta.size;
-            }
-            Err(e) => moved.failed.push(skipped(&plan.shown(f), &e)),
-        }
+    // Each file is a handful of system calls on its own names, independent of the others:
+    // the files are split into runs that each go to one thread.
+    let runs = split_runs(plan, threads);
+    let results: Vec<Moved> = std::thread::scope(|s| {
+        let workers: Vec<_> = runs
+            .iter()
+            .map(|run| s.spawn(|| move_files(plan, run.clone(), stage, target, bad, root)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for r in results {
+        moved.files += r.files;
+        moved.bytes += r.bytes;
+        moved.failed.extend(r.failed);
     }
-    drop(parent);
     let mut dirs: Vec<_> = plan
         .dirs
         .iter()
@@ -103,6 +107,58 @@ pub(crate) fn move_into_target(plan: &Plan, stage: &Dir, target: &Dir, bad: &[bo
         match result {
             Ok(()) => moved.dirs += 1,
             Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
+        }
+    }
+    moved
+}
+
+/// Splits the plan's files into at most `threads` runs of about equal length, each ending
+/// where the parent directory changes, so that a directory's files stay on one thread (which
+/// keeps that directory open for them).
+fn split_runs(plan: &Plan, threads: usize) -> Vec<std::ops::Range<usize>> {
+    let n = plan.files.len();
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let mut end = (start + per).min(n);
+        while end < n && plan.files[end].parent == plan.files[end - 1].parent {
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// Moves the files numbered `run` into the target (see [`move_into_target`]).
+fn move_files(
+    plan: &Plan,
+    run: std::ops::Range<usize>,
+    stage: &Dir,
+    target: &Dir,
+    bad: &[bool],
+    root: bool,
+) -> Moved {
+    let mut moved = Moved::default();
+    // Files come in tree order, so consecutive ones mostly share a parent: keep it open.
+    let mut parent: Option<(Option<usize>, Dir)> = None;
+    for i in run {
+        let f = &plan.files[i];
+        if bad[i] {
+            continue;
+        }
+        let result = match &parent {
+            Some((p, dir)) if *p == f.parent => Ok(dir),
+            _ => open_parent(plan, target, f.parent).map(|dir| &parent.insert((f.parent, dir)).1),
+        }
+        .and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
+        match result {
+            Ok(()) => {
+                moved.files += 1;
+                moved.bytes += f.meta.size;
+            }
+            Err(e) => moved.failed.push(skipped(&plan.shown(f), &e)),
         }
     }
     moved
@@ -138,20 +194,32 @@ fn move_file(
     root: bool,
 ) -> Result<(), FsError> {
     let staged = staged_name(i);
-    let file = match stage.open_file(&staged, Access::ReadWrite) {
-        Ok(f) => f,
+    // The staging folder is this restore's own (0700), so its files need none of the checks
+    // an open in the target gets: this is one open and one stat per file.
+    let (file, has) = match stage.open_own_file(&staged, Access::ReadWrite) {
+        Ok(opened) => opened,
         // Empty files and all-hole sparse files received no data, so nothing created them.
         Err(FsError::NotFound { .. }) => {
             let f = stage.create_file(&staged)?;
             f.set_len(meta.size)
                 .map_err(|e| io_at("set length", stage, &staged, e))?;
-            f
+            let has =
+                rbackup_beneath::metadata(&f).map_err(|e| io_at("stat", stage, &staged, e))?;
+            (f, has)
         }
         Err(e) => return Err(e),
     };
-    apply_metadata(&file, meta, root).map_err(|e| io_at("set metadata", stage, &staged, e))?;
+    apply_file_metadata(&file, &has, meta, root)
+        .map_err(|e| io_at("set metadata", stage, &staged, e))?;
     let dest = RelPath::from(name.clone());
-    match stage.rename(&staged, parent, &dest, Replace::NonDirectory) {
+    // A fresh target has nothing at the name: one `RENAME_NOREPLACE` does it. Only when
+    // something is there (or the file system lacks the flag) is it checked and replaced.
+    let placed = match stage.rename(&staged, parent, &dest, Replace::Never) {
+        Err(FsError::Exists { .. }) => None,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        other => Some(other),
+    };
+    match placed.unwrap_or_else(|| stage.rename(&staged, parent, &dest, Replace::NonDirectory)) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             copy_across(&file, parent, &dest, meta, root)?;
             stage.remove_file(&staged)
@@ -239,10 +307,76 @@ fn apply_metadata(fd: impl AsFd, meta: &Meta, root: bool) -> io::Result<()> {
     rbackup_beneath::set_times(&fd, Some(meta.mtime_ns), Some(meta.mtime_ns))
 }
 
+/// [`apply_metadata`] for a staged file whose current metadata `has` is known: an owner or
+/// mode it already has is not set again (a root restore of root's files skips the chown).
+/// Skipping the chown is safe for the mode: a file this restore created carries no set-id
+/// bits for a chown to clear.
+fn apply_file_metadata(
+    fd: impl AsFd,
+    has: &rbackup_beneath::Meta,
+    meta: &Meta,
+    root: bool,
+) -> io::Result<()> {
+    if root && (has.uid, has.gid) != (meta.uid, meta.gid) {
+        rbackup_beneath::set_owner(&fd, Some(meta.uid), Some(meta.gid))?;
+    }
+    if has.mode & 0o7777 != meta.mode & 0o7777 {
+        rbackup_beneath::set_mode(&fd, meta.mode)?;
+    }
+    rbackup_beneath::set_times(&fd, Some(meta.mtime_ns), Some(meta.mtime_ns))
+}
+
 fn io_at(op: &'static str, dir: &Dir, rel: &RelPath, source: io::Error) -> FsError {
     FsError::Io {
         op,
         path: dir.label().join(rel.to_path_buf()),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::plan::Entry;
+
+    fn plan_with_parents(parents: &[Option<usize>]) -> Plan {
+        let entry = |parent| Entry {
+            parent,
+            name: Name::try_from("f").unwrap(),
+            meta: Meta {
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                size: 0,
+            },
+        };
+        Plan {
+            files: parents.iter().map(|&p| entry(p)).collect(),
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn runs_cover_every_file_once_and_keep_a_directory_on_one_thread() {
+        let parents = [0, 0, 1, 1, 1, 2, 3, 3, 3, 3].map(Some);
+        let mut parents = parents.to_vec();
+        parents.extend([None, None]);
+        let plan = plan_with_parents(&parents);
+        for threads in [0, 1, 2, 3, 5, 64] {
+            let runs = split_runs(&plan, threads);
+            assert!(runs.len() <= threads.max(1), "{threads}: {runs:?}");
+            let flat: Vec<usize> = runs.iter().cloned().flatten().collect();
+            assert_eq!(flat, (0..parents.len()).collect::<Vec<_>>(), "{threads}");
+            for r in &runs[1..] {
+                assert_ne!(
+                    parents[r.start],
+                    parents[r.start - 1],
+                    "{threads}: {runs:?}"
+                );
+            }
+        }
+        assert_eq!(split_runs(&plan, 2), [0..6, 6..12]);
+        assert!(split_runs(&plan_with_parents(&[]), 2).is_empty());
     }
 }

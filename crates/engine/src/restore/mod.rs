@@ -138,7 +138,7 @@ impl Repository {
         let moved = {
             let plan = plan.clone();
             tokio::task::spawn_blocking(move || {
-                apply::move_into_target(&plan, &stage, &target, &bad)
+                apply::move_into_target(&plan, &stage, &target, &bad, threads)
             })
             .await
             .map_err(|e| EngineError::join("restore apply", e))?
