@@ -11,6 +11,7 @@
 //! machines/<machine-id>/snapshots/<id>    recovery points, sealed
 //! machines/<machine-id>/locks/<id>        leases, sealed
 //! machines/<machine-id>/prune/<id>        prune markers, sealed
+//! machines/<machine-id>/policy/<id>       published retention policies, sealed
 //! ```
 //!
 //! `Vault` writes the root and registers machines; `Repository` reads and writes inside one
@@ -34,6 +35,7 @@
 //! | snapshots/*   |     16 MiB |    64 MiB | the source paths and a few figures               |
 //! | locks/*       |      1 MiB |     1 MiB | one lease                                        |
 //! | prune/*       |     64 MiB |   256 MiB | the ids of the packs a prune deletes             |
+//! | policy/*      |      1 MiB |     1 MiB | the retention policy of each job                 |
 //! | packs/*       |      2 GiB |         - | `pack_size` (default 32 MiB) + one blob + header |
 //!
 //! An index file lists the packs of one flush (at most 64, see `backup::packer`): at the default
@@ -64,6 +66,7 @@ pub(crate) const INDEX: &str = "index";
 pub(crate) const SNAPSHOTS: &str = "snapshots";
 pub(crate) const LOCKS: &str = "locks";
 pub(crate) const PRUNE: &str = "prune";
+pub(crate) const POLICY: &str = "policy";
 
 /// The largest plain content a blob may have. Data blobs are chunks (at most the chunker's
 /// 64 MiB); tree blobs list one directory, about 150 bytes an entry, so this allows millions of
@@ -93,7 +96,7 @@ pub(crate) fn limits(kind: &str) -> Limits {
     let (stored, plain) = match kind {
         VAULT_JSON => (MIB, MIB),
         MACHINE_JSON | KEYS => (64 * KIB, 64 * KIB),
-        CONFIG | LOCKS => (MIB, MIB),
+        CONFIG | LOCKS | POLICY => (MIB, MIB),
         INDEX => (256 * MIB, 512 * MIB),
         SNAPSHOTS => (16 * MIB, 64 * MIB),
         PRUNE => (64 * MIB, 256 * MIB),
