@@ -209,7 +209,9 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
         opts.progress = progress;
         opts.cancel = crate::interrupt::stop_on_signals(ctx);
         opts.throttle = throttle;
-        Ok(repo.backup(opts).await?)
+        let report = repo.backup(opts).await?;
+        crate::retention::publish_policies(ctx, cfg, &repo).await;
+        Ok(report)
     }
     .await;
     if let Some(b) = bar {

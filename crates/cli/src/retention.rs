@@ -5,6 +5,8 @@
 //! two phases (see the engine's `prune` module): what a run decides is deleted by a later run
 //! once no backup that might still use it is running, or by this run with `--wait`.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::HumanBytes;
@@ -73,6 +75,8 @@ pub struct ForgetArgs {
     /// Only show what would be forgotten (and pruned).
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub target: MachineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -90,15 +94,59 @@ pub struct PruneArgs {
     /// Repack a partly used pack when more than this fraction of it is unused (0 to 1).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
     pub repack_threshold: f64,
+    #[command(flatten)]
+    pub target: MachineArgs,
 }
 
-/// The retention policy of job `name` in the agent config, if it has one.
-pub fn job_policy(cfg: &AgentConfig, name: &str) -> Option<RetentionPolicy> {
+/// Which machine `forget` or `prune` works on: this one (none given), or another machine of
+/// the vault from an admin host.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MachineArgs {
+    /// Work on another machine of the vault (from an admin host with delete-capable store
+    /// credentials); without --keep-*, forget applies the policies that machine published.
+    #[arg(long, value_name = "ID", requires = "passphrase_file")]
+    pub machine: Option<String>,
+    /// With --machine: that machine's passphrase (or, with --key-file, the key file's).
+    #[arg(long, value_name = "FILE", requires = "machine")]
+    pub passphrase_file: Option<std::path::PathBuf>,
+    /// With --machine: unlock with this recovery key file (from `rbackup key export`).
+    #[arg(long, value_name = "FILE", requires = "machine")]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The agent config and the repository a `forget` or `prune` works on, and, for another
+/// machine, its id.
+async fn open_target(
+    ctx: &Ctx,
+    m: &MachineArgs,
+) -> Result<(AgentConfig, Repository, Option<String>)> {
+    let (Some(machine), Some(pass)) = (&m.machine, &m.passphrase_file) else {
+        let (cfg, repo) = open_configured(ctx).await?;
+        return Ok((cfg, repo, None));
+    };
+    let cfg = AgentConfig::load_required(&ctx.config_path)?;
+    let repo = crate::keys::open_machine(ctx, &cfg, machine, pass, m.key_file.as_deref()).await?;
+    Ok((cfg, repo, Some(machine.clone())))
+}
+
+/// The policies this machine's jobs ask for, as published for an admin host.
+fn job_policies(cfg: &AgentConfig) -> BTreeMap<String, RetentionPolicy> {
     cfg.jobs
         .iter()
-        .find(|j| j.name == name)
         .filter(|j| j.has_retention())
-        .map(|j| j.retention)
+        .map(|j| (j.name.clone(), j.retention))
+        .collect()
+}
+
+/// Publishes the jobs' policies in the vault, for an admin host that runs retention for this
+/// machine (written only when they changed). A failure is a warning: the backup is done.
+pub async fn publish_policies(ctx: &Ctx, cfg: &AgentConfig, repo: &Repository) {
+    if let Err(e) = repo.publish_policies(&job_policies(cfg)).await {
+        ctx.notice(&format!(
+            "warning: cannot publish the jobs' retention policies for an admin host: {}",
+            crate::advice::render(&e.into())
+        ));
+    }
 }
 
 /// What `rbackup run` calls (from `jobrun.rs`'s `apply_retention`) after a job's run: forget
@@ -121,44 +169,81 @@ pub async fn apply_job_policy(
     Ok(())
 }
 
-/// The (job, policy) pairs a `forget` applies.
-fn plan(cfg: &AgentConfig, args: &ForgetArgs) -> Result<Vec<(Option<String>, RetentionPolicy)>> {
+/// The (job, policy) pairs a `forget` applies: the `--keep-*` options, else the jobs'
+/// policies (`jobs`: this machine's config, or what another machine published).
+fn plan(
+    jobs: &BTreeMap<String, RetentionPolicy>,
+    args: &ForgetArgs,
+) -> Result<Vec<(Option<String>, RetentionPolicy)>> {
     let policy = args.keep.policy();
     if !policy.is_empty() {
         return Ok(vec![(args.job.clone(), policy)]);
     }
+    let other = args.target.machine.is_some();
     if let Some(name) = &args.job {
-        if !cfg.jobs.iter().any(|j| &j.name == name) {
-            bail!(
-                "there is no job {name:?} in the agent config (see `rbackup job list`); give --keep-* options to forget its recovery points anyway"
-            );
-        }
-        let policy = job_policy(cfg, name).ok_or_else(|| {
-            anyhow!("job {name:?} has no retention policy: give --keep-* options, or add the job again with `rbackup job add {name} ... --keep-daily N`")
+        let policy = jobs.get(name).copied().ok_or_else(|| match other {
+            true => anyhow!("the machine published no retention policy for a job {name:?}: give --keep-* options to forget its recovery points anyway"),
+            false => anyhow!("job {name:?} has no retention policy: give --keep-* options, or add the job again with `rbackup job add {name} ... --keep-daily N`"),
         })?;
         return Ok(vec![(Some(name.clone()), policy)]);
     }
-    let all: Vec<_> = cfg
-        .jobs
-        .iter()
-        .filter(|j| j.has_retention())
-        .map(|j| (Some(j.name.clone()), j.retention))
-        .collect();
-    if all.is_empty() {
+    if jobs.is_empty() {
         bail!(
             "no retention policy given: use --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly N, or --job NAME for a job that has a policy"
         );
     }
-    Ok(all)
+    Ok(jobs
+        .iter()
+        .map(|(name, p)| (Some(name.clone()), *p))
+        .collect())
+}
+
+/// The jobs' policies `forget` falls back on: this machine's own, or those another machine
+/// published (said where they came from, since the admin host's config does not have them).
+async fn policies_for(
+    ctx: &Ctx,
+    cfg: &AgentConfig,
+    repo: &Repository,
+    other: Option<&str>,
+    job: Option<&str>,
+) -> Result<BTreeMap<String, RetentionPolicy>> {
+    let Some(machine) = other else {
+        if let Some(name) = job
+            && !cfg.jobs.iter().any(|j| j.name == name)
+        {
+            bail!(
+                "there is no job {name:?} in the agent config (see `rbackup job list`); give --keep-* options to forget its recovery points anyway"
+            );
+        }
+        return Ok(job_policies(cfg));
+    };
+    match repo.published_policies().await? {
+        Some((_, p)) => {
+            ctx.notice(&format!(
+                "using the retention policies machine {machine} published from {} at {}",
+                p.hostname, p.written
+            ));
+            Ok(p.jobs)
+        }
+        None => Ok(BTreeMap::new()),
+    }
 }
 
 pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<u8> {
-    let (cfg, repo) = open_configured(ctx).await?;
+    let (cfg, repo, other) = open_target(ctx, &args.target).await?;
+    let jobs = if args.keep.policy().is_empty() {
+        policies_for(ctx, &cfg, &repo, other.as_deref(), args.job.as_deref()).await?
+    } else {
+        BTreeMap::new()
+    };
     let mut reports = Vec::new();
-    for (job, policy) in plan(&cfg, &args)? {
+    for (job, policy) in plan(&jobs, &args)? {
         let report = repo.forget(&policy, job.as_deref(), args.dry_run).await;
         // Recorded as each run ends, so an error in a later one does not lose the record.
-        if let Ok(r) = &report {
+        // Another machine's points are in that machine's record, not this host's.
+        if let Ok(r) = &report
+            && other.is_none()
+        {
             crate::freshness::after_forget(ctx, &cfg, std::slice::from_ref(r));
         }
         reports.push(report?);
@@ -188,7 +273,7 @@ pub async fn prune(ctx: &Ctx, args: PruneArgs) -> Result<u8> {
             args.repack_threshold
         );
     }
-    let (_, repo) = open_configured(ctx).await?;
+    let (_, repo, _) = open_target(ctx, &args.target).await?;
     let mut opts = PruneOptions::default();
     opts.dry_run = args.dry_run;
     opts.wait = args.wait;

@@ -66,7 +66,11 @@ impl Repository {
         let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &policies);
         let rel = format!("{KIND}/{}", id.to_hex());
         self.store
-            .put(&self.path(&rel), sealed.into(), rbackup_store::PutMode::Create)
+            .put(
+                &self.path(&rel),
+                sealed.into(),
+                rbackup_store::PutMode::Create,
+            )
             .await?;
         Ok(true)
     }

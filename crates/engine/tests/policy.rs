@@ -19,7 +19,10 @@ fn policy(daily: u32) -> RetentionPolicy {
 }
 
 fn jobs(pairs: &[(&str, u32)]) -> BTreeMap<String, RetentionPolicy> {
-    pairs.iter().map(|(n, d)| (n.to_string(), policy(*d))).collect()
+    pairs
+        .iter()
+        .map(|(n, d)| (n.to_string(), policy(*d)))
+        .collect()
 }
 
 #[tokio::test]
@@ -48,7 +51,10 @@ async fn a_published_policy_is_read_by_another_opener_and_only_changes_are_writt
     // Cleanup keeps exactly the newest.
     assert_eq!(admin.remove_superseded_policies().await.unwrap(), 1);
     assert_eq!(env.objects("policy").await.len(), 1);
-    assert_eq!(admin.published_policies().await.unwrap().unwrap().1.jobs, second);
+    assert_eq!(
+        admin.published_policies().await.unwrap().unwrap().1.jobs,
+        second
+    );
     assert_eq!(admin.remove_superseded_policies().await.unwrap(), 0);
 }
 
@@ -65,13 +71,20 @@ async fn a_forged_or_damaged_policy_object_is_ignored_never_obeyed() {
     // the real one under another name: neither is a policy.
     let forged = format!("{prefix}/{}", "f".repeat(64));
     store
-        .put(&forged, b"{\"seq\":99,\"jobs\":{\"docs\":{\"keep_last\":1}}}"[..].into(), PutMode::Create)
+        .put(
+            &forged,
+            b"{\"seq\":99,\"jobs\":{\"docs\":{\"keep_last\":1}}}"[..].into(),
+            PutMode::Create,
+        )
         .await
         .unwrap();
     let mut copy = store.get_range(real_path, None).await.unwrap().to_vec();
     *copy.last_mut().unwrap() ^= 1;
     let damaged = format!("{prefix}/{}", "e".repeat(64));
-    store.put(&damaged, copy.into(), PutMode::Create).await.unwrap();
+    store
+        .put(&damaged, copy.into(), PutMode::Create)
+        .await
+        .unwrap();
     let (_, got) = env.repo.published_policies().await.unwrap().unwrap();
     assert_eq!(got.jobs, real);
     // Publishing again goes on from the authentic newest, and the cleanup removes the rest.
