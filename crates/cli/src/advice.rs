@@ -186,6 +186,11 @@ pub fn advice(e: &EngineError) -> Option<String> {
                 dir = path.display()
             )
         }
+        EngineError::Store(store) if store.is_refused() => {
+            "this machine's store credentials are append-only, as they should be: run forget \
+             and prune from an admin host with the vault owner's credentials"
+                .into()
+        }
         EngineError::RepositoryBusy { .. } => {
             "wait for it to finish; if that process is gone, its lease runs out by itself".into()
         }
