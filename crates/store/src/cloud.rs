@@ -102,6 +102,14 @@ impl Provider {
 /// the engine needs anyway. Objects above [`StoreOptions::multipart_threshold`] are uploaded in
 /// parts; see [`PutMode::Create`] for what that means for create-only puts.
 ///
+/// Append-only credentials (allowed to create and read but not to delete or overwrite: an S3
+/// policy denying `s3:DeleteObject`, an Azure SAS with `rcl`): a delete or an overwrite of an
+/// existing object that the service refuses is [`StoreError::OperationRefused`]; a `Create` on
+/// a taken key that the service refuses with 403 (Azure does, where it would otherwise answer
+/// 409) is told apart by a `head` and reported as [`StoreError::AlreadyExists`]; and when the
+/// service refuses to stage the parts of a large `Create` (Put Block needs Azure's `w`), the
+/// object goes as one conditional put instead, from then on for this store.
+///
 /// Retries: object_store retries server errors, throttling (429/503) and requests that never
 /// reached the server, with backoff ([`StoreOptions::retries`]); a timed-out request is retried
 /// only when it is idempotent, so never for a `Create`. One corner remains: a `Create` whose
