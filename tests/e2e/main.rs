@@ -1,6 +1,7 @@
 //! End-to-end tests of the `rbackup` binary: real processes, a real local vault, real files.
 
 mod agent;
+mod append_only;
 mod cloud;
 mod credentials;
 mod damage;
