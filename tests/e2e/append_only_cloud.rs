@@ -2,8 +2,10 @@
 //! created and the machine registered with the admin's credentials, then the machine runs with
 //! credentials that may create and read but not delete (moto with IAM enforcement and the
 //! documented machine policy; Azurite with an `rcl` container SAS). Backups, a `kill -9` and
-//! the next backup, check and restore pass; the machine's own forget and prune are refused by
-//! the store and say who runs retention; nothing is lost; the admin's credentials can.
+//! the next backup, check and restore pass. A machine registered as usual has its forget and
+//! prune refused by the store, saying who runs retention; one registered `--append-only` never
+//! asks the store to delete and has them refused by its agent. Nothing is lost either way, and
+//! the admin's credentials can do what the machine's cannot.
 
 use std::fs;
 use std::path::Path;
@@ -114,7 +116,28 @@ fn refused_by_the_store(a: &Agent, args: &[&str]) {
     assert!(err.contains("admin host"), "{err}");
 }
 
-fn append_only_flow(cloud: &Cloud) {
+/// The machine's `args` exits 1: its agent is append-only and refuses before any store call.
+fn refused_by_the_agent(a: &Agent, args: &[&str]) {
+    let out = a.run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 1, "rbackup {args:?}:\n{}", text(&out));
+    assert!(err.contains("is append-only"), "{err}");
+    assert!(err.contains("admin host"), "{err}");
+    assert!(
+        !err.contains("store refused"),
+        "no delete was attempted: {err}"
+    );
+}
+
+/// What stops the machine's own retention: the store alone (registered as usual, so the agent
+/// tries and the credentials refuse), or the agent first (`register --append-only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    Store,
+    Agent,
+}
+
+fn append_only_flow(cloud: &Cloud, guard: Guard) {
     let mut a = Agent::bare();
     a.env = cloud.admin_env.clone();
     let creds = a.p("c.json");
@@ -127,7 +150,11 @@ fn append_only_flow(cloud: &Cloud) {
         creds_arg,
     ]);
     // Throttled, so the kill below lands while the backup is still uploading.
-    a.register_with(&creds, &["--work-rate", "4MiB", "--non-work-rate", "4MiB"]);
+    let mut register = vec!["--work-rate", "4MiB", "--non-work-rate", "4MiB"];
+    if guard == Guard::Agent {
+        register.push("--append-only");
+    }
+    a.register_with(&creds, &register);
     a.env = cloud.machine_env.clone();
 
     let src = a.p("src");
@@ -143,20 +170,33 @@ fn append_only_flow(cloud: &Cloud) {
         fs::write(big.join(format!("r{i:02}.bin")), rng.bytes(1 << 20)).unwrap();
     }
     kill_mid_backup(&a, cloud, &src);
-    a.backup(&src);
+    let out = a.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    if guard == Guard::Agent {
+        // An append-only agent never asks the store to delete (its leases end by new objects).
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("refused"), "{err}");
+    }
     check_and_restore(&a, &src, "out");
 
-    // The machine's own retention is refused by the store; nothing is lost.
     let points = point_ids(&a);
     assert_eq!(points.len(), 2);
+    // `--wait` with a short grace: a prune carries out its own decision, deletes included.
+    let prune_now = ["prune", "--wait", "--grace", "1s"];
+    if guard == Guard::Agent {
+        refused_by_the_agent(&a, &["forget", "--keep-last", "1"]);
+        refused_by_the_agent(&a, &prune_now);
+        assert_eq!(point_ids(&a), points);
+        check_and_restore(&a, &src, "after-refusals");
+        return;
+    }
+    // The machine's own retention is refused by the store; nothing is lost.
     refused_by_the_store(&a, &["forget", "--keep-last", "1"]);
     assert_eq!(point_ids(&a), points);
     // The admin forgets the first point; the machine's prune is refused in turn.
     a.env = cloud.admin_env.clone();
     a.ok(&["forget", "--keep-last", "1"]);
     a.env = cloud.machine_env.clone();
-    // `--wait` with a short grace: this run carries out its own decision, deletes included.
-    let prune_now = ["prune", "--wait", "--grace", "1s"];
     refused_by_the_store(&a, &prune_now);
     assert_eq!(point_ids(&a).len(), 1);
     check_and_restore(&a, &src, "after-refusals");
@@ -170,30 +210,22 @@ fn append_only_flow(cloud: &Cloud) {
     check_and_restore(&a, &src, "after-prune");
 }
 
-#[test]
-fn append_only_machine_on_moto_s3_with_iam() {
-    let Some((moto, users)) =
-        Moto::start_with_users("append_only_machine_on_moto_s3_with_iam", "ao-vault")
-    else {
-        return;
-    };
+fn moto_cloud(test: &str, bucket: &str) -> Option<(Moto, Cloud)> {
+    let (moto, users) = Moto::start_with_users(test, bucket)?;
     let cloud = Cloud {
-        url: "s3://ao-vault/site".into(),
+        url: format!("s3://{bucket}/site"),
         admin_env: s3_env(&moto, &users.admin),
         machine_env: s3_env(&moto, &users.machine),
         admin_options: moto.options_as(&users.admin),
     };
-    append_only_flow(&cloud);
+    Some((moto, cloud))
 }
 
-#[test]
-fn append_only_machine_on_azurite_with_sas() {
-    let Some(az) = Azurite::start("append_only_machine_on_azurite_with_sas") else {
-        return;
-    };
-    az.create_container("ao-vault");
+fn azurite_cloud(test: &str, container: &str) -> Option<(Azurite, Cloud)> {
+    let az = Azurite::start(test)?;
+    az.create_container(container);
     let endpoint = az.endpoint();
-    let sas = az.container_sas("ao-vault", MACHINE_SAS_PERMISSIONS);
+    let sas = az.container_sas(container, MACHINE_SAS_PERMISSIONS);
     let common = [
         ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT),
         ("AZURE_STORAGE_ENDPOINT", endpoint.as_str()),
@@ -204,10 +236,46 @@ fn append_only_machine_on_azurite_with_sas() {
     let mut machine_env = env(&common);
     machine_env.extend(env(&[("AZURE_STORAGE_SAS_KEY", &sas)]));
     let cloud = Cloud {
-        url: "az://ao-vault/site".into(),
+        url: format!("az://{container}/site"),
         admin_env,
         machine_env,
         admin_options: az.options(),
     };
-    append_only_flow(&cloud);
+    Some((az, cloud))
+}
+
+#[test]
+fn append_only_machine_on_moto_s3_with_iam() {
+    let test = "append_only_machine_on_moto_s3_with_iam";
+    let Some((_moto, cloud)) = moto_cloud(test, "ao-vault") else {
+        return;
+    };
+    append_only_flow(&cloud, Guard::Store);
+}
+
+#[test]
+fn append_only_registered_machine_on_moto_s3_with_iam() {
+    let test = "append_only_registered_machine_on_moto_s3_with_iam";
+    let Some((_moto, cloud)) = moto_cloud(test, "ao-vault") else {
+        return;
+    };
+    append_only_flow(&cloud, Guard::Agent);
+}
+
+#[test]
+fn append_only_machine_on_azurite_with_sas() {
+    let test = "append_only_machine_on_azurite_with_sas";
+    let Some((_az, cloud)) = azurite_cloud(test, "ao-vault") else {
+        return;
+    };
+    append_only_flow(&cloud, Guard::Store);
+}
+
+#[test]
+fn append_only_registered_machine_on_azurite_with_sas() {
+    let test = "append_only_registered_machine_on_azurite_with_sas";
+    let Some((_az, cloud)) = azurite_cloud(test, "ao-vault") else {
+        return;
+    };
+    append_only_flow(&cloud, Guard::Agent);
 }
