@@ -263,7 +263,8 @@ impl CloudStore {
         }
     }
 
-    /// A `Create` of `source` in one request, for credentials that may not stage parts.
+    /// A `Create` of `source` in one request, for credentials that may not stage parts. It
+    /// holds the whole object in memory; the engine's large objects are packs of tens of MiB.
     async fn put_whole_source(&self, key: &str, source: Source<'_>) -> Result<(), StoreError> {
         let data = match source {
             Source::Memory(data) => data,
