@@ -1,8 +1,9 @@
 //! The binary against real cloud servers, configured the way users do it: environment
 //! variables (`AWS_*`, `AZURE_STORAGE_*`) and a vault URL.
 
+// Also used by append_only_cloud.rs (a file may be a module only once).
 #[path = "../../crates/store/tests/servers/mod.rs"]
-mod servers;
+pub mod servers;
 
 use std::fs;
 

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `rbackup` binary: real processes, a real local vault, real files.
 
 mod agent;
+mod append_only;
+mod append_only_cloud;
 mod cloud;
 mod credentials;
 mod damage;

@@ -115,6 +115,12 @@ pub fn advice(e: &EngineError) -> Option<String> {
             reason: CorruptReason::KeyFileBinding { .. },
             ..
         } => "use the key file exported for this machine and vault".into(),
+        EngineError::AppendOnly { machine, .. } => format!(
+            "run retention for this machine from an admin host whose store credentials may \
+             delete: `rbackup forget --machine {machine}` and `rbackup prune --machine \
+             {machine}` there, with this machine's passphrase (`--passphrase-file`) or its \
+             exported key file (`--key-file`)"
+        ),
         EngineError::WrongPassphrase { .. } => {
             "check that you use the passphrase saved when this machine was registered".into()
         }
@@ -185,6 +191,11 @@ pub fn advice(e: &EngineError) -> Option<String> {
                  chmod 700 {dir}`",
                 dir = path.display()
             )
+        }
+        EngineError::Store(store) if store.is_refused() => {
+            "this machine's store credentials are append-only, as they should be: run forget \
+             and prune from an admin host with the vault owner's credentials"
+                .into()
         }
         EngineError::RepositoryBusy { .. } => {
             "wait for it to finish; if that process is gone, its lease runs out by itself".into()

@@ -81,6 +81,10 @@ pub struct AgentConfig {
     /// HTTP(S) proxy for cloud vaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// `register --append-only`: this machine's store credentials cannot delete or overwrite,
+    /// so it never tries (forget and prune are refused; retention runs from an admin host).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
     #[serde(default)]
     pub throttle: Throttle,
     /// Scheduled jobs (`rbackup job add`), run by `rbackup run [--due]`.

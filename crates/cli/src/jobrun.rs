@@ -57,6 +57,9 @@ struct JobRun {
     pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_error: Option<String>,
+    /// The job has a policy, but this machine is append-only (retention is the admin's).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    retention_skipped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_run: Option<Zoned>,
 }
@@ -70,6 +73,7 @@ impl JobRun {
             error: None,
             pid: None,
             retention_error: None,
+            retention_skipped: false,
             next_run: None,
         }
     }
@@ -188,7 +192,14 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
             job.name
         ));
     }
-    if job.has_retention()
+    if job.has_retention() && cfg.append_only {
+        // Not a failure: the policy is the admin host's to apply (it needs deletes).
+        ctx.notice(&format!(
+            "job {}: retention skipped: this machine is append-only; the admin host applies the job's policy (`rbackup forget --machine {}`)",
+            job.name, cfg.machine_id
+        ));
+        r.retention_skipped = true;
+    } else if job.has_retention()
         && let Err(e) = apply_retention(ctx, cfg, job).await
     {
         r.retention_error = Some(crate::advice::render(&e));

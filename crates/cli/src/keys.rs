@@ -141,7 +141,10 @@ pub async fn open_machine(
     key_file: Option<&Path>,
 ) -> Result<Repository> {
     let pass = read_passphrase(passphrase_file)?;
-    let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
+    // An append-only machine's credentials are append-only for every machine it opens.
+    let vault = open_vault(&cfg.vault, cfg.proxy.as_deref())
+        .await?
+        .with_append_only(cfg.append_only);
     let cache = Some(cfg.cache_dir.as_path());
     let repo = match key_file {
         Some(path) => {

@@ -161,6 +161,11 @@ pub struct RegisterArgs {
     pub work_rate: Option<String>,
     #[arg(long)]
     pub non_work_rate: Option<String>,
+    /// This machine's store credentials cannot delete or overwrite: never try (forget and
+    /// prune are refused; retention runs from an admin host). On a local vault, also creates
+    /// every folder the machine writes into and prints the `chattr +a` command for them.
+    #[arg(long)]
+    pub append_only: bool,
 }
 
 #[derive(Args, Debug)]

@@ -173,6 +173,7 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         args.recovery_dir,
         args.proxy,
         throttle,
+        args.append_only,
     )
     .await?;
     let where_saved = match &saved_to {
@@ -192,8 +193,39 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         "Registered machine {} ({}) with vault {}.\n{where_saved}\n{LOST_PASSPHRASE}",
         cfg.machine_id, cfg.machine_name, cfg.vault
     ));
-    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": saved_to.or(args.passphrase_file), "config": ctx.config_path}), String::new)?;
+    let chattr = if cfg.append_only {
+        append_only_setup(ctx, &cfg)?
+    } else {
+        None
+    };
+    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": saved_to.or(args.passphrase_file), "config": ctx.config_path, "append_only": cfg.append_only, "chattr": chattr}), String::new)?;
     Ok(0)
+}
+
+/// `register --append-only`: says what it means, and on a local vault creates every folder the
+/// machine writes into (a folder a put creates later inside an append-only one would not be
+/// append-only) and returns the `chattr +a` command that makes them append-only, for the
+/// vault's owner to run as root. The agent itself must then run without CAP_LINUX_IMMUTABLE
+/// (not as root, or with that capability dropped), or it could undo it.
+fn append_only_setup(ctx: &Ctx, cfg: &AgentConfig) -> Result<Option<String>> {
+    ctx.notice(
+        "This machine is append-only: it never deletes or overwrites in the vault, so `rbackup forget` and `rbackup prune` are refused here and scheduled jobs skip their retention step. Run retention for it from an admin host with delete-capable store access: `rbackup forget|prune --machine ID` with this machine's passphrase or key file.",
+    );
+    let VaultUrl::Local(root) = VaultUrl::parse(&cfg.vault)? else {
+        ctx.notice("Give this machine store credentials that can create and read objects but cannot delete or overwrite them.");
+        return Ok(None);
+    };
+    let store = rbackup_engine::store::LocalStore::new(root)?;
+    let folders = store.create_folders(&rbackup_engine::machine_folders(&cfg.machine_id))?;
+    let mut words = vec!["chattr".to_string(), "+a".to_string()];
+    words.extend(folders.iter().map(|f| f.display().to_string()));
+    let command = shlex::try_join(words.iter().map(String::as_str))
+        .map_err(|e| anyhow!("cannot quote the vault's folder names for a shell: {e}"))?;
+    ctx.notice(&format!(
+        "Created the {} folders this machine writes into. As root, make them append-only (the agent must then not run with CAP_LINUX_IMMUTABLE, e.g. not as root):\n{command}",
+        folders.len()
+    ));
+    Ok(Some(command))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -206,6 +238,7 @@ async fn do_register(
     recovery_dir: Option<PathBuf>,
     proxy: Option<String>,
     throttle: Throttle,
+    append_only: bool,
 ) -> Result<AgentConfig> {
     let vault = open_vault(&creds.vault, proxy.as_deref()).await?;
     let hostname = hostname();
@@ -233,6 +266,7 @@ async fn do_register(
         cache_dir: abs(cache_dir.map_or_else(config::default_cache_dir, Ok)?),
         recovery_dir: abs(recovery_dir.map_or_else(config::default_recovery_dir, Ok)?),
         proxy,
+        append_only,
         throttle,
         jobs: Vec::new(),
     };
@@ -267,7 +301,9 @@ pub async fn open_configured(ctx: &Ctx) -> Result<(AgentConfig, Repository)> {
 }
 
 pub async fn open_with_config(cfg: &AgentConfig) -> Result<Repository> {
-    let vault = open_vault(&cfg.vault, cfg.proxy.as_deref()).await?;
+    let vault = open_vault(&cfg.vault, cfg.proxy.as_deref())
+        .await?
+        .with_append_only(cfg.append_only);
     let keys = load_local_keys(&cfg.key_file)?;
     Ok(Repository::open(
         &vault,
@@ -316,6 +352,7 @@ pub async fn setup_default(ctx: &Ctx) -> Result<AgentConfig> {
         None,
         None,
         Throttle::default(),
+        false,
     )
     .await?;
     ctx.notice(&format!(

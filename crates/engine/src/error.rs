@@ -285,6 +285,21 @@ pub enum EngineError {
         bytes: u64,
     },
 
+    /// The repository was opened append-only (a machine whose store credentials may create
+    /// and read but not delete or overwrite) and `operation` would delete or overwrite; it was
+    /// refused before any store call.
+    #[error(
+        "machine {machine} is append-only: it does not {operation}, since that deletes or \
+         overwrites objects in the vault; retention and prune for it run from an admin host \
+         with delete-capable store access and this machine's passphrase or key file"
+    )]
+    AppendOnly {
+        /// The machine id.
+        machine: String,
+        /// What was refused (`forget recovery points`, `prune`, ...).
+        operation: &'static str,
+    },
+
     /// Another process holds an exclusive lease on the repository.
     #[error(
         "another {} is running on this repository (host {}, pid {}, since {}); its lease runs \

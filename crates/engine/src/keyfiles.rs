@@ -255,6 +255,7 @@ impl Repository {
         passphrase: &Passphrase,
         kdf: KdfParams,
     ) -> Result<KeyRepairReport> {
+        self.refuse_if_append_only("repair key files")?;
         let issues = self.key_file_issues().await?;
         let mut report = KeyRepairReport::default();
         if issues.is_empty() {
@@ -307,6 +308,7 @@ impl Repository {
         passphrase: &Passphrase,
         kdf: KdfParams,
     ) -> Result<(String, Vec<String>)> {
+        self.refuse_if_append_only("rewrite key files")?;
         let old = self.store.list(&self.path(layout::KEYS)).await?;
         let file = KeyFile::wrap(&self.keys, passphrase, kdf, &self.bound())?;
         let id = write_pair(&*self.store, &self.machine, &file).await?;

@@ -183,6 +183,20 @@ pub(crate) fn key_rel(file: &Id) -> String {
     format!("{KEYS}/{}", file.to_hex())
 }
 
+/// Every folder (a vault key) that machine `machine` writes objects into: `machines`, its own
+/// directory and each folder under it, the 256 pack folders included. Whoever makes a local
+/// vault's folders append-only creates these first (a folder a put creates later inside an
+/// append-only one would not be append-only itself).
+pub fn machine_folders(machine: &str) -> Vec<String> {
+    let mut out = vec![MACHINES.to_string(), machine_path(machine, "")];
+    out[1].pop(); // the trailing '/'
+    for dir in [KEYS, PACKS, INDEX, SNAPSHOTS, LOCKS, PRUNE] {
+        out.push(machine_path(machine, dir));
+    }
+    out.extend((0..=255u8).map(|b| machine_path(machine, &format!("{PACKS}/{b:02x}"))));
+    out
+}
+
 pub(crate) fn pack_rel(pack: &Id) -> String {
     let hex = pack.to_hex();
     format!("{PACKS}/{}/{hex}", &hex[..2])

@@ -79,7 +79,7 @@ pub use freshness::{Freshness, FreshnessFinding, assess};
 pub use holder::Holder;
 pub use id::Id;
 pub use keyfiles::{KeyFileIssue, KeyFileState, KeyRepairReport};
-pub use layout::{FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta};
+pub use layout::{FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta, machine_folders};
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
 pub use pack::BlobKind;
 pub use policy::PublishedPolicies;

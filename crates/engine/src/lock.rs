@@ -1,4 +1,4 @@
-//! Leases: `machines/<id>/locks/<lease-id>`, sealed objects that say "a backup (shared) or a
+//! Leases: `machines/<id>/locks/<lease-id>-<seq>`, sealed objects that say "a backup (shared) or a
 //! prune (exclusive) is running here until `expires`", refreshed while the holder lives.
 //!
 //! Leases, not locks: a holder that dies stops refreshing, and its lease simply runs out, so no
@@ -15,6 +15,33 @@
 //! A shared lease also records which prune markers its holder *honours*: the markers it had
 //! read before it loaded the index it deduplicates against, whose packs it therefore never
 //! reuses. That is what lets prune delete beside a running backup (see `prune.rs`).
+//!
+//! # Chains: a lease never overwrites or deletes (append-only stores)
+//!
+//! A lease is a *chain* of create-only objects, `locks/<chain>-<seq>`: the first write is
+//! seq 1 and every refresh (or change of `honours`) creates seq + 1; nothing is ever written
+//! over. Readers take the newest object of each chain (highest seq) as the lease's state; a
+//! lease written by an earlier release is one object named `locks/<chain>`, read as seq 0.
+//! The object name is sealed into each object (it is the metadata name, see `codec`), so an
+//! object cannot be passed off under another seq. A store that lets this machine create and
+//! read but not delete or overwrite therefore serves leases fully.
+//!
+//! Releasing: a handle that may delete removes every object of its chain, oldest first and the
+//! newest last (so a reader always finds the newest while any is left, and a newest that
+//! vanishes between a listing and its read means the whole chain is released). An append-only
+//! handle (see [`Repository::set_append_only`]) writes a last object marked `released` with
+//! `expires` = now instead: a released lease stops counting at once, so an admin's prune need
+//! not wait up to a TTL for a backup that finished. The objects stay until a delete-capable
+//! [`Repository::remove_expired_leases`] (run by every prune) removes them.
+//!
+//! Why a superseded object can never let prune delete more than the newest one would: a
+//! reader sees an older object than the newest only when its listing raced a refresh. That
+//! object has an earlier `expires` (the holder's own rule, [`Lease::ensure_held`], already
+//! stops relying on a lease a third of a TTL before the last expiry it wrote, exactly as with
+//! one rewritten object) and an `honours` list the holder had before: `honours` is set once,
+//! from empty, right after the lease is taken and before the holder loads its index, and never
+//! shrinks. An older object therefore honours no more markers than the newest, so it blocks at
+//! least as many.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +56,12 @@ use crate::error::{EngineError, Result};
 use crate::holder::Holder;
 use crate::id::Id;
 use crate::repo::Repository;
+
+mod chains;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use chains::LeaseObject;
 
 /// Where leases live in a machine's repository.
 pub(crate) const KIND: &str = crate::layout::LOCKS;
@@ -68,15 +101,21 @@ pub struct LeaseInfo {
     /// the lease of a killed holder instead of waiting for it to run out.
     #[serde(default)]
     pub holder: Option<Holder>,
+    /// The holder is done: the lease no longer counts, whatever `expires` says (the last
+    /// object of a chain released without a delete, see the module docs).
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl LeaseInfo {
     /// Whether the lease still counts at `now`. A lease whose expiry cannot be read counts:
     /// a lease is a promise not to delete, and an unreadable promise is kept.
     pub fn is_live(&self, now: Timestamp) -> bool {
-        self.expires
-            .parse::<Timestamp>()
-            .map_or(true, |exp| now <= exp)
+        !self.released
+            && self
+                .expires
+                .parse::<Timestamp>()
+                .map_or(true, |exp| now <= exp)
     }
 
     /// Whether the process that holds it is provably gone (a killed holder on this host).
@@ -88,6 +127,8 @@ impl LeaseInfo {
 #[derive(Debug)]
 struct LeaseState {
     info: LeaseInfo,
+    /// The seq of the newest object written (or being written) in the chain.
+    seq: u32,
     /// `expires` of the last write that reached the vault.
     valid_until: Timestamp,
     /// Set once the lease was found run out; never cleared (a prune may have acted meanwhile).
@@ -97,10 +138,11 @@ struct LeaseState {
 #[derive(Debug)]
 struct Shared {
     repo: Repository,
+    /// The chain's id: the lease's identity.
     id: Id,
     ttl: Duration,
     state: Mutex<LeaseState>,
-    /// Serialises writes, so a slow refresh cannot overwrite a newer `honours`.
+    /// Serialises writes, so a slow refresh cannot supersede a newer `honours`.
     write: tokio::sync::Mutex<()>,
 }
 
@@ -145,11 +187,13 @@ impl Repository {
             expires: plus(now, ttl).to_string(),
             honours: Vec::new(),
             holder: Holder::current(),
+            released: false,
         };
         let id = Id::random();
-        let sealed = codec::seal_meta(&self.keys, KIND, &id.to_hex(), &info);
+        let first = LeaseObject { chain: id, seq: 1 };
+        let sealed = codec::seal_meta(&self.keys, KIND, &first.name(), &info);
         self.store
-            .put(&self.lease_path(&id), sealed.into(), PutMode::Create)
+            .put(&self.lease_path(&first), sealed.into(), PutMode::Create)
             .await?;
         let shared = Arc::new(Shared {
             repo: self.clone(),
@@ -157,6 +201,7 @@ impl Repository {
             ttl,
             state: Mutex::new(LeaseState {
                 info,
+                seq: first.seq,
                 valid_until: plus(now, ttl),
                 lost: false,
             }),
@@ -175,54 +220,6 @@ impl Repository {
         }
         Ok(lease)
     }
-
-    /// Every lease in the repository, live or not; `None` for one that cannot be decrypted.
-    pub async fn leases(&self) -> Result<Vec<(Id, Option<LeaseInfo>)>> {
-        let mut out = Vec::new();
-        for id in self.list_ids(KIND).await? {
-            let max = crate::layout::limits(KIND).stored;
-            match crate::layout::get_bounded(&*self.store, &self.lease_path(&id), max).await {
-                Ok(bytes) => {
-                    let info = codec::open_meta(&self.keys, KIND, &id.to_hex(), &bytes).ok();
-                    out.push((id, info));
-                }
-                // Released between the listing and the read.
-                Err(EngineError::Store(e)) if e.is_not_found() => {}
-                // Over the cap: as unreadable as one that does not decrypt.
-                Err(EngineError::Corrupt { .. }) => out.push((id, None)),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deletes the leases whose holder is provably gone (killed on this host, see
-    /// `holder.rs`), so that nothing waits for them to run out; returns how many.
-    pub async fn release_dead_leases(&self) -> Result<u64> {
-        let mut released = 0;
-        for (id, info) in self.leases().await? {
-            if let Some(i) = info
-                && i.holder_is_gone()
-            {
-                tracing::info!(
-                    "releasing the lease of {} (pid {}, since {}): that process is gone",
-                    i.purpose,
-                    i.pid,
-                    i.created
-                );
-                match self.store.delete(&self.lease_path(&id)).await {
-                    Ok(()) => released += 1,
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        Ok(released)
-    }
-
-    pub(crate) fn lease_path(&self, id: &Id) -> String {
-        self.path(&format!("{KIND}/{}", id.to_hex()))
-    }
 }
 
 async fn refresh_loop(shared: Arc<Shared>) {
@@ -231,37 +228,71 @@ async fn refresh_loop(shared: Arc<Shared>) {
         // The sleep starts after the previous write finished: a clock moved far ahead wakes
         // this once, not once per period it skipped.
         shared.repo.clock.sleep(every).await;
-        if let Err(e) = write(&shared, |_| {}).await {
+        if let Err(e) = write(&shared, |_| {}, false).await {
             tracing::warn!("cannot refresh lease {}: {e}", shared.id.short());
         }
     }
 }
 
-/// Rewrites the lease with a fresh expiry (after applying `change`).
-async fn write(shared: &Shared, change: impl FnOnce(&mut LeaseInfo)) -> Result<()> {
+/// Writes the chain's next object with a fresh expiry (after applying `change`); with
+/// `released`, the last one, which says the lease no longer counts.
+async fn write(shared: &Shared, change: impl FnOnce(&mut LeaseInfo), released: bool) -> Result<()> {
     let _guard = shared.write.lock().await;
-    let (info, expires) = {
+    let (info, object, expires) = {
         let mut s = lock(&shared.state);
         let now = shared.repo.clock.now();
         note_if_lost(&mut s, now, shared.ttl);
         change(&mut s.info);
-        let expires = plus(now, shared.ttl);
+        let expires = if released { now } else { plus(now, shared.ttl) };
         s.info.expires = expires.to_string();
-        (s.info.clone(), expires)
+        s.info.released = released;
+        // Taken even if the put fails: a put that failed may still have landed.
+        // (At u32::MAX the create finds the name taken and fails: 27,000 years of refreshes.)
+        s.seq = s.seq.saturating_add(1);
+        let object = LeaseObject {
+            chain: shared.id,
+            seq: s.seq,
+        };
+        (s.info.clone(), object, expires)
     };
-    let sealed = codec::seal_meta(&shared.repo.keys, KIND, &shared.id.to_hex(), &info);
+    let sealed = codec::seal_meta(&shared.repo.keys, KIND, &object.name(), &info);
     shared
         .repo
         .store
         .put(
-            &shared.repo.lease_path(&shared.id),
+            &shared.repo.lease_path(&object),
             sealed.into(),
-            PutMode::Overwrite,
+            PutMode::Create,
         )
         .await?;
-    let mut s = lock(&shared.state);
-    s.valid_until = s.valid_until.max(expires);
+    if !released {
+        let mut s = lock(&shared.state);
+        s.valid_until = s.valid_until.max(expires);
+    }
     Ok(())
+}
+
+/// Ends the lease in the vault: deletes its chain, or (append-only, or if a delete is
+/// refused) writes its released object. A failure is only logged: the lease then runs out by
+/// itself.
+async fn finish(shared: &Shared) {
+    let repo = &shared.repo;
+    if !repo.append_only {
+        let last = lock(&shared.state).seq;
+        match repo.delete_chain(shared.id, 1..=last).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(
+                "cannot remove lease {}: {e}; marking it released instead",
+                shared.id.short()
+            ),
+        }
+    }
+    if let Err(e) = write(shared, |_| {}, true).await {
+        tracing::warn!(
+            "cannot release lease {}: {e}; it runs out by itself",
+            shared.id.short()
+        );
+    }
 }
 
 fn lock(m: &Mutex<LeaseState>) -> std::sync::MutexGuard<'_, LeaseState> {
@@ -277,7 +308,7 @@ fn note_if_lost(s: &mut LeaseState, now: Timestamp, ttl: Duration) {
 }
 
 impl Lease {
-    /// The lease's id (its object name).
+    /// The lease's id (its chain: every object of the lease is named after it).
     pub fn id(&self) -> Id {
         self.shared.id
     }
@@ -303,17 +334,15 @@ impl Lease {
 
     /// Records the prune markers whose packs the holder will not reuse, and writes the lease.
     pub(crate) async fn honour(&self, markers: Vec<Id>) -> Result<()> {
-        write(&self.shared, |info| info.honours = markers).await
+        write(&self.shared, |info| info.honours = markers, false).await
     }
 
-    /// Stops refreshing and deletes the lease. A failed delete is only logged: the lease then
-    /// runs out by itself.
+    /// Stops refreshing and ends the lease in the vault: its objects are deleted, or on an
+    /// append-only handle a released object is written (see the module docs). A failure is
+    /// only logged: the lease then runs out by itself.
     pub async fn release(mut self) {
         self.stop();
-        let path = self.shared.repo.lease_path(&self.shared.id);
-        if let Err(e) = self.shared.repo.store.delete(&path).await {
-            tracing::warn!("cannot remove lease {path}: {e}; it runs out by itself");
-        }
+        finish(&self.shared).await;
     }
 
     /// Stops refreshing and leaves the lease in the vault to run out, as a killed process
@@ -354,189 +383,11 @@ impl Drop for Lease {
             return;
         }
         self.stop();
-        // Dropped without `release` (an error path or a cancelled task): remove it in the
+        // Dropped without `release` (an error path or a cancelled task): end it in the
         // background if a runtime is still there; otherwise it runs out by itself.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (store, path) = (
-                self.shared.repo.store.clone(),
-                self.shared.repo.lease_path(&self.shared.id),
-            );
-            handle.spawn(async move {
-                let _ = store.delete(&path).await;
-            });
+            let shared = self.shared.clone();
+            handle.spawn(async move { finish(&shared).await });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Registration, Unlock, Vault};
-    use rbackup_crypto::{KdfParams, MasterKeys, Passphrase};
-
-    async fn memory_repo(name: &str) -> Repository {
-        memory_vault(name).await.2
-    }
-
-    /// A registered machine on a new `memory://` vault: the vault, the machine's keys, and the
-    /// machine opened with them.
-    async fn memory_vault(name: &str) -> (Vault, MasterKeys, Repository) {
-        let url = format!("memory://{name}");
-        let store = rbackup_store::open(&url, &Default::default()).unwrap();
-        let (vault, creds) = Vault::create(store, &url, Duration::from_secs(600))
-            .await
-            .unwrap();
-        let pass = Passphrase::new("lease tests passphrase").unwrap();
-        let reg = Registration {
-            name: "t".into(),
-            hostname: "t".into(),
-            passphrase: &pass,
-            kdf: KdfParams::fast_insecure_for_tests(),
-            chunker: Default::default(),
-        };
-        let (machine, keys) = vault.register(&creds, reg).await.unwrap();
-        // Not `Clone` by design; a test may make a second copy through the secret bytes.
-        let copy = MasterKeys::from_secret_bytes(&keys.to_secret_bytes()).unwrap();
-        let repo = Repository::open(&vault, &machine, Unlock::Keys(copy), None)
-            .await
-            .unwrap();
-        (vault, keys, repo)
-    }
-
-    /// A lease left behind (not refreshed, not deleted) that names `holder`.
-    async fn left_behind(repo: &Repository, holder: Holder) -> Id {
-        let lease = repo.take_lease(LeaseKind::Shared, "backup").await.unwrap();
-        write(&lease.shared, |i| i.holder = Some(holder))
-            .await
-            .unwrap();
-        let id = lease.id();
-        lease.abandon();
-        id
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn only_the_lease_of_a_holder_gone_from_this_host_is_released() {
-        let repo = memory_repo("lease-dead-holder").await;
-        let me = Holder::current().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        let dead = Holder { pid, ..me.clone() };
-        let dead_again = dead.clone();
-        let elsewhere = Holder {
-            host: format!("{}-elsewhere", me.host),
-            ..dead
-        };
-        let remote = left_behind(&repo, elsewhere).await;
-        let alive = left_behind(&repo, me).await;
-        // Last: taking a lease releases dead ones, so an earlier one would be gone already.
-        let killed = left_behind(&repo, dead_again).await;
-        assert_eq!(repo.release_dead_leases().await.unwrap(), 1);
-        let mut left: Vec<Id> = repo
-            .leases()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.0)
-            .collect();
-        left.sort();
-        let mut want = vec![remote, alive];
-        want.sort();
-        assert_eq!(
-            left, want,
-            "the killed holder's lease {killed:?} went, no other"
-        );
-        // Taking a lease releases dead ones first, so nothing ever waits for them.
-        left_behind(
-            &repo,
-            Holder {
-                pid,
-                ..Holder::current().unwrap()
-            },
-        )
-        .await;
-        let next = repo
-            .take_lease(LeaseKind::Exclusive, "prune")
-            .await
-            .unwrap();
-        let infos = repo.leases().await.unwrap();
-        assert_eq!(infos.len(), 3, "{infos:?}");
-        assert!(
-            infos
-                .iter()
-                .all(|(_, i)| !i.as_ref().unwrap().holder_is_gone())
-        );
-        next.release().await;
-    }
-
-    fn state(valid_for: Duration) -> (LeaseState, Timestamp) {
-        let now = Timestamp::from_second(1_900_000_000).unwrap();
-        let info = LeaseInfo {
-            kind: LeaseKind::Shared,
-            purpose: "backup".into(),
-            hostname: "h".into(),
-            pid: 1,
-            created: now.to_string(),
-            expires: plus(now, valid_for).to_string(),
-            honours: Vec::new(),
-            holder: None,
-        };
-        let s = LeaseState {
-            info,
-            valid_until: plus(now, valid_for),
-            lost: false,
-        };
-        (s, now)
-    }
-
-    #[test]
-    fn a_lease_is_lost_once_less_than_a_third_of_its_ttl_is_left_and_stays_lost() {
-        let ttl = Duration::from_secs(60);
-        let (mut s, now) = state(Duration::from_secs(45));
-        note_if_lost(&mut s, now, ttl);
-        assert!(!s.lost, "45 s of 60 left");
-        let (mut s, now) = state(Duration::from_secs(19));
-        note_if_lost(&mut s, now, ttl);
-        assert!(s.lost, "19 s of 60 left");
-        // A later successful refresh does not make it held again.
-        s.valid_until = plus(now, ttl);
-        note_if_lost(&mut s, now, ttl);
-        assert!(s.lost);
-    }
-
-    #[test]
-    fn liveness_follows_the_expiry_and_unreadable_counts_as_live() {
-        let (s, now) = state(Duration::from_secs(10));
-        assert!(s.info.is_live(now));
-        assert!(!s.info.is_live(plus(now, Duration::from_secs(11))));
-        let mut odd = s.info.clone();
-        odd.expires = "soon".into();
-        assert!(odd.is_live(plus(now, Duration::from_secs(1 << 30))));
-    }
-
-    /// Any command opens the machine first (check, restore, forget as well as backup and
-    /// prune): opening it is what clears a killed holder's lease.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn opening_the_machine_releases_the_lease_of_a_killed_holder() {
-        let (vault, keys, repo) = memory_vault("lease-open-releases").await;
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        let me = Holder::current().unwrap();
-        let alive = left_behind(&repo, me.clone()).await;
-        left_behind(&repo, Holder { pid, ..me }).await;
-        assert_eq!(repo.leases().await.unwrap().len(), 2);
-
-        let again = Repository::open(&vault, repo.machine_id(), Unlock::Keys(keys), None)
-            .await
-            .unwrap();
-        let left: Vec<Id> = again
-            .leases()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.0)
-            .collect();
-        assert_eq!(left, vec![alive], "only the live holder's lease is left");
     }
 }

@@ -117,6 +117,10 @@ pub struct PruneReport {
     pub index_files_rewritten: u64,
     /// Decisions carried out (their markers removed).
     pub markers_completed: u64,
+    /// Lease objects removed: superseded refreshes, and every object of a lease that was
+    /// released or ran out more than the grace period ago (see `lock.rs`).
+    #[serde(default)]
+    pub lease_objects_removed: u64,
     /// Packs newly doomed by this run's decision (unused, or repacked).
     pub packs_doomed: u64,
     /// Unindexed packs newly found.
@@ -159,6 +163,9 @@ impl Repository {
     /// beside running backups). Deletes what earlier decisions made deletable, then decides
     /// anew; with `opts.wait`, waits until the new decision may be carried out too.
     pub async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if !opts.dry_run {
+            self.refuse_if_append_only("prune")?;
+        }
         // Real elapsed time for the report, whatever the vault's clock says.
         let started = Instant::now();
         let lease = if opts.dry_run {
@@ -189,6 +196,8 @@ impl Repository {
     ) -> Result<()> {
         let own = lease.map(Lease::id);
         if !opts.dry_run {
+            // Leases of killed holders and the objects append-only machines leave behind.
+            report.lease_objects_removed += self.remove_expired_leases(opts.grace).await?;
             self.complete_ripe(opts, own, report).await?;
         }
         let state = self.survey().await?;

@@ -49,6 +49,8 @@ pub struct Repository {
     pub(crate) lease_ttl: std::time::Duration,
     /// The vault handle's clock (see [`Vault::with_clock`]).
     pub(crate) clock: Arc<dyn rbackup_throttle::Clock>,
+    /// Refuse every operation that deletes or overwrites (see [`Repository::set_append_only`]).
+    pub(crate) append_only: bool,
     /// Key files passed over while unlocking (see `unlock.rs`).
     skipped_key_files: Arc<Vec<SkippedKeyFile>>,
 }
@@ -123,11 +125,13 @@ impl Repository {
             cache,
             lease_ttl: crate::lock::DEFAULT_LEASE_TTL,
             clock: vault.clock().clone(),
+            append_only: vault.is_append_only(),
             skipped_key_files: Arc::new(skipped),
         };
         // A lease whose holder is provably gone (killed on this host) would hold a prune's
-        // deletions until it ran out: whatever opens the machine next clears it. Best effort:
-        // a store that refuses the delete leaves the lease to expire.
+        // deletions until it ran out: whatever opens the machine next clears it (append-only:
+        // by writing a released object, see `lock.rs`). Best effort: a store that refuses
+        // leaves the lease to expire.
         if let Err(e) = repo.release_dead_leases().await {
             tracing::warn!("could not release the leases of killed processes: {e}");
         }
@@ -138,6 +142,32 @@ impl Repository {
     /// (each also logged as a warning); empty when unlocked with keys.
     pub fn skipped_key_files(&self) -> &[SkippedKeyFile] {
         &self.skipped_key_files
+    }
+
+    /// Makes this handle append-only (or not; the default is the vault handle's, see
+    /// [`Vault::with_append_only`]): every operation that would delete or overwrite an object
+    /// (forget, prune, key-file rewrites, lease cleanup) is then refused with
+    /// [`EngineError::AppendOnly`] before any store call, and leases are released by writing
+    /// a released object instead of deleting (see `lock.rs`). Backup, restore and check never
+    /// delete or overwrite, so they work the same.
+    pub fn set_append_only(&mut self, append_only: bool) {
+        self.append_only = append_only;
+    }
+
+    /// Whether this handle is append-only.
+    pub fn is_append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Refuses `operation` on an append-only handle.
+    pub(crate) fn refuse_if_append_only(&self, operation: &'static str) -> Result<()> {
+        if self.append_only {
+            return Err(EngineError::AppendOnly {
+                machine: self.machine.clone(),
+                operation,
+            });
+        }
+        Ok(())
     }
 
     /// The machine id.
@@ -160,6 +190,7 @@ impl Repository {
     /// are written first, so a crash in between leaves both passphrases working rather than
     /// none.
     pub async fn change_passphrase(&self, new: &Passphrase, kdf: KdfParams) -> Result<()> {
+        self.refuse_if_append_only("change the passphrase")?;
         self.rewrite_key_files(new, kdf).await.map(drop)
     }
 

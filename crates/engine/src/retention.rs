@@ -325,6 +325,9 @@ impl Repository {
         if policy.is_empty() {
             return Err(EngineError::EmptyRetentionPolicy);
         }
+        if !dry_run {
+            self.refuse_if_append_only("forget recovery points")?;
+        }
         let all = self.recovery_points().await?;
         let mut report = ForgetReport {
             policy: *policy,

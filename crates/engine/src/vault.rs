@@ -41,6 +41,8 @@ pub struct Vault {
     meta: VaultMeta,
     /// Every time the engine reads or waits for (see [`Vault::with_clock`]).
     clock: Arc<dyn Clock>,
+    /// Machines opened through this handle are append-only (see [`Vault::with_append_only`]).
+    append_only: bool,
 }
 
 impl Vault {
@@ -81,6 +83,7 @@ impl Vault {
             url: url.into(),
             meta,
             clock,
+            append_only: false,
         };
         Ok((vault, creds))
     }
@@ -99,6 +102,7 @@ impl Vault {
             url: url.into(),
             meta: parse_meta(&bytes, url)?,
             clock: Arc::new(SystemClock::new()),
+            append_only: false,
         })
     }
 
@@ -114,6 +118,19 @@ impl Vault {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Vault {
         self.clock = clock;
         self
+    }
+
+    /// Makes every machine opened through this handle append-only (see
+    /// [`Repository::set_append_only`](crate::Repository::set_append_only)): for an agent whose
+    /// store credentials cannot delete or overwrite.
+    pub fn with_append_only(mut self, append_only: bool) -> Vault {
+        self.append_only = append_only;
+        self
+    }
+
+    /// Whether machines opened through this handle are append-only.
+    pub fn is_append_only(&self) -> bool {
+        self.append_only
     }
 
     /// The clock this handle uses.

@@ -11,6 +11,7 @@ mod paced;
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,7 +22,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
 use crate::key::{normalize_prefix, validate_key};
-use crate::{ObjectMeta, ObjectStoreBackend, PutMode, Store, StoreError, StoreOptions, VaultUrl};
+use crate::{
+    ObjectMeta, ObjectStoreBackend, PutMode, RefusedOperation, Store, StoreError, StoreOptions,
+    VaultUrl,
+};
 use explain::Context;
 
 /// Size of the parts of a multipart upload: above S3's 5 MiB minimum, and small enough that a
@@ -98,6 +102,14 @@ impl Provider {
 /// the engine needs anyway. Objects above [`StoreOptions::multipart_threshold`] are uploaded in
 /// parts; see [`PutMode::Create`] for what that means for create-only puts.
 ///
+/// Append-only credentials (allowed to create and read but not to delete or overwrite: an S3
+/// policy denying `s3:DeleteObject`, an Azure SAS with `rcl`): a delete or an overwrite of an
+/// existing object that the service refuses is [`StoreError::OperationRefused`]; a `Create` on
+/// a taken key that the service refuses with 403 (Azure does, where it would otherwise answer
+/// 409) is told apart by a `head` and reported as [`StoreError::AlreadyExists`]; and when the
+/// service refuses to stage the parts of a large `Create` (Put Block needs Azure's `w`), the
+/// object goes as one conditional put instead, from then on for this store.
+///
 /// Retries: object_store retries server errors, throttling (429/503) and requests that never
 /// reached the server, with backoff ([`StoreOptions::retries`]); a timed-out request is retried
 /// only when it is idempotent, so never for a `Create`. One corner remains: a `Create` whose
@@ -110,6 +122,8 @@ pub struct CloudStore {
     context: Context,
     multipart_threshold: u64,
     checked: OnceCell<()>,
+    /// Set once the service refused to stage the parts of an upload (see `put_large`).
+    parts_refused: AtomicBool,
 }
 
 /// What a multipart upload reads from.
@@ -148,6 +162,7 @@ impl CloudStore {
             },
             multipart_threshold: options.multipart_threshold,
             checked: OnceCell::new(),
+            parts_refused: AtomicBool::new(false),
         })
     }
 
@@ -200,36 +215,45 @@ impl CloudStore {
     }
 
     /// A multipart upload of `source` to `key`; `Create` is emulated by a prior `head` (see
-    /// [`PutMode::Create`]).
+    /// [`PutMode::Create`]). Credentials that may create objects but not stage parts (an Azure
+    /// SAS with `c` and without `w`: Put Block needs `w`) get a `Create` sent as one
+    /// conditional request instead, which is also atomic; the store remembers the refusal.
     async fn put_large(
         &self,
         key: &str,
         source: Source<'_>,
         mode: PutMode,
     ) -> Result<(), StoreError> {
-        let location = self.backend.location(key)?;
         if mode == PutMode::Create && self.exists(key).await? {
             return Err(StoreError::AlreadyExists { path: key.into() });
         }
-        let upload = self
-            .backend
-            .inner()
-            .put_multipart(&location)
-            .await
-            .map_err(|e| self.put_error(key, e))?;
+        if mode == PutMode::Create && self.parts_refused.load(Ordering::Relaxed) {
+            return self.put_whole_source(key, source).await;
+        }
+        match self.upload_parts(key, &source).await {
+            Ok(()) => Ok(()),
+            Err(Upload::Service(e)) if mode == PutMode::Create && self.context.forbidden(&e) => {
+                self.parts_refused.store(true, Ordering::Relaxed);
+                self.put_whole_source(key, source).await
+            }
+            Err(Upload::Service(e)) => Err(self.put_error(key, e, mode).await),
+            Err(Upload::Store(e)) => Err(e),
+        }
+    }
+
+    /// Sends `source` in parts; the service's errors come back unexplained.
+    async fn upload_parts(&self, key: &str, source: &Source<'_>) -> Result<(), Upload> {
+        let location = self.backend.location(key)?;
+        let upload = self.backend.inner().put_multipart(&location).await?;
         // Parts are sent from tasks of their own; a paced upload's throttle goes with them.
         let upload = Box::new(paced::PacedUpload(upload));
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let fed = match source {
-            Source::Memory(data) => self.feed_memory(key, &mut writer, data).await,
-            Source::File(local) => self.feed_file(key, &mut writer, local).await,
+            Source::Memory(data) => feed_memory(&mut writer, data).await,
+            Source::File(local) => feed_file(&mut writer, local).await,
         };
         match fed {
-            Ok(()) => writer
-                .finish()
-                .await
-                .map(drop)
-                .map_err(|e| self.put_error(key, e)),
+            Ok(()) => writer.finish().await.map(drop).map_err(Upload::Service),
             Err(e) => {
                 // Best effort: an upload left behind is invisible (never listed) and expires
                 // under the bucket's lifecycle rule for incomplete uploads, if it has one.
@@ -239,59 +263,114 @@ impl CloudStore {
         }
     }
 
-    async fn feed_memory(
-        &self,
-        key: &str,
-        writer: &mut WriteMultipart,
-        data: Bytes,
-    ) -> Result<(), StoreError> {
-        for start in (0..data.len()).step_by(PART_SIZE) {
-            writer
-                .wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| self.put_error(key, e))?;
-            writer.put(data.slice(start..data.len().min(start + PART_SIZE)));
-        }
-        Ok(())
+    /// A `Create` of `source` in one request, for credentials that may not stage parts. It
+    /// holds the whole object in memory; the engine's large objects are packs of tens of MiB.
+    async fn put_whole_source(&self, key: &str, source: Source<'_>) -> Result<(), StoreError> {
+        let data = match source {
+            Source::Memory(data) => data,
+            Source::File(local) => {
+                let read = tokio::fs::read(local).await;
+                Bytes::from(read.map_err(|source| StoreError::Io {
+                    path: local.display().to_string(),
+                    source,
+                })?)
+            }
+        };
+        self.put_whole(key, data, PutMode::Create).await
     }
 
-    /// Streams `local` into `writer` a part at a time, so memory stays bounded whatever the
-    /// file's size.
-    async fn feed_file(
+    /// One put request, with a refused one explained (see [`CloudStore::put_refusal`]).
+    async fn put_whole(&self, key: &str, data: Bytes, mode: PutMode) -> Result<(), StoreError> {
+        match self.backend.put(key, data, mode).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound { .. }) => Err(self.context.bucket_not_found()),
+            Err(StoreError::Backend { path, source }) => Err(self
+                .put_refusal(key, source.as_ref(), mode)
+                .await
+                .unwrap_or_else(|| self.explain(StoreError::Backend { path, source }))),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// What a put of `key` that the service refused (a 403 to accepted credentials) means: if
+    /// the key is taken, a `Create` lost to the existing object ([`StoreError::AlreadyExists`],
+    /// as append-only credentials answer where others get a 409 or 412) and an `Overwrite` was
+    /// refused ([`StoreError::OperationRefused`]). None when the service did not refuse it, or
+    /// the key is free (then the credentials may not write at all, which is
+    /// [`StoreError::AuthFailed`]).
+    async fn put_refusal(
         &self,
         key: &str,
-        writer: &mut WriteMultipart,
-        local: &Path,
-    ) -> Result<(), StoreError> {
-        let io_error = |source| StoreError::Io {
-            path: local.display().to_string(),
-            source,
-        };
-        let mut file = tokio::fs::File::open(local).await.map_err(io_error)?;
-        loop {
-            writer
-                .wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| self.put_error(key, e))?;
-            let mut part = Vec::with_capacity(PART_SIZE);
-            let read = (&mut file)
-                .take(PART_SIZE as u64)
-                .read_to_end(&mut part)
-                .await
-                .map_err(io_error)?;
-            if read == 0 {
-                return Ok(());
-            }
-            writer.put(Bytes::from(part));
+        err: &(dyn std::error::Error + Send + Sync + 'static),
+        mode: PutMode,
+    ) -> Option<StoreError> {
+        if !self.context.forbidden(err) || !self.exists(key).await.ok()? {
+            return None;
         }
+        Some(match mode {
+            PutMode::Create => StoreError::AlreadyExists { path: key.into() },
+            PutMode::Overwrite => self.context.refused(key, RefusedOperation::Overwrite, err),
+        })
     }
 
     /// An upload error; a 404 on an upload can only mean the bucket has gone.
-    fn put_error(&self, key: &str, err: object_store::Error) -> StoreError {
+    async fn put_error(&self, key: &str, err: object_store::Error, mode: PutMode) -> StoreError {
+        if let Some(refusal) = self.put_refusal(key, &err, mode).await {
+            return refusal;
+        }
         match self.explain_raw(key, err, false) {
             StoreError::NotFound { .. } => self.context.bucket_not_found(),
             other => other,
         }
+    }
+}
+
+/// Why a multipart upload failed: the service's error, still to be explained, or ours.
+enum Upload {
+    Service(object_store::Error),
+    Store(StoreError),
+}
+
+impl From<object_store::Error> for Upload {
+    fn from(err: object_store::Error) -> Upload {
+        Upload::Service(err)
+    }
+}
+
+impl From<StoreError> for Upload {
+    fn from(err: StoreError) -> Upload {
+        Upload::Store(err)
+    }
+}
+
+async fn feed_memory(writer: &mut WriteMultipart, data: &Bytes) -> Result<(), Upload> {
+    for start in (0..data.len()).step_by(PART_SIZE) {
+        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        writer.put(data.slice(start..data.len().min(start + PART_SIZE)));
+    }
+    Ok(())
+}
+
+/// Streams `local` into `writer` a part at a time, so memory stays bounded whatever the
+/// file's size.
+async fn feed_file(writer: &mut WriteMultipart, local: &Path) -> Result<(), Upload> {
+    let io_error = |source| StoreError::Io {
+        path: local.display().to_string(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(local).await.map_err(io_error)?;
+    loop {
+        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        let mut part = Vec::with_capacity(PART_SIZE);
+        let read = (&mut file)
+            .take(PART_SIZE as u64)
+            .read_to_end(&mut part)
+            .await
+            .map_err(io_error)?;
+        if read == 0 {
+            return Ok(());
+        }
+        writer.put(Bytes::from(part));
     }
 }
 
@@ -303,10 +382,7 @@ impl Store for CloudStore {
         if data.len() as u64 > self.multipart_threshold {
             return self.put_large(path, Source::Memory(data), mode).await;
         }
-        match self.backend.put(path, data, mode).await {
-            Err(StoreError::NotFound { .. }) => Err(self.context.bucket_not_found()),
-            other => other.map_err(|e| self.explain(e)),
-        }
+        self.put_whole(path, data, mode).await
     }
 
     async fn get_range(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
@@ -331,7 +407,14 @@ impl Store for CloudStore {
     async fn delete(&self, path: &str) -> Result<(), StoreError> {
         validate_key(path)?;
         self.ready().await?;
-        self.backend.delete(path).await.map_err(|e| self.explain(e))
+        match self.backend.delete(path).await {
+            Err(StoreError::Backend { source, .. }) if self.context.forbidden(source.as_ref()) => {
+                Err(self
+                    .context
+                    .refused(path, RefusedOperation::Delete, source.as_ref()))
+            }
+            other => other.map_err(|e| self.explain(e)),
+        }
     }
 
     fn describe(&self) -> String {

@@ -175,6 +175,27 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// The store accepted the credentials but refused to delete or overwrite an object: they
+    /// may create and read objects only, as a registered machine's append-only credentials
+    /// should (an S3 policy denying `s3:DeleteObject`, an Azure SAS without `d` and `w`). The
+    /// object was left as it was.
+    #[error(
+        "the store refused to {operation} object {path:?} in vault {url} ({detail}): these \
+         credentials may create and read objects but not delete or overwrite them (append-only \
+         credentials); the object was left unchanged. Deleting or replacing objects (retention, \
+         cleanup) needs the vault owner's delete-capable credentials, on an admin host"
+    )]
+    OperationRefused {
+        /// The vault URL.
+        url: String,
+        /// The key concerned.
+        path: String,
+        /// What was refused.
+        operation: RefusedOperation,
+        /// What the service said.
+        detail: String,
+    },
+
     /// A cloud vault could not be configured from the environment and the options.
     #[error("cannot configure vault {url}: {reason}")]
     Config {
@@ -185,7 +206,32 @@ pub enum StoreError {
     },
 }
 
+/// What the store refused in [`StoreError::OperationRefused`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedOperation {
+    /// Deleting an object.
+    Delete,
+    /// Replacing an existing object ([`PutMode::Overwrite`](crate::PutMode::Overwrite)).
+    Overwrite,
+}
+
+impl std::fmt::Display for RefusedOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefusedOperation::Delete => "delete",
+            RefusedOperation::Overwrite => "overwrite",
+        })
+    }
+}
+
 impl StoreError {
+    /// True for [`StoreError::OperationRefused`]: append-only credentials met a delete or an
+    /// overwrite.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StoreError::OperationRefused { .. })
+    }
+
     /// True for [`StoreError::NotFound`]: the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })

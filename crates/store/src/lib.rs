@@ -64,7 +64,7 @@ mod object;
 mod url;
 
 pub use cloud::CloudStore;
-pub use error::StoreError;
+pub use error::{RefusedOperation, StoreError};
 pub use local::LocalStore;
 pub use object::ObjectStoreBackend;
 pub use url::VaultUrl;

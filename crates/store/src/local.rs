@@ -1,9 +1,19 @@
 //! [`LocalStore`]: a vault in a local directory, written with std::fs for durability.
 //!
-//! Every put stages the data in a `.tmp-*` file in the destination directory, fsyncs it,
-//! publishes it in one atomic step (rename for `Overwrite`, hard link for `Create`), then
-//! fsyncs the directory. A crash therefore leaves either the old state or the new object, plus
-//! at worst a stray staging file, which listing never shows.
+//! Every put stages the data in a file in one staging folder at the store root,
+//! [`STAGING_DIR`] (a `.tmp-` name, which no key can have and listing never shows), fsyncs
+//! it, publishes it in one atomic step (rename for `Overwrite`, hard link for `Create`), then
+//! fsyncs the destination directory. A crash therefore leaves either the old state or the new
+//! object, plus at worst a stray staging file, which listing never shows.
+//!
+//! Staging outside the destination directory is what lets a vault's folders be append-only
+//! (`chattr +a`, which allows new entries but no unlink and no rename over an entry): a `Create`
+//! only adds a name to the destination directory, and the staging name is removed from the
+//! staging folder, which is not append-only. An `Overwrite` (a rename over an existing name)
+//! and a delete are then refused by the kernel with EPERM, reported as
+//! [`StoreError::PermissionDenied`] saying the folder does not allow it. When the staging
+//! folder is on another file system than the destination (a mount inside the vault), the
+//! data is staged again beside the destination, as before.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Write};
@@ -18,6 +28,9 @@ use rbackup_throttle::{Throttle, ThrottledReader};
 use crate::error::{is_missing, join_error};
 use crate::key::{TEMP_PREFIX, normalize_prefix, valid_segment, validate_key};
 use crate::{ObjectMeta, PutMode, Store, StoreError, VaultUrl};
+
+/// The staging folder at the root of a local store (see the module docs).
+pub const STAGING_DIR: &str = ".tmp-staging";
 
 /// A vault stored as files under a local directory; keys map to relative file paths.
 ///
@@ -49,6 +62,25 @@ impl LocalStore {
         &self.root
     }
 
+    /// Creates the folders that objects under each of `prefixes` (keys of folders, such as
+    /// `machines/<id>/packs/00`) are written into, and the staging folder, fsyncing each new
+    /// entry; returns the folders of `prefixes` as paths. A put creates missing folders
+    /// itself, but a folder created inside an append-only folder is not append-only: whoever
+    /// protects a vault's folders with `chattr +a` creates them all first with this.
+    pub fn create_folders(&self, prefixes: &[String]) -> Result<Vec<PathBuf>, StoreError> {
+        let mut out = Vec::new();
+        for prefix in prefixes {
+            let dir = self.file_for(prefix)?;
+            ensure_dir(&dir)
+                .map_err(|e| StoreError::from_write_io(&dir.display().to_string(), e))?;
+            out.push(dir);
+        }
+        let staging = self.root.join(STAGING_DIR);
+        ensure_dir(&staging)
+            .map_err(|e| StoreError::from_write_io(&staging.display().to_string(), e))?;
+        Ok(out)
+    }
+
     fn file_for(&self, key: &str) -> Result<PathBuf, StoreError> {
         validate_key(key)?;
         Ok(self.root.join(key))
@@ -71,8 +103,9 @@ impl Store for LocalStore {
     async fn put(&self, path: &str, data: Bytes, mode: PutMode) -> Result<(), StoreError> {
         let dest = self.file_for(path)?;
         let key = path.to_string();
+        let staging = self.root.join(STAGING_DIR);
         blocking(path, move || {
-            put_blocking(&key, &dest, mode, |file| {
+            put_blocking(&key, &dest, &staging, mode, |file| {
                 file.write_all(&data)
                     .map_err(|e| StoreError::from_write_io(&dest.display().to_string(), e))
             })
@@ -148,12 +181,13 @@ impl LocalStore {
         let dest = self.file_for(path)?;
         let key = path.to_string();
         let local = local.to_path_buf();
+        let staging = self.root.join(STAGING_DIR);
         blocking(path, move || {
             let mut source = File::open(&local).map_err(|source| StoreError::Io {
                 path: local.display().to_string(),
                 source,
             })?;
-            put_blocking(&key, &dest, mode, |file| {
+            put_blocking(&key, &dest, &staging, mode, |file| {
                 // Unthrottled, std::io::copy uses copy_file_range/sendfile between files on
                 // Linux, so the pack never passes through user-space buffers. Throttled, it
                 // goes through one bounded buffer, read in pieces the throttle paces.
@@ -192,11 +226,12 @@ impl Drop for Staged {
     }
 }
 
-/// Stages data written by `fill` next to `dest`, fsyncs it, publishes it per `mode`, and fsyncs
-/// the directory.
+/// Stages data written by `fill` in `staging` (or, if that folder cannot be made, beside
+/// `dest`), fsyncs it, publishes it per `mode`, and fsyncs the destination directory.
 fn put_blocking(
     key: &str,
     dest: &Path,
+    staging: &Path,
     mode: PutMode,
     fill: impl FnOnce(&mut File) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
@@ -205,21 +240,66 @@ fn put_blocking(
         .ok_or_else(|| StoreError::InvalidPath { path: key.into() })?;
     let dir_err = |e| StoreError::from_write_io(&dir.display().to_string(), e);
     ensure_dir(dir).map_err(dir_err)?;
-    let (mut file, mut staged) = create_staged(dir).map_err(dir_err)?;
+    let (mut file, mut staged) = match ensure_dir(staging).and_then(|()| create_staged(staging)) {
+        Ok(s) => s,
+        Err(_) => create_staged(dir).map_err(dir_err)?,
+    };
     let staged_err = |e| StoreError::from_write_io(&dest.display().to_string(), e);
     fill(&mut file)?;
     file.sync_all().map_err(staged_err)?;
     drop(file);
+    match publish(key, &mut staged, dest, mode) {
+        Err(StoreError::Io { source, .. }) if is_cross_device(&source) => {
+            // The staging folder is on another file system: stage again beside `dest`.
+            let mut beside = restage(&staged, dir).map_err(dir_err)?;
+            drop(staged);
+            publish(key, &mut beside, dest, mode)?;
+            // Unlink the staging name (after a hard link) before the directory fsync.
+            drop(beside);
+        }
+        // As above.
+        r => r.map(|()| drop(staged))?,
+    }
+    fsync_dir(dir).map_err(dir_err)
+}
+
+fn publish(key: &str, staged: &mut Staged, dest: &Path, mode: PutMode) -> Result<(), StoreError> {
     match mode {
         PutMode::Overwrite => {
-            fs::rename(&staged.path, dest).map_err(staged_err)?;
+            fs::rename(&staged.path, dest).map_err(|e| refused_or(dest, e, "overwrites"))?;
             staged.keep = true;
+            Ok(())
         }
-        PutMode::Create => publish_exclusive(key, &mut staged, dest)?,
+        PutMode::Create => publish_exclusive(key, staged, dest),
     }
-    // Unlink the staging name (after a hard link) before the directory fsync covers it.
-    drop(staged);
-    fsync_dir(dir).map_err(dir_err)
+}
+
+fn is_cross_device(e: &io::Error) -> bool {
+    rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::XDEV)
+}
+
+/// A copy of `staged` in `dir`, fsynced.
+fn restage(staged: &Staged, dir: &Path) -> io::Result<Staged> {
+    let (mut file, copy) = create_staged(dir)?;
+    io::copy(&mut File::open(&staged.path)?, &mut file)?;
+    file.sync_all()?;
+    Ok(copy)
+}
+
+/// Maps an error changing the entry `path`: EPERM there means an append-only or immutable
+/// folder (or file), which allows no `what` (deletes, overwrites); anything else as usual.
+fn refused_or(path: &Path, e: io::Error, what: &str) -> StoreError {
+    if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::PERM) {
+        let msg = format!(
+            "the vault folder does not allow {what} (it is append-only or immutable: \
+             chattr +a / +i): {e}"
+        );
+        return StoreError::PermissionDenied {
+            path: path.display().to_string(),
+            source: io::Error::new(io::ErrorKind::PermissionDenied, msg),
+        };
+    }
+    StoreError::from_write_io(&path.display().to_string(), e)
 }
 
 /// Publishes the staged file as `dest` only if `dest` does not exist, atomically.
@@ -399,16 +479,17 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StoreErro
 }
 
 fn delete_blocking(file: &Path) -> Result<(), StoreError> {
-    let shown = file.display().to_string();
     match fs::remove_file(file) {
         Ok(()) => {}
         Err(e) if is_missing(&e) => return Ok(()),
         // A directory is not an object, so there was nothing to delete.
         Err(_) if file.is_dir() => return Ok(()),
-        Err(e) => return Err(StoreError::from_write_io(&shown, e)),
+        Err(e) => return Err(refused_or(file, e, "deletes")),
     }
     match file.parent() {
-        Some(dir) => fsync_dir(dir).map_err(|e| StoreError::from_write_io(&shown, e)),
+        Some(dir) => {
+            fsync_dir(dir).map_err(|e| StoreError::from_write_io(&file.display().to_string(), e))
+        }
         None => Ok(()),
     }
 }

@@ -1,18 +1,14 @@
 //! Phase 2: carry out ripe decisions (see the parent module and ARCHITECTURE.md for the
 //! conditions and the order of the steps).
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use jiff::Timestamp;
 use rbackup_crypto::BlobId;
+use std::collections::HashSet;
 
 use super::{KIND, PruneOptions, PruneReport, State};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
 use crate::layout::pack_rel;
-use crate::lock::plus;
 use crate::repo::Repository;
 
 impl Repository {
@@ -33,7 +29,7 @@ impl Repository {
         if ripe.is_empty() {
             return Ok(());
         }
-        self.cleanup_leases(opts.grace).await?;
+        report.lease_objects_removed += self.remove_expired_leases(opts.grace).await?;
         // Every backup that could reuse these packs has ended: its recovery point, if any, is
         // in the vault, so the references computed now are complete for them.
         let state = self.survey().await?;
@@ -143,20 +139,6 @@ impl Repository {
                     .map(Id::to_hex)
                     .collect();
                 c.retain(&format!("{}/{dir}", crate::layout::PACKS), &keep);
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes leases that ran out more than `grace` ago (holders that were killed).
-    async fn cleanup_leases(&self, grace: Duration) -> Result<()> {
-        let now = self.clock.now();
-        for (id, info) in self.leases().await? {
-            let Some(i) = info else { continue };
-            if let Ok(exp) = i.expires.parse::<Timestamp>()
-                && plus(exp, grace) < now
-            {
-                self.store.delete(&self.lease_path(&id)).await?;
             }
         }
         Ok(())

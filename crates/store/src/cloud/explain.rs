@@ -14,7 +14,7 @@ use std::error::Error;
 use object_store::client::{HttpError, HttpErrorKind};
 
 use super::Provider;
-use crate::StoreError;
+use crate::{RefusedOperation, StoreError};
 
 /// Where a cloud vault lives, for error messages.
 #[derive(Debug, Clone)]
@@ -69,6 +69,30 @@ impl Context {
         }
     }
 
+    /// Whether `err` is the service refusing this request to credentials it accepted: a 403
+    /// that is not about the credentials themselves (an unknown key, a bad signature, an
+    /// expired token or SAS). S3 answers such a request `AccessDenied`, Azure
+    /// `AuthorizationPermissionMismatch`.
+    pub(super) fn forbidden(&self, err: &(dyn Error + 'static)) -> bool {
+        let text = err.to_string();
+        failure(err, &text) == Failure::Status(403) && !names_bad_credentials(&text)
+    }
+
+    /// The error for a delete or overwrite of `key` that [`Context::forbidden`] refused.
+    pub(super) fn refused(
+        &self,
+        key: &str,
+        operation: RefusedOperation,
+        err: &(dyn Error + 'static),
+    ) -> StoreError {
+        StoreError::OperationRefused {
+            url: self.url.clone(),
+            path: key.to_string(),
+            operation,
+            detail: shorten(&err.to_string()),
+        }
+    }
+
     /// The error for a missing bucket or container.
     pub(super) fn bucket_not_found(&self) -> StoreError {
         StoreError::BucketNotFound {
@@ -118,11 +142,22 @@ fn failure(err: &(dyn Error + 'static), text: &str) -> Failure {
     status_in_text(text).map_or(Failure::Other, Failure::Status)
 }
 
-/// The status in object_store's "Server returned non-2xx status code: 404 Not Found" text.
+/// The status in object_store's "Server returned non-2xx status code: 404 Not Found" text, or
+/// in a bulk delete's per-object result, which object_store words "... (code: 403)" for Azure
+/// and "... (code: AccessDenied)" for S3.
 fn status_in_text(text: &str) -> Option<u16> {
     const MARK: &str = "non-2xx status code: ";
-    let at = text.find(MARK)? + MARK.len();
-    text.get(at..at + 3)?.parse().ok()
+    const DELETE_MARK: &str = "(code: ";
+    if let Some(at) = text.find(MARK) {
+        let at = at + MARK.len();
+        return text.get(at..at + 3)?.parse().ok();
+    }
+    let at = text.rfind(DELETE_MARK)? + DELETE_MARK.len();
+    let code = text[at..].split(')').next()?;
+    match code {
+        "AccessDenied" => Some(403),
+        _ => code.parse().ok(),
+    }
 }
 
 /// Whether a 404's body says the bucket or container (not the object) is missing: S3's
@@ -131,6 +166,21 @@ fn names_missing_bucket(text: &str) -> bool {
     ["NoSuchBucket", "ContainerNotFound", "bucket does not exist"]
         .iter()
         .any(|code| text.contains(code))
+}
+
+/// Whether a 403's body says the credentials themselves are wrong, not the operation: S3's
+/// unknown key, bad signature and expired token, Azure's failed authentication (which covers
+/// a bad or expired SAS signature).
+fn names_bad_credentials(text: &str) -> bool {
+    [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AuthenticationFailed",
+    ]
+    .iter()
+    .any(|code| text.contains(code))
 }
 
 fn shorten(text: &str) -> String {
@@ -168,6 +218,11 @@ mod tests {
         assert_eq!(status_in_text(text), Some(404));
         assert_eq!(status_in_text("no status here"), None);
         assert_eq!(status_in_text("non-2xx status code: 4"), None);
+        let s3 = "DeleteObjects request failed for key v/k: Access Denied (code: AccessDenied)";
+        assert_eq!(status_in_text(s3), Some(403));
+        let azure = "Bulk delete request failed for key v/k: not authorized (code: 403)";
+        assert_eq!(status_in_text(azure), Some(403));
+        assert_eq!(status_in_text("(code: InternalError)"), None);
         let err = generic(text);
         assert!(matches!(
             context().classify(&err, false),
@@ -204,6 +259,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(context().classify(&generic("500 boom"), false).is_none());
+    }
+
+    #[test]
+    fn refusals_are_told_from_bad_credentials() {
+        let denied = generic(
+            "Server returned non-2xx status code: 403 Forbidden: <Code>AccessDenied</Code>",
+        );
+        assert!(context().forbidden(&denied));
+        let mismatch = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "AuthorizationPermissionMismatch".into(),
+        };
+        assert!(context().forbidden(&mismatch));
+        match context().refused("k", RefusedOperation::Delete, &mismatch) {
+            e @ StoreError::OperationRefused { .. } => {
+                let msg = e.to_string();
+                assert!(msg.contains("refused to delete object \"k\""), "{msg}");
+                assert!(msg.contains("append-only credentials"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for code in [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AuthenticationFailed",
+        ] {
+            let bad = generic(&format!("non-2xx status code: 403 Forbidden: {code}"));
+            assert!(!context().forbidden(&bad), "{code}");
+        }
+        assert!(!context().forbidden(&generic("non-2xx status code: 401 Unauthorized")));
+        assert!(!context().forbidden(&generic("non-2xx status code: 404 Not Found")));
     }
 
     #[test]

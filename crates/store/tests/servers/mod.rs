@@ -19,7 +19,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod moto_iam;
 pub mod proxy;
+pub mod sas;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -210,7 +212,7 @@ impl Azurite {
              Content-Length: 0\r\nConnection: close\r\n\r\n",
             port = self.server.port
         );
-        let status = raw_request(self.server.port, &head);
+        let status = raw_request(self.server.port, &head, b"");
         assert!(
             status.starts_with("HTTP/1.1 201"),
             "Azurite refused to create container {name}: {status}"
@@ -266,7 +268,7 @@ impl Moto {
              Connection: close\r\n\r\n",
             port = self.server.port
         );
-        let status = raw_request(self.server.port, &head);
+        let status = raw_request(self.server.port, &head, b"");
         assert!(
             status.starts_with("HTTP/1.1 200"),
             "moto refused to create bucket {name}: {status}"
@@ -281,16 +283,31 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// Sends one request head (no body) and returns the response's status line and body.
-fn raw_request(port: u16, head: &str) -> String {
+/// Sends one request (its head, then `body`) and returns the whole response: status line,
+/// headers and body. The head must say `Connection: close`.
+fn raw_request(port: u16, head: &str, body: &[u8]) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("read timeout");
     stream.write_all(head.as_bytes()).expect("send request");
+    stream.write_all(body).expect("send request body");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
+}
+
+/// `text` percent-encoded for a query string or form body: everything but RFC 3986's
+/// unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// An RFC 1123 date such as `Sun, 06 Nov 1994 08:49:37 GMT`, as `x-ms-date` wants.
