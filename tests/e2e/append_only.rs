@@ -270,6 +270,35 @@ fn a_chattr_append_only_local_vault_survives_its_machine() {
     }
     assert_eq!(vault_state(&a), before, "refused before touching the vault");
 
+    // A scheduled job with a retention policy: the backup runs, the retention step is skipped
+    // (the admin's), and that is no failure.
+    let src_arg = src.to_str().unwrap();
+    a.ok(&[
+        "job",
+        "add",
+        "docs",
+        "--path",
+        src_arg,
+        "--at",
+        "03:00",
+        "--keep-last",
+        "1",
+    ]);
+    let mut c = a.cmd();
+    c.args(["--json", "run", "docs"]);
+    let out = capless(c).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["jobs"][0]["retention_skipped"], true, "{run}");
+    assert!(run["jobs"][0].get("retention_error").is_none(), "{run}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retention skipped"), "{err}");
+    let after_run = vault_state(&a);
+    for (path, sum) in &before {
+        assert_eq!(after_run.get(path), Some(sum), "{} kept", path.display());
+    }
+    let before = after_run;
+
     // The config flag turned off by hand: the file system refuses the deletes.
     let cfg = fs::read_to_string(a.config()).unwrap();
     assert!(cfg.contains("append_only = true"), "{cfg}");

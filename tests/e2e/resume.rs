@@ -60,13 +60,22 @@ fn objects(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// Leases (not lease objects: each refresh of one is a new object `<lease>-<seq>`).
+fn lease_chains(dir: &Path) -> usize {
+    let names = objects(dir).into_iter().map(|(p, _)| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name.split('-').next().unwrap().to_string()
+    });
+    names.collect::<std::collections::HashSet<_>>().len()
+}
+
 fn seen(a: &Agent) -> Seen {
     let m = a.vault_dir().join("machines").join(a.machine_id());
     Seen {
         pack_bytes: objects(&m.join("packs")).iter().map(|(_, s)| s).sum(),
         index_files: objects(&m.join("index")).len(),
         points: objects(&m.join("snapshots")).len(),
-        leases: objects(&m.join("locks")).len(),
+        leases: lease_chains(&m.join("locks")),
     }
 }
 

@@ -239,6 +239,24 @@ mod tests {
     }
 
     #[test]
+    fn an_append_only_refusal_names_the_admin_commands() {
+        let e = anyhow::Error::from(EngineError::AppendOnly {
+            machine: "0123456789abcdef".into(),
+            operation: "prune",
+        });
+        let text = render(&e);
+        for want in [
+            "machine 0123456789abcdef is append-only",
+            "it does not prune",
+            "`rbackup forget --machine 0123456789abcdef`",
+            "`rbackup prune --machine 0123456789abcdef`",
+            "--key-file",
+        ] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+    }
+
+    #[test]
     fn a_crafted_tree_and_a_huge_directory_say_what_to_do() {
         let crafted = anyhow::Error::from(EngineError::Corrupt {
             object: "tree 00ab".into(),

@@ -316,6 +316,31 @@ mod tests {
     }
 
     #[test]
+    fn append_only_defaults_to_off_and_is_written_only_when_on() {
+        let base = r#"
+            vault = "file:///v"
+            machine_id = "0123456789abcdef"
+            machine_name = "m"
+            key_file = "/k"
+            cache_dir = "/c"
+            recovery_dir = "/r"
+        "#;
+        let old: AgentConfig = toml::from_str(base).unwrap();
+        assert!(
+            !old.append_only,
+            "configs from before the flag load as not append-only"
+        );
+        assert!(!toml::to_string(&old).unwrap().contains("append_only"));
+        let on = AgentConfig {
+            append_only: true,
+            ..old
+        };
+        let text = toml::to_string(&on).unwrap();
+        assert!(text.contains("append_only = true"), "{text}");
+        assert!(toml::from_str::<AgentConfig>(&text).unwrap().append_only);
+    }
+
+    #[test]
     fn job_names() {
         for good in ["docs", "Home-2", "a.b_c", "x"] {
             assert!(check_job_name(good).is_ok(), "{good}");

@@ -278,6 +278,8 @@ async fn write(shared: &Shared, change: impl FnOnce(&mut LeaseInfo), released: b
 async fn finish(shared: &Shared) {
     let repo = &shared.repo;
     if !repo.append_only {
+        // After any write in flight, so that its object is among those deleted.
+        let _guard = shared.write.lock().await;
         let last = lock(&shared.state).seq;
         match repo.delete_chain(shared.id, 1..=last).await {
             Ok(_) => return,

@@ -184,3 +184,27 @@ async fn deleting_operations_are_refused_before_any_store_call() {
     assert_eq!(m.listing().await, before);
     assert!(m.store.refused().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_not_told_it_is_append_only_marks_its_lease_released_when_the_delete_is_refused() {
+    let m = machine().await;
+    let mut repo = m.repo.clone();
+    repo.set_append_only(false);
+    let lease = repo
+        .take_lease(rbackup_engine::LeaseKind::Exclusive, "prune")
+        .await
+        .unwrap();
+    let chain = lease.id();
+    lease.release().await;
+    let refused = m.store.refused();
+    assert_eq!(refused.len(), 1, "one delete tried: {refused:?}");
+    assert!(refused[0].starts_with("delete "), "{refused:?}");
+    let leases = m.admin.leases().await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].0, chain);
+    let info = leases[0].1.as_ref().unwrap();
+    assert!(info.released, "{info:?}");
+    // Released: the next prune (here the admin's) is not held back by it.
+    m.admin.prune(PruneOptions::default()).await.unwrap();
+    assert!(m.admin.leases().await.unwrap().is_empty());
+}

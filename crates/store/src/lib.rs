@@ -65,7 +65,7 @@ mod url;
 
 pub use cloud::CloudStore;
 pub use error::{RefusedOperation, StoreError};
-pub use local::LocalStore;
+pub use local::{LocalStore, STAGING_DIR};
 pub use object::ObjectStoreBackend;
 pub use url::VaultUrl;
 

@@ -248,17 +248,20 @@ fn put_blocking(
     fill(&mut file)?;
     file.sync_all().map_err(staged_err)?;
     drop(file);
+    // Either way the staging name is unlinked (after a hard link) before the directory
+    // fsync covers the new entry.
     match publish(key, &mut staged, dest, mode) {
         Err(StoreError::Io { source, .. }) if is_cross_device(&source) => {
             // The staging folder is on another file system: stage again beside `dest`.
             let mut beside = restage(&staged, dir).map_err(dir_err)?;
             drop(staged);
             publish(key, &mut beside, dest, mode)?;
-            // Unlink the staging name (after a hard link) before the directory fsync.
             drop(beside);
         }
-        // As above.
-        r => r.map(|()| drop(staged))?,
+        r => {
+            r?;
+            drop(staged);
+        }
     }
     fsync_dir(dir).map_err(dir_err)
 }

@@ -235,3 +235,192 @@ async fn put_file_of_missing_source_names_the_local_file() {
     );
     assert!(!store.exists("p").await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_are_staged_in_one_folder_at_the_root_and_folders_can_be_made_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path()).unwrap();
+    let made = store
+        .create_folders(&["m/packs/00".to_string(), "m/locks".to_string()])
+        .unwrap();
+    assert_eq!(
+        made,
+        [dir.path().join("m/packs/00"), dir.path().join("m/locks")]
+    );
+    assert!(made.iter().all(|d| d.is_dir()));
+    let staging = dir.path().join(rbackup_store::STAGING_DIR);
+    assert!(staging.is_dir());
+    store
+        .put("m/locks/l-1", Bytes::from_static(b"lease"), PutMode::Create)
+        .await
+        .unwrap();
+    store
+        .put(
+            "m/locks/l-1",
+            Bytes::from_static(b"again"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    // The destination holds the object only; the staging folder is empty and not listed.
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("m/locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["l-1"]);
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    let keys: Vec<String> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    assert_eq!(keys, ["m/locks/l-1"]);
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// A mount at `at`, lazily unmounted on drop.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+const MOUNTS: &str = "run as root where loop and tmpfs mounts are allowed";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_on_another_file_system_is_staged_beside_it() {
+    const TEST: &str = "a_destination_on_another_file_system_is_staged_beside_it";
+    if !rbackup_testenv::need_root(TEST, "to mount a tmpfs inside the vault") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("a");
+    std::fs::create_dir(&inner).unwrap();
+    let mount = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            inner.to_str().unwrap(),
+        ],
+    )
+    .map(|()| Mounted(inner.clone()));
+    let _m = rbackup_testenv::require!(TEST, mount, MOUNTS);
+    let _ran = rbackup_testenv::ran(TEST, "root, tmpfs");
+    let store = LocalStore::new(dir.path()).unwrap();
+    store
+        .put("a/x", Bytes::from_static(b"one"), PutMode::Create)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .put("a/x", Bytes::from_static(b"two"), PutMode::Create)
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
+    store
+        .put("a/x", Bytes::from_static(b"three"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(&store.get("a/x").await.unwrap()[..], b"three");
+    assert_eq!(staging_files(dir.path()), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_only_folders_take_creates_and_refuse_deletes_and_overwrites() {
+    const TEST: &str = "append_only_folders_take_creates_and_refuse_deletes_and_overwrites";
+    if !rbackup_testenv::need_root(TEST, "to loop-mount ext4 and set chattr +a")
+        || !rbackup_testenv::need_command(TEST, "mkfs.ext4", "e2fsprogs")
+        || !rbackup_testenv::need_command(TEST, "chattr", "e2fsprogs")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("ext4.img");
+    let root = work.path().join("vault");
+    std::fs::create_dir(&root).unwrap();
+    let (img, at) = (image.to_str().unwrap(), root.to_str().unwrap());
+    let mount = run("truncate", &["-s", "32M", img])
+        .and_then(|()| run("mkfs.ext4", &["-q", img]))
+        .and_then(|()| run("mount", &["-o", "loop", img, at]))
+        .map(|()| Mounted(root.clone()));
+    let _m = rbackup_testenv::require!(TEST, mount, MOUNTS);
+    let _ran = rbackup_testenv::ran(TEST, "root, loop-mounted ext4, chattr +a");
+    let store = LocalStore::new(&root).unwrap();
+    let folders = store
+        .create_folders(&["m".to_string(), "m/locks".to_string()])
+        .unwrap();
+    let mut args = vec!["+a"];
+    args.extend(folders.iter().map(|f| f.to_str().unwrap()));
+    run("chattr", &args).unwrap();
+
+    store
+        .put("m/locks/l-1", Bytes::from_static(b"first"), PutMode::Create)
+        .await
+        .unwrap();
+    let local = work.path().join("local");
+    std::fs::write(&local, b"from a file").unwrap();
+    store
+        .put_file("m/locks/l-2", &local, PutMode::Create)
+        .await
+        .unwrap();
+    let overwrite = store
+        .put(
+            "m/locks/l-1",
+            Bytes::from_static(b"second"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap_err();
+    let delete = store.delete("m/locks/l-1").await.unwrap_err();
+    for (err, what) in [(overwrite, "overwrites"), (delete, "deletes")] {
+        assert!(
+            matches!(err, StoreError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("does not allow {what}")), "{text}");
+        assert!(text.contains("m/locks/l-1"), "names the object: {text}");
+    }
+    assert_eq!(&store.get("m/locks/l-1").await.unwrap()[..], b"first");
+    assert_eq!(
+        staging_files(&root.join("m")),
+        Vec::<PathBuf>::new(),
+        "no staging file left in the append-only folders"
+    );
+    let mut keys: Vec<String> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["m/locks/l-1", "m/locks/l-2"]);
+    args[0] = "-a";
+    run("chattr", &args).unwrap();
+}
