@@ -1,5 +1,6 @@
 //! End-to-end tests of the `rbackup` binary: real processes, a real local vault, real files.
 
+mod admin;
 mod agent;
 mod append_only;
 mod append_only_cloud;

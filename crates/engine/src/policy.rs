@@ -78,6 +78,7 @@ impl Repository {
     /// Deletes every published-policies object but the newest, and those that do not
     /// authenticate; returns how many. Needs delete-capable credentials (an admin host).
     pub async fn remove_superseded_policies(&self) -> Result<u64> {
+        self.refuse_if_append_only("remove superseded retention policies")?;
         let keep = self.published_policies().await?.map(|(id, _)| id);
         let mut removed = 0;
         for id in self.list_ids(KIND).await? {

@@ -121,6 +121,9 @@ pub struct PruneReport {
     /// released or ran out more than the grace period ago (see `lock.rs`).
     #[serde(default)]
     pub lease_objects_removed: u64,
+    /// Published retention policies replaced by newer ones, removed (see `policy.rs`).
+    #[serde(default)]
+    pub policy_objects_removed: u64,
     /// Packs newly doomed by this run's decision (unused, or repacked).
     pub packs_doomed: u64,
     /// Unindexed packs newly found.
@@ -198,6 +201,7 @@ impl Repository {
         if !opts.dry_run {
             // Leases of killed holders and the objects append-only machines leave behind.
             report.lease_objects_removed += self.remove_expired_leases(opts.grace).await?;
+            report.policy_objects_removed += self.remove_superseded_policies().await?;
             self.complete_ripe(opts, own, report).await?;
         }
         let state = self.survey().await?;

@@ -11,7 +11,8 @@
 //! only adds a name to the destination directory, and the staging name is removed from the
 //! staging folder, which is not append-only. An `Overwrite` (a rename over an existing name)
 //! and a delete are then refused by the kernel with EPERM, reported as
-//! [`StoreError::PermissionDenied`] saying the folder does not allow it. When the staging
+//! [`StoreError::OperationRefused`] (as a cloud store's append-only credentials are) saying
+//! the folder does not allow it. When the staging
 //! folder is on another file system than the destination (a mount inside the vault), the
 //! data is staged again beside the destination, as before.
 
@@ -27,7 +28,7 @@ use rbackup_throttle::{Throttle, ThrottledReader};
 
 use crate::error::{is_missing, join_error};
 use crate::key::{TEMP_PREFIX, normalize_prefix, valid_segment, validate_key};
-use crate::{ObjectMeta, PutMode, Store, StoreError, VaultUrl};
+use crate::{ObjectMeta, PutMode, RefusedOperation, Store, StoreError, VaultUrl};
 
 /// The staging folder at the root of a local store (see the module docs).
 pub const STAGING_DIR: &str = ".tmp-staging";
@@ -98,6 +99,26 @@ where
         .map_err(|e| join_error(key, e))?
 }
 
+impl LocalStore {
+    /// Names this vault in a refusal made by the blocking helpers, which know only the file.
+    fn name_vault(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::OperationRefused {
+                url,
+                path,
+                operation,
+                detail,
+            } if url.is_empty() => StoreError::OperationRefused {
+                url: self.describe(),
+                path,
+                operation,
+                detail,
+            },
+            e => e,
+        }
+    }
+}
+
 #[async_trait]
 impl Store for LocalStore {
     async fn put(&self, path: &str, data: Bytes, mode: PutMode) -> Result<(), StoreError> {
@@ -111,6 +132,7 @@ impl Store for LocalStore {
             })
         })
         .await
+        .map_err(|e| self.name_vault(e))
     }
 
     async fn get_range(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
@@ -145,7 +167,9 @@ impl Store for LocalStore {
 
     async fn delete(&self, path: &str) -> Result<(), StoreError> {
         let file = self.file_for(path)?;
-        blocking(path, move || delete_blocking(&file)).await
+        blocking(path, move || delete_blocking(&file))
+            .await
+            .map_err(|e| self.name_vault(e))
     }
 
     fn describe(&self) -> String {
@@ -205,6 +229,7 @@ impl LocalStore {
             })
         })
         .await
+        .map_err(|e| self.name_vault(e))
     }
 }
 
@@ -269,7 +294,8 @@ fn put_blocking(
 fn publish(key: &str, staged: &mut Staged, dest: &Path, mode: PutMode) -> Result<(), StoreError> {
     match mode {
         PutMode::Overwrite => {
-            fs::rename(&staged.path, dest).map_err(|e| refused_or(dest, e, "overwrites"))?;
+            fs::rename(&staged.path, dest)
+                .map_err(|e| refused_or(dest, e, RefusedOperation::Overwrite))?;
             staged.keep = true;
             Ok(())
         }
@@ -290,16 +316,23 @@ fn restage(staged: &Staged, dir: &Path) -> io::Result<Staged> {
 }
 
 /// Maps an error changing the entry `path`: EPERM there means an append-only or immutable
-/// folder (or file), which allows no `what` (deletes, overwrites); anything else as usual.
-fn refused_or(path: &Path, e: io::Error, what: &str) -> StoreError {
+/// folder (or file), which allows no deletes or overwrites: the same
+/// [`StoreError::OperationRefused`] a cloud store gives for append-only credentials (its
+/// vault URL is filled in by [`LocalStore::name_vault`]). Anything else as usual.
+fn refused_or(path: &Path, e: io::Error, operation: RefusedOperation) -> StoreError {
     if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::PERM) {
-        let msg = format!(
-            "the vault folder does not allow {what} (it is append-only or immutable: \
-             chattr +a / +i): {e}"
-        );
-        return StoreError::PermissionDenied {
+        let what = match operation {
+            RefusedOperation::Delete => "deletes",
+            _ => "overwrites",
+        };
+        return StoreError::OperationRefused {
+            url: String::new(),
             path: path.display().to_string(),
-            source: io::Error::new(io::ErrorKind::PermissionDenied, msg),
+            operation,
+            detail: format!(
+                "the vault folder does not allow {what}: it is append-only or immutable, \
+                 chattr +a / +i; {e}"
+            ),
         };
     }
     StoreError::from_write_io(&path.display().to_string(), e)
@@ -487,7 +520,7 @@ fn delete_blocking(file: &Path) -> Result<(), StoreError> {
         Err(e) if is_missing(&e) => return Ok(()),
         // A directory is not an object, so there was nothing to delete.
         Err(_) if file.is_dir() => return Ok(()),
-        Err(e) => return Err(refused_or(file, e, "deletes")),
+        Err(e) => return Err(refused_or(file, e, RefusedOperation::Delete)),
     }
     match file.parent() {
         Some(dir) => {
