@@ -403,6 +403,8 @@ fn seed_vault_meta() -> layout::VaultMeta {
         vault_id: "0123456789abcdef0123456789abcdef".into(),
         created: "2026-12-01T12:00:00Z".into(),
         credentials: seed_record(),
+        soft_delete_days: layout::DEFAULT_SOFT_DELETE_DAYS,
+        pin: None,
     }
 }
 

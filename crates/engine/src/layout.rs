@@ -11,6 +11,7 @@
 //! machines/<machine-id>/snapshots/<id>    recovery points, sealed
 //! machines/<machine-id>/locks/<id>        leases, sealed
 //! machines/<machine-id>/prune/<id>        prune markers, sealed
+//! machines/<machine-id>/deleted/<rp-id>    tombstones of soft-deleted recovery points, sealed
 //! ```
 //!
 //! `Vault` writes the root and registers machines; `Repository` reads and writes inside one
@@ -34,6 +35,7 @@
 //! | snapshots/*   |     16 MiB |    64 MiB | the source paths and a few figures               |
 //! | locks/*       |      1 MiB |     1 MiB | one lease                                        |
 //! | prune/*       |     64 MiB |   256 MiB | the ids of the packs a prune deletes             |
+//! | deleted/*     |     64 KiB |    64 KiB | who deleted a recovery point, when and why       |
 //! | packs/*       |      2 GiB |         - | `pack_size` (default 32 MiB) + one blob + header |
 //!
 //! An index file lists the packs of one flush (at most 64, see `backup::packer`): at the default
@@ -49,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::CredentialsRecord;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
+use crate::pin::PinRecord;
 
 /// The vault format this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -64,6 +67,10 @@ pub(crate) const INDEX: &str = "index";
 pub(crate) const SNAPSHOTS: &str = "snapshots";
 pub(crate) const LOCKS: &str = "locks";
 pub(crate) const PRUNE: &str = "prune";
+pub(crate) const DELETED: &str = "deleted";
+
+/// The soft-delete window of a vault whose `vault.json` does not set one.
+pub const DEFAULT_SOFT_DELETE_DAYS: u32 = 14;
 
 /// The largest plain content a blob may have. Data blobs are chunks (at most the chunker's
 /// 64 MiB); tree blobs list one directory, about 150 bytes an entry, so this allows millions of
@@ -92,7 +99,7 @@ pub(crate) struct Limits {
 pub(crate) fn limits(kind: &str) -> Limits {
     let (stored, plain) = match kind {
         VAULT_JSON => (MIB, MIB),
-        MACHINE_JSON | KEYS => (64 * KIB, 64 * KIB),
+        MACHINE_JSON | KEYS | DELETED => (64 * KIB, 64 * KIB),
         CONFIG | LOCKS => (MIB, MIB),
         INDEX => (256 * MIB, 512 * MIB),
         SNAPSHOTS => (16 * MIB, 64 * MIB),
@@ -196,6 +203,17 @@ pub struct VaultMeta {
     pub created: String,
     /// The newest credentials.
     pub credentials: CredentialsRecord,
+    /// Days a soft-deleted recovery point stays restorable before prune reclaims its data
+    /// (vaults from before soft delete read as [`DEFAULT_SOFT_DELETE_DAYS`]).
+    #[serde(default = "default_soft_delete_days")]
+    pub soft_delete_days: u32,
+    /// The security PIN in force, if one was issued (see `pin.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinRecord>,
+}
+
+fn default_soft_delete_days() -> u32 {
+    DEFAULT_SOFT_DELETE_DAYS
 }
 
 /// `machines/<id>/machine.json`: written last at registration; its presence means the machine
@@ -280,6 +298,7 @@ mod tests {
         // Every kind has its own caps, and the small ones are small.
         assert_eq!(limits(KEYS).stored, 64 * KIB);
         assert_eq!(limits(VAULT_JSON).stored, MIB);
+        assert_eq!(limits(DELETED).stored, 64 * KIB);
         assert!(limits(PACKS).stored >= 1024 * MIB);
     }
 
