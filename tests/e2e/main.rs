@@ -11,4 +11,5 @@ mod jobs;
 mod keys;
 mod resume;
 mod roundtrip;
+mod soft_delete;
 mod vault_input;

@@ -168,31 +168,42 @@ fn rel(id: &Id) -> String {
 
 impl Repository {
     /// Recovery points that are not deleted, oldest first: what listing, `latest`, retention
-    /// and freshness see.
+    /// and freshness see. (It reads no `vault.json`: an unchanged backup downloads nothing.)
     pub async fn recovery_points(&self) -> Result<Vec<(Id, RecoveryPoint)>> {
-        Ok(self.recovery_point_listing().await?.live)
+        Ok(self.split_points().await?.live)
     }
 
     /// Every recovery point, with the soft-deleted and purged ones apart.
     pub async fn recovery_point_listing(&self) -> Result<RecoveryPointListing> {
-        let stored = self.stored_recovery_points().await?;
-        let (tombs, unreadable_tombstones) = self.tombstones().await?;
+        let split = self.split_points().await?;
         let days = crate::pin::read_meta(&*self.store).await?.soft_delete_days;
-        let present: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
-        let mut deleted: Vec<DeletedPoint> = tombs
+        let mut deleted: Vec<DeletedPoint> = split
+            .tombs
             .iter()
-            .map(|(id, t)| deleted_point(id, t, days, !present.contains(id)))
+            .map(|(id, t)| deleted_point(id, t, days, !split.stored.contains(id)))
             .collect();
         deleted.sort_by(|a, b| a.deleted_at.cmp(&b.deleted_at).then(a.id.cmp(&b.id)));
+        Ok(RecoveryPointListing {
+            live: split.live,
+            deleted,
+            unreadable_tombstones: split.unreadable,
+        })
+    }
+
+    async fn split_points(&self) -> Result<Split> {
+        let stored = self.stored_recovery_points().await?;
+        let (tombs, unreadable) = self.tombstones().await?;
+        let ids: HashSet<Id> = stored.iter().map(|(id, _)| *id).collect();
         let tombstoned: HashSet<&Id> = tombs.iter().map(|(id, _)| id).collect();
         let live = stored
             .into_iter()
             .filter(|(id, _)| !tombstoned.contains(id))
             .collect();
-        Ok(RecoveryPointListing {
+        Ok(Split {
             live,
-            deleted,
-            unreadable_tombstones,
+            stored: ids,
+            tombs,
+            unreadable,
         })
     }
 
@@ -408,6 +419,18 @@ impl Repository {
         }
         Ok((purged, waiting, removed, next.map(|t| t.to_string())))
     }
+}
+
+/// The stored points split by their tombstones.
+struct Split {
+    /// Points without a readable tombstone.
+    live: Vec<(Id, RecoveryPoint)>,
+    /// Ids of every stored point.
+    stored: HashSet<Id>,
+    /// Readable tombstones.
+    tombs: Vec<(Id, Tombstone)>,
+    /// Problems with the others.
+    unreadable: Vec<String>,
 }
 
 fn deleted_point(id: &Id, t: &Tombstone, days: u32, purged: bool) -> DeletedPoint {

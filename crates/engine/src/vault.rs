@@ -163,17 +163,18 @@ impl Vault {
         self.meta.soft_delete_days
     }
 
-    /// Issues a new security PIN valid for `valid_for` (see `pin.rs`) and returns it: only
-    /// its hash is kept, and it replaces any PIN issued before.
-    pub async fn issue_pin(&mut self, valid_for: Duration) -> Result<String> {
+    /// Issues a new security PIN valid for `valid_for` (see `pin.rs`) and returns it with its
+    /// expiry (RFC 3339): only its hash is kept, and it replaces any PIN issued before.
+    pub async fn issue_pin(&mut self, valid_for: Duration) -> Result<(String, String)> {
         let (pin, record) = crate::pin::issue(valid_for, self.clock.now())?;
+        let expires_at = record.expires_at.clone();
         let mut meta = crate::pin::read_meta(&*self.store).await?;
         meta.pin = Some(record);
         self.store
             .put(VAULT_JSON, json(&meta), PutMode::Overwrite)
             .await?;
         self.meta = meta;
-        Ok(pin)
+        Ok((pin, expires_at))
     }
 
     /// Sets the soft-delete window to `days`. Lengthening it needs nothing; shortening it is
