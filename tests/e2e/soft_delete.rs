@@ -154,7 +154,8 @@ fn forget_undelete_restore_and_prune_after_the_window() {
     // Forget again; prune now keeps its data, the point still restores.
     a.ok(&["forget", "--keep-last", "1"]);
     let before = dir_bytes(&a.vault_dir());
-    let (c, p) = a.json(&["prune", "--grace", "0s", "--wait"]);
+    // Twice, with no grace: a second run carries out what the first decided.
+    let (c, p) = a.json(&["prune", "--grace", "0s"]);
     assert_eq!(c, 0, "{p}");
     assert_eq!(
         (
@@ -164,15 +165,20 @@ fn forget_undelete_restore_and_prune_after_the_window() {
         (Some(0), Some(1)),
         "{p}"
     );
-    assert_eq!(p["packs_deleted"], 0, "{p}");
+    assert_eq!(p["packs_doomed"], 0, "{p}");
+    let (c, p) = a.json(&["prune", "--grace", "0s"]);
+    assert_eq!((c, &p["packs_deleted"]), (0, &Value::from(0)), "{p}");
     let out = restore_id(&a, None, &old, &a.p("t3"));
     assert_eq!(code(&out), 0, "{}", text(&out));
 
     // 15 days later the window has passed: prune reclaims it.
-    let out = run_later(&a, "+15d", &["--json", "prune", "--grace", "0s", "--wait"]);
+    let out = run_later(&a, "+15d", &["--json", "prune", "--grace", "0s"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let p = json_of(&out);
     assert_eq!(p["recovery_points_purged"], 1, "{p}");
+    assert!(p["packs_doomed"].as_u64() > Some(0), "{p}");
+    let out = run_later(&a, "+15d", &["--json", "prune", "--grace", "0s"]);
+    let p = json_of(&out);
     assert!(p["packs_deleted"].as_u64() > Some(0), "{p}");
     let after = dir_bytes(&a.vault_dir());
     assert!(
@@ -324,10 +330,11 @@ fn critical_operations_need_a_valid_pin_and_are_recorded() {
         pin_file.to_str().unwrap(),
         "--grace",
         "0s",
-        "--wait",
     ]);
     assert_eq!(c, 0, "{p}");
     assert_eq!(p["recovery_points_purged"], 1, "{p}");
+    let (c, p) = a.json(&["prune", "--grace", "0s"]);
+    assert!(c == 0 && p["packs_deleted"].as_u64() > Some(0), "{p}");
     let out = a.run(&["restore", &old, "--target", a.p("t").to_str().unwrap()]);
     refused_with(&out, &["gone for good"]);
 

@@ -62,7 +62,7 @@ async fn forget_soft_deletes_and_listing_restore_and_undelete_follow() {
     // The tombstone is an object of its own; the recovery point object stays.
     assert_eq!(e.objects("deleted").await.len(), 1);
     assert_eq!(e.objects("snapshots").await.len(), 2);
-    assert_eq!(support::point_ids(&e.repo).await, [new.clone()]);
+    assert_eq!(support::point_ids(&e.repo).await, [new.as_str()]);
 
     let listing = e.repo.recovery_point_listing().await.unwrap();
     assert_eq!(listing.live.len(), 1);
@@ -172,9 +172,17 @@ async fn prune_keeps_data_inside_the_window_and_reclaims_it_after() {
     e.repo.forget(&keep_last(1), None, false).await.unwrap();
     e.clock.advance(15 * DAY);
     let p = e.repo.prune(prune_now()).await.unwrap();
-    assert_eq!((p.recovery_points_purged, p.tombstones_removed), (1, 1), "{p:?}");
+    assert_eq!(
+        (p.recovery_points_purged, p.tombstones_removed),
+        (1, 1),
+        "{p:?}"
+    );
     let left = e.repo.recovery_point_listing().await.unwrap().deleted;
-    assert_eq!(left.len(), 1, "the newly purged point's tombstone stays: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "the newly purged point's tombstone stays: {left:?}"
+    );
     assert_ne!(left[0].id, old);
     assert_eq!(e.objects("deleted").await.len(), 1);
 }
@@ -209,7 +217,7 @@ async fn a_forged_or_damaged_tombstone_hides_nothing_and_check_reports_it() {
     let moved = format!("machines/{}/deleted/{new}", e.machine);
     store.put(&moved, real, PutMode::Create).await.unwrap();
     let listing = e.repo.recovery_point_listing().await.unwrap();
-    assert_eq!(support::point_ids(&e.repo).await, [new.clone()]);
+    assert_eq!(support::point_ids(&e.repo).await, [new.as_str()]);
     assert_eq!(listing.deleted.len(), 1, "only the real tombstone counts");
     assert_eq!(listing.unreadable_tombstones.len(), 1);
 
