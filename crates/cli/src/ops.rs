@@ -241,8 +241,13 @@ pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
     }
     ctx.output(&report, || {
         format!(
-            "{} recovery points, {} trees, {} packs, {} blobs{}: {}",
+            "{} recovery points{}, {} trees, {} packs, {} blobs{}: {}",
             report.recovery_points,
+            if report.soft_deleted > 0 {
+                format!(" ({} soft-deleted)", report.soft_deleted)
+            } else {
+                String::new()
+            },
             report.trees,
             report.packs,
             report.blobs,
