@@ -47,7 +47,8 @@ pub(crate) const KIND: &str = layout::DELETED;
 pub struct Actor {
     /// The kernel's host name.
     pub hostname: String,
-    /// The user name (`$USER`, else `$LOGNAME`, else `uid N`).
+    /// The user name (`$USER`, else `$LOGNAME`, else the uid's name in `/etc/passwd`, else
+    /// `uid N`).
     pub user: String,
     /// The machine itself, when it was the opener; `None` for an admin host.
     pub machine: Option<String>,
@@ -60,16 +61,29 @@ impl Actor {
             .nodename()
             .to_string_lossy()
             .into_owned();
+        let uid = rustix::process::getuid().as_raw();
         let user = ["USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()));
+            .or_else(|| passwd_name(uid))
+            .unwrap_or_else(|| format!("uid {uid}"));
         Actor {
             hostname,
             user,
             machine: machine.map(str::to_string),
         }
     }
+}
+
+/// The name of `uid` in `/etc/passwd` (services and cron jobs often run without `$USER`).
+fn passwd_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse() == Ok(uid) && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 impl std::fmt::Display for Actor {
