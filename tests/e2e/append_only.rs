@@ -151,6 +151,22 @@ fn staging_junk(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Every folder beneath `root`, not `root` itself.
+fn dirs_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.push(e.path());
+                todo.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 fn has_flag(path: &Path, flag: char) -> bool {
     let out = Command::new("lsattr").arg("-d").arg(path).output().unwrap();
     let attrs = String::from_utf8_lossy(&out.stdout);
@@ -299,7 +315,15 @@ fn a_chattr_append_only_local_vault_survives_its_machine() {
     }
     let before = after_run;
 
-    // The config flag turned off by hand: the file system refuses the deletes.
+    // Everything the machine wrote went into folders that were made first, so every one is
+    // append-only (a folder made later inside one would not be).
+    for dir in dirs_under(&machine) {
+        assert!(has_flag(&dir, 'a'), "{} is not append-only", dir.display());
+    }
+
+    // The config flag turned off by hand. Forget only soft-deletes (create-only tombstones),
+    // which the folders allow; every deletion is refused by the file system: prune's, and
+    // undelete's (it removes a tombstone). Nothing that was in the vault changes.
     let cfg = fs::read_to_string(a.config()).unwrap();
     assert!(cfg.contains("append_only = true"), "{cfg}");
     fs::write(
@@ -309,11 +333,21 @@ fn a_chattr_append_only_local_vault_survives_its_machine() {
     .unwrap();
     let points = |a: &Agent| agent_ok(a, &["recovery-points"]);
     let points_before = points(&a);
+    let all = points_before.as_array().unwrap().len();
+    assert!(all > 1, "{points_before}");
+    agent_ok(&a, &["forget", "--keep-last", "1"]);
+    // One kept per group: the job's points and the ad-hoc backups' (by their paths).
+    let kept = points(&a).as_array().unwrap().len();
+    assert!(kept < all, "{kept} of {all}");
+    let deleted = agent_ok(&a, &["recovery-points", "--deleted"]);
+    let deleted = deleted.as_array().unwrap();
+    assert_eq!(deleted.len(), all - kept, "{deleted:?}");
+    let gone = deleted[0]["id"].as_str().unwrap().to_string();
     for (args, dir) in [
-        (&["forget", "--keep-last", "1"][..], "snapshots/"),
-        (&["prune"][..], "locks/"),
+        (vec!["undelete", gone.as_str()], "deleted/"),
+        (vec!["prune"], "locks/"),
     ] {
-        let out = agent(&a, args);
+        let out = agent(&a, &args);
         assert_eq!(code(&out), 1, "{args:?}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("does not allow deletes"), "{args:?}: {err}");
@@ -328,7 +362,15 @@ fn a_chattr_append_only_local_vault_survives_its_machine() {
             path.display()
         );
     }
-    assert_eq!(points(&a), points_before);
+    for dir in dirs_under(&machine) {
+        assert!(has_flag(&dir, 'a'), "{} is not append-only", dir.display());
+    }
+    // A soft-deleted point still restores by its id.
+    let old_target = a.p("restored-deleted");
+    agent_ok(
+        &a,
+        &["restore", &gone, "--target", old_target.to_str().unwrap()],
+    );
     fs::remove_dir_all(&target).unwrap();
     agent_ok(
         &a,

@@ -2,9 +2,10 @@
 //! created and the machine registered with the admin's credentials, then the machine runs with
 //! credentials that may create and read but not delete (moto with IAM enforcement and the
 //! documented machine policy; Azurite with an `rcl` container SAS). Backups, a `kill -9` and
-//! the next backup, check and restore pass. A machine registered as usual has its forget and
-//! prune refused by the store, saying who runs retention; one registered `--append-only` never
-//! asks the store to delete and has them refused by its agent. Nothing is lost either way, and
+//! the next backup, check and restore pass. A machine registered as usual may soft-delete
+//! (tombstones are new objects) but has undelete and prune refused by the store, saying who
+//! runs retention; one registered `--append-only` never asks the store to delete and has
+//! forget and prune refused by its agent. Nothing is lost either way, and
 //! the admin's credentials can do what the machine's cannot.
 
 use std::fs;
@@ -190,12 +191,28 @@ fn append_only_flow(cloud: &Cloud, guard: Guard) {
         check_and_restore(&a, &src, "after-refusals");
         return;
     }
-    // The machine's own retention is refused by the store; nothing is lost.
-    refused_by_the_store(&a, &["forget", "--keep-last", "1"]);
-    assert_eq!(point_ids(&a), points);
-    // The admin forgets the first point; the machine's prune is refused in turn.
-    a.env = cloud.admin_env.clone();
+    // The machine's forget only soft-deletes (create-only tombstones): allowed, and undone
+    // only by a delete, which the store refuses the machine and allows the admin.
     a.ok(&["forget", "--keep-last", "1"]);
+    assert_eq!(point_ids(&a).len(), 1);
+    let (c, deleted) = a.json(&["recovery-points", "--deleted"]);
+    assert_eq!(c, 0, "{deleted}");
+    let gone = deleted[0]["id"].as_str().unwrap().to_string();
+    assert!(deleted[0]["purge_after"].is_string(), "{deleted}");
+    refused_by_the_store(&a, &["undelete", &gone]);
+    a.env = cloud.admin_env.clone();
+    a.ok(&["undelete", &gone]);
+    a.env = cloud.machine_env.clone();
+    assert_eq!(point_ids(&a), points);
+    // Soft-deleted again, and purged by the admin with the vault owner's PIN: the point's
+    // object goes and its packs are doomed, to be deleted by a later prune.
+    a.ok(&["forget", "--keep-last", "1"]);
+    a.env = cloud.admin_env.clone();
+    let (c, pin) = a.json(&["vault", "pin", &cloud.url]);
+    assert_eq!(c, 0, "{pin}");
+    let pin = pin["pin"].as_str().unwrap().to_string();
+    a.ok(&["prune", "--purge-deleted-now", "--pin", &pin]);
+    // The machine's prune would now delete those packs: the store refuses, nothing is lost.
     a.env = cloud.machine_env.clone();
     refused_by_the_store(&a, &prune_now);
     assert_eq!(point_ids(&a).len(), 1);

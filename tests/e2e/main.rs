@@ -14,4 +14,5 @@ mod jobs;
 mod keys;
 mod resume;
 mod roundtrip;
+mod soft_delete;
 mod vault_input;

@@ -6,7 +6,8 @@
 use indicatif::{HumanBytes, HumanCount};
 use rbackup_engine::crypto::{CryptoError, Malformed};
 use rbackup_engine::{
-    CACHE_PERCENT, CorruptReason, CredentialsProblem, EngineError, ScratchFolder, SpacePlace,
+    CACHE_PERCENT, CorruptReason, CredentialsProblem, EngineError, PinProblem, ScratchFolder,
+    SpacePlace,
 };
 
 /// The whole error for the terminal: each cause once, engine figures readable, then advice.
@@ -200,6 +201,20 @@ pub fn advice(e: &EngineError) -> Option<String> {
         EngineError::RepositoryBusy { .. } => {
             "wait for it to finish; if that process is gone, its lease runs out by itself".into()
         }
+        EngineError::PinRefused {
+            problem: PinProblem::Required,
+        } => "give the vault's security PIN with --pin PIN, --pin-file FILE or RBACKUP_PIN; \
+              the vault owner issues one with `rbackup vault pin URL`"
+            .into(),
+        EngineError::PinRefused { .. } => {
+            "ask the vault owner for a new PIN: `rbackup vault pin URL`".into()
+        }
+        EngineError::RecoveryPointPurged { .. } => {
+            "list what can still be restored with `rbackup recovery-points` and \
+             `rbackup recovery-points --deleted`"
+                .into()
+        }
+        EngineError::NotDeleted { .. } => "it is listed by `rbackup recovery-points`".into(),
         _ => return None,
     };
     Some(text)

@@ -1,5 +1,7 @@
-//! Job history: one JSON record per backup, restore or scheduled run, kept in the agent's state
-//! dir (`$XDG_STATE_HOME/rbackup/<machine>/jobs/`), listed by `rbackup jobs`.
+//! Job history: one JSON record per backup, restore, scheduled run or critical operation
+//! (shortening the soft-delete window, purging soft-deleted points at once: who did it, from
+//! which host, what), kept in the agent's state dir (`$XDG_STATE_HOME/rbackup/<machine>/jobs/`),
+//! listed by `rbackup jobs`.
 //!
 //! One file per record, written atomically, so concurrent runs never interleave and a crash
 //! never leaves half a record.
@@ -35,6 +37,12 @@ pub struct JobRecord {
     /// The engine's report (counts, bytes, skipped files with reasons), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Value>,
+    /// For a critical operation: who ran it (user, host, and the machine or "admin host").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<rbackup_engine::Actor>,
+    /// For a critical operation: what it did, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
 }
 
 impl JobRecord {
@@ -66,7 +74,17 @@ impl JobRecord {
                 .unwrap_or(0.0),
             error,
             report,
+            by: None,
+            what: None,
         }
+    }
+
+    /// Marks the record as a critical operation run by this process as `machine`, doing
+    /// `what`.
+    pub fn critical(mut self, machine: &str, what: String) -> JobRecord {
+        self.by = Some(rbackup_engine::Actor::current(Some(machine)));
+        self.what = Some(what);
+        self
     }
 }
 
@@ -137,6 +155,9 @@ pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
                 HumanBytes(num("bytes_read")),
                 HumanBytes(num("bytes_added")),
             );
+            if let (Some(by), Some(what)) = (&r.by, &r.what) {
+                out += &format!("    critical operation by {by}: {what}\n");
+            }
             if let Some(e) = &r.error {
                 out += &format!("    error: {e}\n");
             }

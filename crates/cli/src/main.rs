@@ -58,8 +58,19 @@ pub enum Command {
     Register(RegisterArgs),
     /// Back up files and folders now.
     Backup(BackupArgs),
-    /// List recovery points, oldest first.
-    RecoveryPoints,
+    /// List recovery points, oldest first (with --deleted: the soft-deleted ones).
+    RecoveryPoints {
+        /// List the soft-deleted recovery points instead, with the days left before a prune
+        /// may reclaim them.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Bring back a soft-deleted recovery point (removes its tombstone: needs credentials that
+    /// can delete).
+    Undelete {
+        /// Its id (a unique prefix is enough).
+        recovery_point: String,
+    },
     /// Restore a recovery point.
     Restore(RestoreArgs),
     /// Verify the repository (and with --read-data, every byte of it).
@@ -132,6 +143,24 @@ pub enum VaultCmd {
         out: PathBuf,
         #[arg(long, default_value = "48h")]
         valid_for: String,
+    },
+    /// Issue a short-lived security PIN for critical operations, printed once; it replaces
+    /// any PIN issued before.
+    Pin {
+        url: String,
+        /// How long the PIN stays valid, e.g. 5m, 1h.
+        #[arg(long, default_value = "5m")]
+        valid_for: String,
+    },
+    /// Set the soft-delete window: how many days a forgotten recovery point stays restorable
+    /// before a prune may reclaim it. Shortening it needs the security PIN.
+    SetSoftDelete {
+        url: String,
+        /// Days (0 to 3650).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=3650))]
+        days: u32,
+        #[command(flatten)]
+        pin: setup::PinArgs,
     },
 }
 
@@ -260,7 +289,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Passphrase(cmd) => setup::passphrase(&ctx, cmd).await,
         Command::Key(cmd) => keys::key(&ctx, cmd).await,
         Command::Backup(args) => ops::backup(&ctx, args).await,
-        Command::RecoveryPoints => ops::recovery_points(&ctx).await,
+        Command::RecoveryPoints { deleted: false } => ops::recovery_points(&ctx).await,
+        Command::RecoveryPoints { deleted: true } => retention::deleted_points(&ctx).await,
+        Command::Undelete { recovery_point } => retention::undelete(&ctx, &recovery_point).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,
         Command::Check { read_data } => ops::check(&ctx, read_data).await,
         Command::Jobs { last } => history::list(&ctx, last),

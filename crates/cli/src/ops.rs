@@ -83,14 +83,19 @@ pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
 
 pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
     let (cfg, repo) = open_configured(ctx).await?;
-    let rps = repo.recovery_points().await?;
+    let listing = repo.recovery_point_listing().await?;
+    for w in &listing.unreadable_tombstones {
+        ctx.notice(&format!("warning: {w}"));
+    }
+    let rps = &listing.live;
     // Freshness findings are warnings here (the list is still what the vault holds); `check`
-    // fails on them.
+    // fails on them. Soft-deleted and purged points are gone on purpose.
     let mut mark = crate::freshness::load(ctx, &cfg);
-    for f in rbackup_engine::assess(&rps, Some(&mark)) {
+    let accounted = listing.accounted();
+    for f in rbackup_engine::assess_accounting(rps, &accounted, Some(&mark)) {
         ctx.notice(&format!("warning: {f}"));
     }
-    mark.observe(&rps);
+    mark.observe(rps);
     crate::freshness::save(ctx, &cfg, &mark);
     let list: Vec<_> = rps
         .iter()
@@ -106,7 +111,7 @@ pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
             "{:<10} {:<32} {:>10} {:>8}  paths\n",
             "id", "time", "size", "files"
         );
-        for (id, rp) in &rps {
+        for (id, rp) in rps {
             out += &format!(
                 "{:<10} {:<32} {:>10} {:>8}  {}\n",
                 id.short(),
@@ -163,6 +168,16 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
         &JobRecord::new("restore", None, started, &result, failed),
     );
     let report = result?;
+    if let Some(d) = &report.soft_deleted {
+        ctx.notice(&format!(
+            "note: recovery point {} is soft-deleted (deleted {} by {}); it can be restored or \
+             brought back with `rbackup undelete` until {}",
+            d.id.get(..8).unwrap_or(&d.id),
+            d.deleted_at,
+            d.deleted_by,
+            d.purge_after
+        ));
+    }
     for w in &report.warnings {
         ctx.notice(&format!("warning: {w}"));
     }
@@ -226,8 +241,13 @@ pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {
     }
     ctx.output(&report, || {
         format!(
-            "{} recovery points, {} trees, {} packs, {} blobs{}: {}",
+            "{} recovery points{}, {} trees, {} packs, {} blobs{}: {}",
             report.recovery_points,
+            if report.soft_deleted > 0 {
+                format!(" ({} soft-deleted)", report.soft_deleted)
+            } else {
+                String::new()
+            },
             report.trees,
             report.packs,
             report.blobs,

@@ -4,6 +4,9 @@
 //! `--job`, else every job that has one, each on its own recovery points). `prune` deletes in
 //! two phases (see the engine's `prune` module): what a run decides is deleted by a later run
 //! once no backup that might still use it is running, or by this run with `--wait`.
+//! `forget` soft-deletes (see the engine's `tombstone` module): `recovery-points --deleted`
+//! lists what it deleted, `undelete` brings a point back, and `prune` reclaims a point's data
+//! after the vault's soft-delete window, or at once with `--purge-deleted-now` and the PIN.
 
 use std::collections::BTreeMap;
 
@@ -12,11 +15,12 @@ use clap::Args;
 use indicatif::HumanBytes;
 use rbackup_engine::retention::ForgetGroup;
 use rbackup_engine::{
-    ForgetReport, PruneOptions, PruneReport, Repository, RetentionPolicy, Verdict,
+    Actor, ForgetReport, PruneOptions, PruneReport, Repository, RetentionPolicy, Verdict,
 };
 use serde_json::json;
 
 use crate::config::{AgentConfig, JobConfig};
+use crate::history::JobRecord;
 use crate::setup::open_configured;
 use crate::ui::{Ctx, parse_duration};
 
@@ -94,6 +98,12 @@ pub struct PruneArgs {
     /// Repack a partly used pack when more than this fraction of it is unused (0 to 1).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
     pub repack_threshold: f64,
+    /// Purge every soft-deleted recovery point now, before its window ends (a critical
+    /// operation: needs the vault's security PIN).
+    #[arg(long)]
+    pub purge_deleted_now: bool,
+    #[command(flatten)]
+    pub pin: crate::setup::PinArgs,
     #[command(flatten)]
     pub target: MachineArgs,
 }
@@ -238,7 +248,11 @@ pub async fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<u8> {
     };
     let mut reports = Vec::new();
     for (job, policy) in plan(&jobs, &args)? {
-        let report = repo.forget(&policy, job.as_deref(), args.dry_run).await;
+        // Tombstones record who deleted: another machine's points are deleted by this host.
+        let actor = Actor::current(other.is_none().then(|| repo.machine_id()));
+        let report = repo
+            .forget_as(&policy, job.as_deref(), args.dry_run, &actor)
+            .await;
         // Recorded as each run ends, so an error in a later one does not lose the record.
         // Another machine's points are in that machine's record, not this host's.
         if let Ok(r) = &report
@@ -273,7 +287,7 @@ pub async fn prune(ctx: &Ctx, args: PruneArgs) -> Result<u8> {
             args.repack_threshold
         );
     }
-    let (_, repo, _) = open_target(ctx, &args.target).await?;
+    let (cfg, repo, _) = open_target(ctx, &args.target).await?;
     let mut opts = PruneOptions::default();
     opts.dry_run = args.dry_run;
     opts.wait = args.wait;
@@ -281,11 +295,83 @@ pub async fn prune(ctx: &Ctx, args: PruneArgs) -> Result<u8> {
     if let Some(g) = &args.grace {
         opts.grace = parse_duration(g)?;
     }
-    let report = repo.prune(opts).await?;
+    opts.purge_deleted_now = args.purge_deleted_now;
+    opts.pin = args.pin.resolve()?;
+    let started = jiff::Timestamp::now();
+    let result = repo.prune(opts).await.map_err(anyhow::Error::from);
+    if args.purge_deleted_now && !args.dry_run {
+        let what = match &result {
+            Ok(r) => format!(
+                "purged {} soft-deleted recovery point(s) before their window ended",
+                r.recovery_points_purged
+            ),
+            Err(_) => "purge of soft-deleted recovery points before their window ended".into(),
+        };
+        let rec = JobRecord::new("purge-deleted-now", None, started, &result, |_| false);
+        crate::history::record(ctx, &cfg, &rec.critical(&cfg.machine_id, what));
+    }
+    let report = result?;
     for n in &report.notes {
         ctx.notice(&format!("note: {n}"));
     }
     ctx.output(&report, || prune_text(&report))?;
+    Ok(0)
+}
+
+/// `recovery-points --deleted`: the soft-deleted points that can still be restored or
+/// brought back, with the days left in their window.
+pub async fn deleted_points(ctx: &Ctx) -> Result<u8> {
+    let (_, repo) = open_configured(ctx).await?;
+    let listing = repo.recovery_point_listing().await?;
+    for w in &listing.unreadable_tombstones {
+        ctx.notice(&format!("warning: {w}"));
+    }
+    let now = jiff::Timestamp::now();
+    let shown: Vec<_> = listing.deleted.iter().filter(|d| !d.purged).collect();
+    let doc: Vec<_> = shown
+        .iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            v["days_left"] = json!(d.days_left(now));
+            v
+        })
+        .collect();
+    ctx.output(&doc, || {
+        let mut out = format!(
+            "{:<10} {:<32} {:<32} {:>9}  deleted by, why\n",
+            "id", "time", "deleted at", "days left"
+        );
+        for d in &shown {
+            out += &format!(
+                "{:<10} {:<32} {:<32} {:>9}  {}, {}\n",
+                d.id.get(..8).unwrap_or(&d.id),
+                d.time,
+                d.deleted_at,
+                d.days_left(now),
+                d.deleted_by,
+                d.reason
+            );
+        }
+        out += &format!(
+            "{} soft-deleted recovery point(s); `rbackup undelete ID` brings one back, \
+             `rbackup restore ID --target DIR` restores it",
+            shown.len()
+        );
+        out
+    })?;
+    Ok(0)
+}
+
+/// `undelete`: removes a soft-deleted point's tombstone.
+pub async fn undelete(ctx: &Ctx, spec: &str) -> Result<u8> {
+    let (_, repo) = open_configured(ctx).await?;
+    let id = repo.undelete(spec).await?;
+    ctx.output(&json!({"undeleted": id.to_hex()}), || {
+        format!(
+            "recovery point {} is back: `rbackup recovery-points` lists it again",
+            id.short()
+        )
+    })?;
     Ok(0)
 }
 
@@ -309,7 +395,8 @@ fn forget_text(r: &ForgetReport) -> String {
         if r.dry_run {
             "would be forgotten"
         } else {
-            "forgotten"
+            "forgotten (soft-deleted: `rbackup recovery-points --deleted` lists them, \
+             `rbackup undelete ID` brings one back until a prune after the window reclaims it)"
         }
     );
     out
@@ -339,6 +426,15 @@ fn prune_text(r: &PruneReport) -> String {
         if r.dry_run { "(dry run) " } else { "" },
         r.recovery_points,
         r.referenced_blobs
+    );
+    out += &format!(
+        "soft-deleted: {} purged, {} kept in their window{}\n",
+        r.recovery_points_purged,
+        r.soft_deleted_kept,
+        r.next_purge_after
+            .as_deref()
+            .map(|t| format!(" (the first may go after {t})"))
+            .unwrap_or_default()
     );
     out += &format!(
         "deleted {} packs and {} orphaned packs, freed {}; {} packs kept because new recovery points use them\n",

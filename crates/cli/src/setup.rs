@@ -59,7 +59,74 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
                 || format!("New credentials written to {} (valid until {}); every older credentials file for this vault is now invalid.", out.display(), creds.expires_at),
             )?;
         }
+        VaultCmd::Pin { url, valid_for } => {
+            let url = canonical_url(&url)?;
+            let mut vault = open_vault(&url, None).await?;
+            let (pin, expires) = vault.issue_pin(parse_duration(&valid_for)?).await?;
+            ctx.output(
+                &json!({"vault": url, "pin": pin, "expires_at": expires}),
+                || format!("Security PIN: {pin}\nValid until {expires}, for one critical operation (shortening the soft-delete window, purging deleted recovery points at once); it is shown only now, and any older PIN no longer works."),
+            )?;
+        }
+        VaultCmd::SetSoftDelete { url, days, pin } => {
+            return set_soft_delete(ctx, &url, days, &pin).await;
+        }
     }
+    Ok(0)
+}
+
+/// The security PIN of a critical operation: `--pin`, else `--pin-file`, else `RBACKUP_PIN`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PinArgs {
+    /// The vault's security PIN (from `rbackup vault pin`); RBACKUP_PIN works too.
+    #[arg(long, value_name = "PIN", conflicts_with = "pin_file")]
+    pub pin: Option<String>,
+    /// A file holding the security PIN.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+}
+
+impl PinArgs {
+    /// The PIN given, if any.
+    pub fn resolve(&self) -> Result<Option<String>> {
+        if let Some(p) = &self.pin {
+            return Ok(Some(p.trim().to_string()));
+        }
+        if let Some(f) = &self.pin_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the PIN file {}", f.display()))?;
+            return Ok(Some(text.trim().to_string()));
+        }
+        Ok(std::env::var("RBACKUP_PIN")
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty()))
+    }
+}
+
+/// `vault set-soft-delete`: lengthening is free; shortening is a critical operation, recorded
+/// in the job history of this host's machine when it has one.
+async fn set_soft_delete(ctx: &Ctx, url: &str, days: u32, pin: &PinArgs) -> Result<u8> {
+    let url = canonical_url(url)?;
+    let mut vault = open_vault(&url, None).await?;
+    let old = vault.soft_delete_days();
+    let started = jiff::Timestamp::now();
+    let result = vault
+        .set_soft_delete_days(days, pin.resolve()?.as_deref())
+        .await
+        .map_err(anyhow::Error::from);
+    let cfg = AgentConfig::load(&ctx.config_path).ok().flatten();
+    if let Some(cfg) = cfg.filter(|_| days < old) {
+        let what = format!("soft-delete window of {url} shortened from {old} to {days} days");
+        let rec =
+            crate::history::JobRecord::new("set-soft-delete", None, started, &result, |_| false);
+        crate::history::record(ctx, &cfg, &rec.critical(&cfg.machine_id, what));
+    }
+    let old = result?;
+    ctx.output(
+        &json!({"vault": url, "soft_delete_days": days, "previous_days": old}),
+        || format!("Soft-delete window of {url}: {days} days (was {old})."),
+    )?;
     Ok(0)
 }
 

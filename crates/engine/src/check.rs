@@ -37,7 +37,15 @@ impl Repository {
         let index = self.check_index(&mut report).await?;
         self.check_packs(&index, &mut report).await?;
         let rps = self.check_recovery_points(&mut report).await?;
-        report.freshness = crate::freshness::assess(&rps, opts.freshness.as_ref());
+        // Soft-deleted points are checked like the others (they are restorable); their
+        // tombstones account for the purged ones, and one that does not open is an error.
+        let (tombs, unreadable) = self.tombstones().await?;
+        let stored: HashSet<&Id> = rps.iter().map(|(id, _)| id).collect();
+        report.soft_deleted = tombs.iter().filter(|(id, _)| stored.contains(id)).count() as u64;
+        report.errors.extend(unreadable);
+        let deleted: HashSet<Id> = tombs.iter().map(|(id, _)| *id).collect();
+        report.freshness =
+            crate::freshness::assess_accounting(&rps, &deleted, opts.freshness.as_ref());
         let mut mark = opts.freshness.unwrap_or_default();
         mark.observe(&rps);
         report.freshness_mark = mark;

@@ -158,6 +158,34 @@ pub enum EngineError {
     #[error("this machine has no recovery points yet")]
     NoRecoveryPoints,
 
+    /// A recovery point that was soft-deleted and whose data a prune has since reclaimed:
+    /// only its tombstone is left.
+    #[error(
+        "recovery point {id} was deleted on {deleted_at} and purged after its soft-delete \
+         window: it is gone for good"
+    )]
+    RecoveryPointPurged {
+        /// Its id (hex).
+        id: String,
+        /// When it was deleted (RFC 3339).
+        deleted_at: String,
+    },
+
+    /// A recovery point asked to be brought back that is not soft-deleted.
+    #[error("recovery point {id} is not deleted")]
+    NotDeleted {
+        /// Its id (hex).
+        id: String,
+    },
+
+    /// A critical operation (shortening the soft-delete window, purging at once) without a
+    /// valid security PIN.
+    #[error("security PIN refused: {problem}")]
+    PinRefused {
+        /// What is wrong with it.
+        problem: PinProblem,
+    },
+
     /// A path asked for in a restore that the recovery point does not hold.
     #[error("{} is not in this recovery point", path.display())]
     PathNotInRecoveryPoint {
@@ -378,6 +406,27 @@ impl std::fmt::Display for SpacePlace {
             SpacePlace::RecoveryFolder { .. } => "the recovery folder",
         })
     }
+}
+
+/// Why a security PIN was refused ([`EngineError::PinRefused`]).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PinProblem {
+    /// The operation needs a PIN and none was given.
+    #[error("this operation needs the vault's security PIN")]
+    Required,
+    /// The vault has no PIN in force (none was issued, or it was used).
+    #[error("the vault has no PIN in force (none was issued since the last one was used)")]
+    NoneIssued,
+    /// Not the PIN in force.
+    #[error("it is not the PIN in force")]
+    Wrong,
+    /// The PIN in force, but past its validity.
+    #[error("it expired at {expired_at}")]
+    Expired {
+        /// When it stopped being valid, by the vault's own record.
+        expired_at: jiff::Timestamp,
+    },
 }
 
 /// Why vault credentials are invalid ([`EngineError::InvalidCredentials`]).

@@ -14,7 +14,9 @@
 //!   show, since an old copy is self-consistent.
 //!
 //! Recovery points this machine forgot itself are recorded in [`Freshness::forgotten`] and are
-//! not reported; without a mark, missing predecessors are not reported at all, since a forget
+//! not reported, and neither are points with a sealed tombstone (soft-deleted, or purged after
+//! their window, by this machine or an admin host; see `tombstone.rs` and
+//! [`assess_accounting`]); without a mark, missing predecessors are not reported at all, since a forget
 //! and a deletion by someone else look the same in the vault. Where the mark is kept is the embedder's choice; the engine only updates it.
 //! Recovery points written before sequences existed have sequence 0 and no predecessors: they
 //! are never reported and never count as the newest.
@@ -164,8 +166,23 @@ impl fmt::Display for FreshnessFinding {
 /// a mark only [`FreshnessFinding::SequenceBackwards`] can be found: a missing predecessor may
 /// be one this machine forgot. Findings are sorted so reports are stable.
 pub fn assess(rps: &[(Id, RecoveryPoint)], local: Option<&Freshness>) -> Vec<FreshnessFinding> {
+    assess_accounting(rps, &HashSet::new(), local)
+}
+
+/// [`assess`], with `deleted` the points that are gone from `rps` on purpose: soft-deleted or
+/// purged, with a sealed tombstone that says so
+/// ([`RecoveryPointListing::accounted`](crate::RecoveryPointListing::accounted)). They are
+/// not reported as disappeared, whoever deleted them, nor as a rollback when the local mark
+/// is one of them. A tombstone needs the machine's keys, so a store attacker cannot account
+/// for what they delete.
+pub fn assess_accounting(
+    rps: &[(Id, RecoveryPoint)],
+    deleted: &HashSet<Id>,
+    local: Option<&Freshness>,
+) -> Vec<FreshnessFinding> {
     let present: HashMap<&Id, &RecoveryPoint> = rps.iter().map(|(id, rp)| (id, rp)).collect();
-    let forgotten: HashSet<&Id> = local.iter().flat_map(|l| &l.forgotten).collect();
+    let mut forgotten: HashSet<&Id> = local.iter().flat_map(|l| &l.forgotten).collect();
+    forgotten.extend(deleted);
     // Without a mark there is no record of what this machine forgot, so a missing
     // predecessor could be its own forget: only the vault's own consistency is checked.
     let deletions = local.is_some();

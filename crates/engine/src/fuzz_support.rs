@@ -21,6 +21,7 @@ use crate::pack::{self, BlobKind};
 use crate::prune::Marker;
 use crate::restore::plan;
 use crate::snapshot::{self, RecoveryPoint};
+use crate::tombstone::Tombstone;
 use crate::tree::Tree;
 use crate::vault;
 
@@ -67,6 +68,7 @@ pub fn run(name: &str, data: &[u8]) -> Option<bool> {
             layout::INDEX,
             layout::SNAPSHOTS,
             layout::LOCKS,
+            layout::DELETED,
         ]
         .into_iter()
         .map(|kind| shown(codec::open_meta::<ciborium::Value>(&keys, kind, NAME, data)))
@@ -133,6 +135,7 @@ fn meta_plain(keys: &MasterKeys, data: &[u8]) -> bool {
         open::<RecoveryPoint>(keys, layout::SNAPSHOTS, data),
         open::<LeaseInfo>(keys, layout::LOCKS, data),
         open::<Marker>(keys, layout::PRUNE, data),
+        open::<Tombstone>(keys, layout::DELETED, data),
     ]
     .contains(&true)
 }
@@ -403,6 +406,8 @@ fn seed_vault_meta() -> layout::VaultMeta {
         vault_id: "0123456789abcdef0123456789abcdef".into(),
         created: "2026-12-01T12:00:00Z".into(),
         credentials: seed_record(),
+        soft_delete_days: layout::DEFAULT_SOFT_DELETE_DAYS,
+        pin: None,
     }
 }
 

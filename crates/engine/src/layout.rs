@@ -12,6 +12,7 @@
 //! machines/<machine-id>/locks/<id>        leases, sealed
 //! machines/<machine-id>/prune/<id>        prune markers, sealed
 //! machines/<machine-id>/policy/<id>       published retention policies, sealed
+//! machines/<machine-id>/deleted/<rp-id>    tombstones of soft-deleted recovery points, sealed
 //! ```
 //!
 //! `Vault` writes the root and registers machines; `Repository` reads and writes inside one
@@ -36,6 +37,7 @@
 //! | locks/*       |      1 MiB |     1 MiB | one lease                                        |
 //! | prune/*       |     64 MiB |   256 MiB | the ids of the packs a prune deletes             |
 //! | policy/*      |      1 MiB |     1 MiB | the retention policy of each job                 |
+//! | deleted/*     |     64 KiB |    64 KiB | who deleted a recovery point, when and why       |
 //! | packs/*       |      2 GiB |         - | `pack_size` (default 32 MiB) + one blob + header |
 //!
 //! An index file lists the packs of one flush (at most 64, see `backup::packer`): at the default
@@ -51,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::CredentialsRecord;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
+use crate::pin::PinRecord;
 
 /// The vault format this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -67,6 +70,10 @@ pub(crate) const SNAPSHOTS: &str = "snapshots";
 pub(crate) const LOCKS: &str = "locks";
 pub(crate) const PRUNE: &str = "prune";
 pub(crate) const POLICY: &str = "policy";
+pub(crate) const DELETED: &str = "deleted";
+
+/// The soft-delete window of a vault whose `vault.json` does not set one.
+pub const DEFAULT_SOFT_DELETE_DAYS: u32 = 14;
 
 /// The largest plain content a blob may have. Data blobs are chunks (at most the chunker's
 /// 64 MiB); tree blobs list one directory, about 150 bytes an entry, so this allows millions of
@@ -95,7 +102,7 @@ pub(crate) struct Limits {
 pub(crate) fn limits(kind: &str) -> Limits {
     let (stored, plain) = match kind {
         VAULT_JSON => (MIB, MIB),
-        MACHINE_JSON | KEYS => (64 * KIB, 64 * KIB),
+        MACHINE_JSON | KEYS | DELETED => (64 * KIB, 64 * KIB),
         CONFIG | LOCKS | POLICY => (MIB, MIB),
         INDEX => (256 * MIB, 512 * MIB),
         SNAPSHOTS => (16 * MIB, 64 * MIB),
@@ -190,7 +197,7 @@ pub(crate) fn key_rel(file: &Id) -> String {
 pub fn machine_folders(machine: &str) -> Vec<String> {
     let mut out = vec![MACHINES.to_string(), machine_path(machine, "")];
     out[1].pop(); // the trailing '/'
-    for dir in [KEYS, PACKS, INDEX, SNAPSHOTS, LOCKS, PRUNE] {
+    for dir in [KEYS, PACKS, INDEX, SNAPSHOTS, LOCKS, PRUNE, DELETED, POLICY] {
         out.push(machine_path(machine, dir));
     }
     out.extend((0..=255u8).map(|b| machine_path(machine, &format!("{PACKS}/{b:02x}"))));
@@ -213,6 +220,17 @@ pub struct VaultMeta {
     pub created: String,
     /// The newest credentials.
     pub credentials: CredentialsRecord,
+    /// Days a soft-deleted recovery point stays restorable before prune reclaims its data
+    /// (vaults from before soft delete read as [`DEFAULT_SOFT_DELETE_DAYS`]).
+    #[serde(default = "default_soft_delete_days")]
+    pub soft_delete_days: u32,
+    /// The security PIN in force, if one was issued (see `pin.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinRecord>,
+}
+
+fn default_soft_delete_days() -> u32 {
+    DEFAULT_SOFT_DELETE_DAYS
 }
 
 /// `machines/<id>/machine.json`: written last at registration; its presence means the machine
@@ -297,6 +315,7 @@ mod tests {
         // Every kind has its own caps, and the small ones are small.
         assert_eq!(limits(KEYS).stored, 64 * KIB);
         assert_eq!(limits(VAULT_JSON).stored, MIB);
+        assert_eq!(limits(DELETED).stored, 64 * KIB);
         assert!(limits(PACKS).stored >= 1024 * MIB);
     }
 

@@ -56,6 +56,7 @@ mod keyfiles;
 mod layout;
 mod lock;
 mod pack;
+mod pin;
 mod policy;
 mod progress;
 mod prune;
@@ -64,6 +65,7 @@ mod report;
 mod restore;
 pub mod retention;
 mod snapshot;
+mod tombstone;
 pub mod tree;
 mod unlock;
 mod vault;
@@ -72,16 +74,19 @@ mod workdir;
 pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{
-    CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, Result,
-    ScratchFolder, SpacePlace,
+    CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, PinProblem,
+    Result, ScratchFolder, SpacePlace,
 };
-pub use freshness::{Freshness, FreshnessFinding, assess};
+pub use freshness::{Freshness, FreshnessFinding, assess, assess_accounting};
 pub use holder::Holder;
 pub use id::Id;
 pub use keyfiles::{KeyFileIssue, KeyFileState, KeyRepairReport};
-pub use layout::{FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta, machine_folders};
+pub use layout::{
+    DEFAULT_SOFT_DELETE_DAYS, FORMAT_VERSION, MAX_BLOB_BYTES, VaultMeta, machine_folders,
+};
 pub use lock::{DEFAULT_LEASE_TTL, Lease, LeaseInfo, LeaseKind};
 pub use pack::BlobKind;
+pub use pin::{DEFAULT_PIN_VALIDITY, PIN_DIGITS, PinRecord};
 pub use policy::PublishedPolicies;
 pub use progress::{NoProgress, Progress};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
@@ -90,6 +95,7 @@ pub use report::{BackupReport, CheckOptions, CheckReport, RestoreReport, Skipped
 pub use restore::RestoreOptions;
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
+pub use tombstone::{Actor, DeletedPoint, RecoveryPointListing};
 pub use unlock::SkippedKeyFile;
 pub use vault::{Registration, Vault};
 

@@ -82,6 +82,11 @@ pub struct PruneOptions {
     /// Where repacked packs are staged (default: a private folder in the system temp dir,
     /// made for this run).
     pub scratch_dir: Option<PathBuf>,
+    /// Purge every soft-deleted recovery point now, whatever is left of its window: a
+    /// critical operation that needs [`PruneOptions::pin`] (used up by the run).
+    pub purge_deleted_now: bool,
+    /// The vault's security PIN, for [`PruneOptions::purge_deleted_now`].
+    pub pin: Option<String>,
 }
 
 impl Default for PruneOptions {
@@ -92,6 +97,8 @@ impl Default for PruneOptions {
             dry_run: false,
             wait: false,
             scratch_dir: None,
+            purge_deleted_now: false,
+            pin: None,
         }
     }
 }
@@ -101,8 +108,18 @@ impl Default for PruneOptions {
 pub struct PruneReport {
     /// Nothing was changed.
     pub dry_run: bool,
-    /// Recovery points whose references were computed.
+    /// Recovery points whose references were computed (soft-deleted ones in their window
+    /// included: their data is kept).
     pub recovery_points: u64,
+    /// Soft-deleted recovery points purged (their window had passed, or at once with the
+    /// PIN): their data is now unreferenced.
+    pub recovery_points_purged: u64,
+    /// Soft-deleted recovery points still in their window, kept.
+    pub soft_deleted_kept: u64,
+    /// When the first of those windows ends (RFC 3339).
+    pub next_purge_after: Option<String>,
+    /// Tombstones of purged points removed (nothing needed them any more).
+    pub tombstones_removed: u64,
     /// Blobs they reference.
     pub referenced_blobs: u64,
     /// Indexed packs deleted.
@@ -198,13 +215,23 @@ impl Repository {
         report: &mut PruneReport,
     ) -> Result<()> {
         let own = lease.map(Lease::id);
+        if opts.purge_deleted_now && !opts.dry_run {
+            crate::pin::consume(&*self.store, opts.pin.as_deref(), self.clock.now()).await?;
+        }
+        let (purged, kept, removed, next) = self
+            .purge_deleted(opts.purge_deleted_now, opts.dry_run)
+            .await?;
+        report.recovery_points_purged = purged.len() as u64;
+        report.soft_deleted_kept = kept;
+        report.tombstones_removed = removed;
+        report.next_purge_after = next;
         if !opts.dry_run {
             // Leases of killed holders and the objects append-only machines leave behind.
             report.lease_objects_removed += self.remove_expired_leases(opts.grace).await?;
             report.policy_objects_removed += self.remove_superseded_policies().await?;
             self.complete_ripe(opts, own, report).await?;
         }
-        let state = self.survey().await?;
+        let state = self.survey(&purged).await?;
         report.recovery_points = state.recovery_points as u64;
         report.referenced_blobs = state.used.len() as u64;
         self.decide(opts, &state, report).await?;
@@ -314,9 +341,12 @@ impl Repository {
         Ok(out)
     }
 
-    /// Index files, packs, stored packs and the blobs all recovery points reference.
-    async fn survey(&self) -> Result<State> {
-        let rps = self.recovery_points().await?;
+    /// Index files, packs, stored packs and the blobs all recovery points reference: every
+    /// stored one, soft-deleted ones included (their window keeps their data), less
+    /// `purged` (already deleted, or only counted so in a dry run).
+    async fn survey(&self, purged: &[Id]) -> Result<State> {
+        let mut rps = self.stored_recovery_points().await?;
+        rps.retain(|(id, _)| !purged.contains(id));
         let files = self.load_index_files().await?;
         let mut index = Index::default();
         let mut packs = HashMap::new();

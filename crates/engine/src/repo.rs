@@ -287,8 +287,9 @@ impl Repository {
         Ok(index)
     }
 
-    /// All recovery points, oldest first.
-    pub async fn recovery_points(&self) -> Result<Vec<(Id, RecoveryPoint)>> {
+    /// Every stored recovery point, soft-deleted ones included, oldest first (see
+    /// `tombstone.rs` for the list without them).
+    pub(crate) async fn stored_recovery_points(&self) -> Result<Vec<(Id, RecoveryPoint)>> {
         let ids = self.list_ids(snapshot::KIND).await?;
         if let Some(c) = &self.cache {
             let keep: HashSet<String> = ids.iter().map(Id::to_hex).collect();
@@ -306,12 +307,14 @@ impl Repository {
         Ok(rps)
     }
 
-    /// `latest`, or a unique hex prefix of a recovery point id.
+    /// `latest` (never a soft-deleted point), or a unique hex prefix of a recovery point id
+    /// (soft-deleted ones included).
     pub async fn find_recovery_point(&self, spec: &str) -> Result<(Id, RecoveryPoint)> {
-        let mut all = self.recovery_points().await?;
         if spec == "latest" {
-            return all.pop().ok_or(EngineError::NoRecoveryPoints);
+            let mut live = self.recovery_points().await?;
+            return live.pop().ok_or(EngineError::NoRecoveryPoints);
         }
+        let all = self.stored_recovery_points().await?;
         let spec_lc = spec.to_ascii_lowercase();
         let mut hits = all
             .into_iter()

@@ -86,6 +86,10 @@ pub struct RestoreReport {
     pub failed: Vec<Skipped>,
     /// Notes (e.g. names that collide on a case-insensitive target).
     pub warnings: Vec<String>,
+    /// The point was soft-deleted (and restored within its window): who deleted it, when,
+    /// and until when it can still be restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_deleted: Option<crate::DeletedPoint>,
     /// Wall time.
     pub duration_s: f64,
 }
@@ -110,6 +114,9 @@ pub struct CheckReport {
     /// integrity record (found with the master keys, without the passphrase). Damaged and
     /// missing ones are also in `errors`; old-format ones only here.
     pub key_files: Vec<crate::KeyFileIssue>,
+    /// Soft-deleted recovery points (checked like the others: they are restorable in their
+    /// window).
+    pub soft_deleted: u64,
     /// Problems found: each says what is damaged.
     pub errors: Vec<String>,
     /// Signs that recovery points were deleted or the vault rolled back (see

@@ -2,7 +2,9 @@
 //!
 //! [`apply`] is a pure function of the policy, the points and a time zone, so it can be tested
 //! against tables and properties without a vault; [`Repository::forget`] is the thin part that
-//! lists the points, groups them, applies the policy per group and deletes what it forgets.
+//! lists the points, groups them, applies the policy per group and soft-deletes what it
+//! forgets (a tombstone per point, see `tombstone.rs`; prune reclaims the data after the
+//! vault's soft-delete window).
 //!
 //! The rules (as restic's `forget`): points are taken newest first. `keep_last N` keeps the N
 //! newest. `keep_hourly/daily/weekly/monthly/yearly N` keep the newest point of each of the N
@@ -21,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::snapshot::{self, RecoveryPoint};
+use crate::snapshot::RecoveryPoint;
+use crate::tombstone::Actor;
 
 /// How many recovery points of each kind to keep. `None` and `Some(0)` both mean "no such
 /// rule"; a policy with no rule at all is *empty*, and [`Repository::forget`] refuses it.
@@ -300,18 +303,33 @@ pub struct ForgetReport {
 
 impl Repository {
     /// Applies `policy` (in the time zone of the vault's clock, normally the system's; see
-    /// [`Vault::with_clock`](crate::Vault::with_clock)) to this machine's recovery points, per job
-    /// (points without a job are grouped by source paths), optionally only to `job`'s, and
-    /// deletes the points it does not keep. The data they referenced stays until
-    /// [`Repository::prune`]. An empty policy is refused: it would delete everything.
+    /// [`Vault::with_clock`](crate::Vault::with_clock)) to this machine's recovery points that
+    /// are not deleted, per job (points without a job are grouped by source paths), optionally
+    /// only to `job`'s, and soft-deletes the points it does not keep: each gets a tombstone
+    /// naming this process as the machine itself ([`Actor::current`]) and the policy as the
+    /// reason (see `tombstone.rs`). Their data stays until [`Repository::prune`] runs after the
+    /// vault's soft-delete window. An empty policy is refused: it would delete everything.
     pub async fn forget(
         &self,
         policy: &RetentionPolicy,
         job: Option<&str>,
         dry_run: bool,
     ) -> Result<ForgetReport> {
+        let actor = Actor::current(Some(&self.machine));
+        self.forget_as(policy, job, dry_run, &actor).await
+    }
+
+    /// [`Repository::forget`], recording `actor` as who deleted (an admin host passes an
+    /// actor without a machine).
+    pub async fn forget_as(
+        &self,
+        policy: &RetentionPolicy,
+        job: Option<&str>,
+        dry_run: bool,
+        actor: &Actor,
+    ) -> Result<ForgetReport> {
         let tz = self.clock.now_zoned().time_zone().clone();
-        self.forget_in(policy, job, dry_run, &tz).await
+        self.forget_in_as(policy, job, dry_run, &tz, actor).await
     }
 
     /// [`Repository::forget`] with periods taken in time zone `tz`.
@@ -321,6 +339,18 @@ impl Repository {
         job: Option<&str>,
         dry_run: bool,
         tz: &TimeZone,
+    ) -> Result<ForgetReport> {
+        let actor = Actor::current(Some(&self.machine));
+        self.forget_in_as(policy, job, dry_run, tz, &actor).await
+    }
+
+    async fn forget_in_as(
+        &self,
+        policy: &RetentionPolicy,
+        job: Option<&str>,
+        dry_run: bool,
+        tz: &TimeZone,
+        actor: &Actor,
     ) -> Result<ForgetReport> {
         if policy.is_empty() {
             return Err(EngineError::EmptyRetentionPolicy);
@@ -337,7 +367,7 @@ impl Repository {
             forgotten: 0,
             groups: Vec::new(),
         };
-        let mut doomed = Vec::new();
+        let mut doomed = HashSet::new();
         for (key, points) in group(&all, job) {
             let by_id: std::collections::HashMap<Id, &RecoveryPoint> =
                 points.iter().map(|(id, rp)| (*id, rp)).collect();
@@ -347,7 +377,7 @@ impl Repository {
                     report.kept += 1;
                 } else {
                     report.forgotten += 1;
-                    doomed.push(id);
+                    doomed.insert(id);
                 }
                 let time = by_id.get(&id).map(|rp| rp.time.clone()).unwrap_or_default();
                 items.push(ForgetItem {
@@ -364,26 +394,13 @@ impl Repository {
             });
         }
         if !dry_run {
-            self.delete_recovery_points(&all, &doomed).await?;
+            let points: Vec<_> = all
+                .into_iter()
+                .filter(|(id, _)| doomed.contains(id))
+                .collect();
+            self.soft_delete(&points, &policy.describe(), actor).await?;
         }
         Ok(report)
-    }
-
-    async fn delete_recovery_points(&self, all: &[(Id, RecoveryPoint)], ids: &[Id]) -> Result<()> {
-        for id in ids {
-            let rel = format!("{}/{}", snapshot::KIND, id.to_hex());
-            self.store.delete(&self.path(&rel)).await?;
-        }
-        if let Some(c) = &self.cache {
-            let gone: HashSet<&Id> = ids.iter().collect();
-            let keep = all
-                .iter()
-                .filter(|(id, _)| !gone.contains(id))
-                .map(|(id, _)| id.to_hex())
-                .collect();
-            c.retain(snapshot::KIND, &keep);
-        }
-        Ok(())
     }
 }
 

@@ -71,6 +71,8 @@ impl Vault {
             vault_id,
             created: now.to_string(),
             credentials: record,
+            soft_delete_days: layout::DEFAULT_SOFT_DELETE_DAYS,
+            pin: None,
         };
         match store.put(VAULT_JSON, json(&meta), PutMode::Create).await {
             Err(StoreError::AlreadyExists { .. }) => {
@@ -163,13 +165,50 @@ impl Vault {
             valid_for,
             self.clock.now(),
         )?;
-        let mut meta = self.meta.clone();
+        // Afresh: a PIN or window set by another process since this handle opened must stay.
+        let mut meta = crate::pin::read_meta(&*self.store).await?;
         meta.credentials = record;
         self.store
             .put(VAULT_JSON, json(&meta), PutMode::Overwrite)
             .await?;
         self.meta = meta;
         Ok(creds)
+    }
+
+    /// The soft-delete window in days, as `vault.json` said when this handle read it.
+    pub fn soft_delete_days(&self) -> u32 {
+        self.meta.soft_delete_days
+    }
+
+    /// Issues a new security PIN valid for `valid_for` (see `pin.rs`) and returns it with its
+    /// expiry (RFC 3339): only its hash is kept, and it replaces any PIN issued before.
+    pub async fn issue_pin(&mut self, valid_for: Duration) -> Result<(String, String)> {
+        let (pin, record) = crate::pin::issue(valid_for, self.clock.now())?;
+        let expires_at = record.expires_at.clone();
+        let mut meta = crate::pin::read_meta(&*self.store).await?;
+        meta.pin = Some(record);
+        self.store
+            .put(VAULT_JSON, json(&meta), PutMode::Overwrite)
+            .await?;
+        self.meta = meta;
+        Ok((pin, expires_at))
+    }
+
+    /// Sets the soft-delete window to `days`. Lengthening it needs nothing; shortening it is
+    /// a critical operation that needs the PIN in force, which it uses up. Returns the
+    /// previous window.
+    pub async fn set_soft_delete_days(&mut self, days: u32, pin: Option<&str>) -> Result<u32> {
+        let mut meta = crate::pin::read_meta(&*self.store).await?;
+        let old = meta.soft_delete_days;
+        if days < old {
+            meta = crate::pin::consume(&*self.store, pin, self.clock.now()).await?;
+        }
+        meta.soft_delete_days = days;
+        self.store
+            .put(VAULT_JSON, json(&meta), PutMode::Overwrite)
+            .await?;
+        self.meta = meta;
+        Ok(old)
     }
 
     /// Refuses credentials that are not this vault's newest, or have expired.

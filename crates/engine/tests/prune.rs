@@ -47,6 +47,8 @@ async fn forget_then_prune_frees_space_and_every_remaining_point_restores() {
 
     let f = e.repo.forget(&keep_last(2), None, false).await.unwrap();
     assert_eq!((f.kept, f.forgotten), (2, 2));
+    // Forget soft-deletes: prune reclaims the data once the window has passed.
+    e.expire_deleted();
     let left = support::point_ids(&e.repo).await;
     assert_eq!(left, [states[2].0.clone(), states[3].0.clone()]);
 
@@ -97,6 +99,7 @@ async fn repack_copies_used_blobs_out_of_mostly_unused_packs() {
     let r2 = e.backup(&[&src], None).await;
     let tree2 = snapshot(&src);
     e.repo.forget(&keep_last(1), None, false).await.unwrap();
+    e.expire_deleted();
     let packs_before = e.objects("packs").await;
 
     // Dry runs change nothing. Below the threshold the partly used pack is left alone.
@@ -177,6 +180,7 @@ async fn a_killed_backups_lease_holds_deletion_until_it_runs_out() {
     write(&src, "one.bin", &noise(300 << 10, 5));
     e.backup(&[&src], None).await;
     e.repo.forget(&keep_last(1), None, false).await.unwrap();
+    e.expire_deleted();
     let p1 = e.repo.prune(now_opts()).await.unwrap();
     assert!(p1.packs_doomed > 0);
 

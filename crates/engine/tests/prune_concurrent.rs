@@ -36,6 +36,8 @@ async fn forgotten_history(e: &Env, x: &[u8]) -> (String, std::path::PathBuf, Tr
     };
     let f = e.repo.forget(&policy, Some("j"), false).await.unwrap();
     assert_eq!(f.forgotten, 1);
+    // Past the soft-delete window, so the forgotten point's data is prune's to reclaim.
+    e.expire_deleted();
     (r.recovery_point.unwrap(), keep.clone(), snapshot(&keep))
 }
 

@@ -32,7 +32,7 @@ impl Repository {
         report.lease_objects_removed += self.remove_expired_leases(opts.grace).await?;
         // Every backup that could reuse these packs has ended: its recovery point, if any, is
         // in the vault, so the references computed now are complete for them.
-        let state = self.survey().await?;
+        let state = self.survey(&[]).await?;
         let all_doomed: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.doomed.clone()).collect();
         let safe = safe_copies(&state, &all_doomed);
         let needed = |p: &IndexPack| {

@@ -84,7 +84,8 @@ impl Repository {
     pub async fn restore(&self, opts: RestoreOptions) -> Result<RestoreReport> {
         // Real elapsed time for the report, whatever the vault's clock says.
         let started = Instant::now();
-        let (rp_id, rp) = self.find_recovery_point(&opts.recovery_point).await?;
+        // `latest` is never a deleted point; one named by id is restored in its window.
+        let (rp_id, rp, deleted) = self.find_restorable(&opts.recovery_point).await?;
         let index = Arc::new(self.load_index().await?);
         let load = async |id: &BlobId| self.load_tree(&index, id).await;
         let max_entries = plan::max_entries(&rp);
@@ -155,6 +156,7 @@ impl Repository {
             bytes: moved.bytes,
             failed,
             warnings: plan.warnings.clone(),
+            soft_deleted: deleted,
             duration_s: started.elapsed().as_secs_f64(),
         })
     }

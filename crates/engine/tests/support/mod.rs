@@ -150,6 +150,13 @@ impl Env {
         v
     }
 
+    /// Moves the vault's clock one day past the default soft-delete window: what `forget`
+    /// soft-deleted is then reclaimed by the next prune, as it would be 15 days later.
+    pub fn expire_deleted(&self) {
+        let days = u64::from(rbackup_engine::DEFAULT_SOFT_DELETE_DAYS) + 1;
+        self.clock.advance(Duration::from_secs(days * 86_400));
+    }
+
     pub async fn pack_bytes(&self) -> u64 {
         self.objects("packs").await.iter().map(|(_, s)| s).sum()
     }
