@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rbackup_testenv::{LoopMount, sh};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -22,42 +23,9 @@ const TEST: &str = "append_only::a_chattr_append_only_local_vault_survives_its_m
 const KERNEL: &str = "run as root on a kernel with loop devices (not in a container that \
                       forbids mounts)";
 
-fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// An ext4 image loop-mounted at `at`, unmounted on drop.
-struct Ext4 {
-    at: PathBuf,
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-    }
-}
-
 /// Mounts a fresh ext4 at `at` (created, and left empty: no `lost+found`).
-fn mount_ext4(image: &Path, at: &Path) -> Result<Ext4, String> {
-    fs::create_dir_all(at).map_err(|e| e.to_string())?;
-    sh("truncate", &["-s", "256M", image.to_str().unwrap()])?;
-    sh("mkfs.ext4", &["-q", image.to_str().unwrap()])?;
-    sh(
-        "mount",
-        &["-o", "loop", image.to_str().unwrap(), at.to_str().unwrap()],
-    )?;
-    let mounted = Ext4 { at: at.into() };
+fn mount_ext4(image: &Path, at: &Path) -> Result<LoopMount, String> {
+    let mounted = LoopMount::new(image, "256M", &["mkfs.ext4", "-q"], at)?;
     fs::remove_dir(at.join("lost+found")).map_err(|e| e.to_string())?;
     Ok(mounted)
 }

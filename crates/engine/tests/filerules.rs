@@ -14,59 +14,34 @@ mod support;
 
 use rbackup_engine::classify::{Decision, FileClass, attrs_of, classify};
 use rbackup_engine::{BackupOptions, BackupReport, Repository, RestoreOptions};
-use rbackup_testenv::{need_command, need_root, ran, require};
+use rbackup_testenv::{LoopMount, need_command, need_root, ran, require, sh};
 
 /// What to do when a mount or a file-system feature the kernel should offer is refused.
 const KERNEL: &str = "run as root on a kernel with loop devices, ext4 encryption, btrfs and \
                       tmpfs (not in a container that forbids mounts)";
 
-fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A loop-mounted file system, unmounted on drop.
+/// A loop mount on an image in a temporary folder of its own. Fields drop in order: the file
+/// system is unmounted before the folder holding its image is removed.
 struct Mount {
+    fs: LoopMount,
     _dir: tempfile::TempDir,
-    at: PathBuf,
 }
 
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-    }
-}
-
-fn loop_mount(mkfs: &str, mkfs_args: &[&str], size: &str) -> Result<Mount, String> {
+fn loop_mount(mkfs: &[&str], size: &str) -> Result<Mount, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let img = dir.path().join("fs.img");
-    let at = dir.path().join("mnt");
-    fs::create_dir(&at).map_err(|e| e.to_string())?;
-    sh("truncate", &["-s", size, img.to_str().unwrap()])?;
-    let mut args: Vec<&str> = mkfs_args.to_vec();
-    args.push(img.to_str().unwrap());
-    sh(mkfs, &args)?;
-    sh(
-        "mount",
-        &["-o", "loop", img.to_str().unwrap(), at.to_str().unwrap()],
+    let fs = LoopMount::new(
+        &dir.path().join("fs.img"),
+        size,
+        mkfs,
+        &dir.path().join("mnt"),
     )?;
-    Ok(Mount { _dir: dir, at })
+    Ok(Mount { fs, _dir: dir })
 }
 
 /// ext4 with fscrypt, and a directory whose files are encrypted.
 fn encrypted_dir() -> Result<(Mount, PathBuf), String> {
-    let m = loop_mount("mkfs.ext4", &["-q", "-O", "encrypt"], "64M")?;
-    let dir = m.at.join("enc");
+    let m = loop_mount(&["mkfs.ext4", "-q", "-O", "encrypt"], "64M")?;
+    let dir = m.fs.at().join("enc");
     fs::create_dir(&dir).map_err(|e| e.to_string())?;
     let mut child = Command::new("e4crypt")
         .args(["add_key", "-S", "0x1234567812345678", dir.to_str().unwrap()])
@@ -93,8 +68,8 @@ fn encrypted_dir() -> Result<(Mount, PathBuf), String> {
 }
 
 fn btrfs_compressed_dir() -> Result<(Mount, PathBuf), String> {
-    let m = loop_mount("mkfs.btrfs", &["-q"], "256M")?;
-    let dir = m.at.join("c");
+    let m = loop_mount(&["mkfs.btrfs", "-q"], "256M")?;
+    let dir = m.fs.at().join("c");
     fs::create_dir(&dir).map_err(|e| e.to_string())?;
     sh("chattr", &["+c", dir.to_str().unwrap()])?;
     Ok((m, dir))
@@ -288,26 +263,8 @@ async fn mount_points_inside_a_source_are_skipped_but_a_named_root_is_not() {
     let inner = src.join("mnt");
     fs::create_dir_all(&inner).unwrap();
     fs::write(src.join("a.txt"), b"a").unwrap();
-    require!(
-        T,
-        sh(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=4m",
-                "none",
-                inner.to_str().unwrap()
-            ]
-        ),
-        KERNEL
-    );
+    let _mount = require!(T, LoopMount::tmpfs(&inner, "4m"), KERNEL);
     let _ran = ran(T, "root, tmpfs");
-    let _guard = Mount {
-        _dir: tempfile::tempdir().unwrap(),
-        at: inner.clone(),
-    };
     fs::write(inner.join("b.txt"), b"b").unwrap();
     let env = repo().await;
     let repo = &env.repo;

@@ -4,6 +4,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rbackup_store::{Bytes, LocalStore, PutMode, Store, StoreError};
+use rbackup_testenv::{LoopMount, sh};
 
 fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -279,32 +280,6 @@ async fn puts_are_staged_in_one_folder_at_the_root_and_folders_can_be_made_first
     assert_eq!(keys, ["m/locks/l-1"]);
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-/// A mount at `at`, lazily unmounted on drop.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 const MOUNTS: &str = "run as root where loop and tmpfs mounts are allowed";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,18 +291,7 @@ async fn a_destination_on_another_file_system_is_staged_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let inner = dir.path().join("a");
     std::fs::create_dir(&inner).unwrap();
-    let mount = run(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=4m",
-            "tmpfs",
-            inner.to_str().unwrap(),
-        ],
-    )
-    .map(|()| Mounted(inner.clone()));
+    let mount = LoopMount::tmpfs(&inner, "4m");
     let _m = rbackup_testenv::require!(TEST, mount, MOUNTS);
     let _ran = rbackup_testenv::ran(TEST, "root, tmpfs");
     let store = LocalStore::new(dir.path()).unwrap();
@@ -360,14 +324,13 @@ async fn append_only_folders_take_creates_and_refuse_deletes_and_overwrites() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("ext4.img");
     let root = work.path().join("vault");
-    std::fs::create_dir(&root).unwrap();
-    let (img, at) = (image.to_str().unwrap(), root.to_str().unwrap());
-    let mount = run("truncate", &["-s", "32M", img])
-        .and_then(|()| run("mkfs.ext4", &["-q", img]))
-        .and_then(|()| run("mount", &["-o", "loop", img, at]))
-        .map(|()| Mounted(root.clone()));
+    let mount = LoopMount::new(
+        &work.path().join("ext4.img"),
+        "32M",
+        &["mkfs.ext4", "-q"],
+        &root,
+    );
     let _m = rbackup_testenv::require!(TEST, mount, MOUNTS);
     let _ran = rbackup_testenv::ran(TEST, "root, loop-mounted ext4, chattr +a");
     let store = LocalStore::new(&root).unwrap();
@@ -376,7 +339,7 @@ async fn append_only_folders_take_creates_and_refuse_deletes_and_overwrites() {
         .unwrap();
     let mut args = vec!["+a"];
     args.extend(folders.iter().map(|f| f.to_str().unwrap()));
-    run("chattr", &args).unwrap();
+    sh("chattr", &args).unwrap();
 
     store
         .put("m/locks/l-1", Bytes::from_static(b"first"), PutMode::Create)
@@ -424,5 +387,5 @@ async fn append_only_folders_take_creates_and_refuse_deletes_and_overwrites() {
     keys.sort();
     assert_eq!(keys, ["m/locks/l-1", "m/locks/l-2"]);
     args[0] = "-a";
-    run("chattr", &args).unwrap();
+    sh("chattr", &args).unwrap();
 }

@@ -11,6 +11,9 @@
 //! without panicking the guard records `RAN <test> (<what it used>)`. Records go to stderr and,
 //! when `RBACKUP_TEST_LOG` names a file, are appended to it, one line each — `cargo xtask ci`
 //! prints that file as its summary of what ran.
+//!
+//! For the tests that gate on root, [`mount`] has the shared [`sh`] (run a command, fail with
+//! its stderr) and [`LoopMount`] (a loop-mounted image or a tmpfs, unmounted on drop).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -216,8 +219,11 @@ pub fn listing(root: &std::path::Path) -> Vec<String> {
     out
 }
 
+pub mod mount;
 #[cfg(feature = "mutate")]
 pub mod mutate;
+
+pub use mount::{LoopMount, sh};
 
 #[cfg(test)]
 mod tests {
