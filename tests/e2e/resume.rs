@@ -95,11 +95,7 @@ fn signal_when(a: &Agent, child: &mut Child, signal: i32, when: impl Fn(&Seen) -
     loop {
         let s = seen(a);
         if when(&s) {
-            let st = std::process::Command::new("kill")
-                .args([format!("-{signal}"), child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(st.success());
+            send(child, signal);
             return s;
         }
         if let Some(st) = child.try_wait().unwrap() {
@@ -108,6 +104,15 @@ fn signal_when(a: &Agent, child: &mut Child, signal: i32, when: impl Fn(&Seen) -
         assert!(Instant::now() < deadline, "the point never came");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Sends `signal` to the child at once (no `kill` process to start: some of the moments the
+/// tests aim at last only milliseconds).
+fn send(child: &Child, signal: i32) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let sig = Signal::from_named_raw(signal).unwrap();
+    kill_process(pid, sig).unwrap_or_else(|e| panic!("kill -{signal} {pid:?}: {e}"));
 }
 
 const SIGKILL: i32 = 9;
@@ -205,8 +210,22 @@ fn killed_while_writing_its_recovery_point_the_next_run_adds_almost_nothing() {
     for attempt in 1..=5 {
         let a = Agent::registered();
         let src = source(&a, 24, 3 + attempt);
+        let index = a
+            .vault_dir()
+            .join("machines")
+            .join(a.machine_id())
+            .join("index");
         let mut child = start_backup(&a, &src);
-        signal_when(&a, &mut child, SIGKILL, |s| s.index_files >= 1);
+        // Watching only the index folder, without sleeping: the moment lasts a few fsyncs.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while objects(&index).is_empty() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("the backup ended ({st}) before its index file appeared");
+            }
+            assert!(Instant::now() < deadline, "no index file appeared");
+            std::thread::yield_now();
+        }
+        send(&child, SIGKILL);
         child.wait().unwrap();
         let after = seen(&a);
         if after.points > 0 {
