@@ -1,47 +1,25 @@
 //! The MARS agent's behaviours: local space rules, limits, passphrase change, job history.
 
 use std::fs;
-use std::process::Command;
 
 use crate::harness::*;
 
 /// A tmpfs of `size` at `at`, unmounted on drop; `None` when we cannot mount one (the test is
 /// then skipped, or fails under `RBACKUP_REQUIRE_ALL=1`).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str, test: &str) -> Option<Tmpfs> {
-        if !rbackup_testenv::need_root(test, "to mount a small tmpfs") {
-            return None;
-        }
-        fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "none",
-                at.to_str().unwrap(),
-            ])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
+fn tmpfs(at: &std::path::Path, size: &str, test: &str) -> Option<rbackup_testenv::LoopMount> {
+    if !rbackup_testenv::need_root(test, "to mount a small tmpfs") {
+        return None;
+    }
+    match rbackup_testenv::LoopMount::tmpfs(at, size) {
+        Ok(m) => Some(m),
+        Err(why) => {
             rbackup_testenv::skip(
                 test,
-                "a tmpfs mount",
+                &format!("a tmpfs mount ({why})"),
                 "run as root where mounts are allowed (not a restricted container)",
             );
-            return None;
+            None
         }
-        Some(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
@@ -57,7 +35,7 @@ fn cache_dir_without_five_percent_free_is_refused_before_upload() {
     let a = Agent::bare();
     let creds = a.create_vault();
     let cache = a.p("smallcache");
-    let Some(_t) = Tmpfs::mount(
+    let Some(_t) = tmpfs(
         &cache,
         "1m",
         "cache_dir_without_five_percent_free_is_refused_before_upload",
@@ -109,7 +87,7 @@ fn recovery_folder_without_room_is_refused_and_nothing_is_written() {
     fs::write(src.join("r.bin"), Rng(1).bytes(6 << 20)).unwrap();
     a.backup(&src);
     let rec = a.p("smallrec");
-    let Some(_t) = Tmpfs::mount(
+    let Some(_t) = tmpfs(
         &rec,
         "2m",
         "recovery_folder_without_room_is_refused_and_nothing_is_written",

@@ -89,7 +89,7 @@ pub use pack::BlobKind;
 pub use pin::{DEFAULT_PIN_VALIDITY, PIN_DIGITS, PinRecord};
 pub use policy::PublishedPolicies;
 pub use progress::{NoProgress, Progress};
-pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
+pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport, STALE_STAGING};
 pub use repo::{Repository, Unlock};
 pub use report::{BackupReport, CheckOptions, CheckReport, RestoreReport, Skipped};
 pub use restore::RestoreOptions;

@@ -65,6 +65,10 @@ pub(crate) struct Marker {
     pub orphans: Vec<Id>,
 }
 
+/// How long a store's staging file must be untouched before prune removes it: a put stages,
+/// syncs and publishes within one call, so a day-old one belongs to a killed writer.
+pub const STALE_STAGING: Duration = Duration::from_secs(24 * 3600);
+
 /// How to prune.
 #[non_exhaustive]
 #[derive(Clone, Debug)]
@@ -141,6 +145,12 @@ pub struct PruneReport {
     /// Published retention policies replaced by newer ones, removed (see `policy.rs`).
     #[serde(default)]
     pub policy_objects_removed: u64,
+    /// Staging files of killed writers, untouched for [`STALE_STAGING`], removed from the store
+    /// (a local vault's staging folder; see [`Store::remove_stale_staging`]).
+    ///
+    /// [`Store::remove_stale_staging`]: rbackup_store::Store::remove_stale_staging
+    #[serde(default)]
+    pub staging_files_removed: u64,
     /// Packs newly doomed by this run's decision (unused, or repacked).
     pub packs_doomed: u64,
     /// Unindexed packs newly found.
@@ -229,6 +239,7 @@ impl Repository {
             // Leases of killed holders and the objects append-only machines leave behind.
             report.lease_objects_removed += self.remove_expired_leases(opts.grace).await?;
             report.policy_objects_removed += self.remove_superseded_policies().await?;
+            report.staging_files_removed += self.store.remove_stale_staging(STALE_STAGING).await?;
             self.complete_ripe(opts, own, report).await?;
         }
         let state = self.survey(&purged).await?;

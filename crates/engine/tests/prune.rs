@@ -287,3 +287,35 @@ async fn forget_is_per_job_and_refuses_an_empty_policy() {
     assert_eq!(json["groups"][0]["points"][0]["action"], "keep");
     assert_eq!(json["groups"][0]["points"][0]["reasons"][0]["rule"], "last");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_removes_the_stale_staging_files_of_killed_writers_only() {
+    let env = env().await;
+    let src = env.dir("src");
+    write(&src, "a", &noise(10_000, 1));
+    env.backup(&[&src], None).await;
+    // What a writer killed between staging and publishing leaves on a local vault.
+    let staging = env
+        .work
+        .path()
+        .join("vault")
+        .join(rbackup_engine::store::STAGING_DIR);
+    let stale = staging.join(".tmp-00000000deadbeef");
+    let fresh = staging.join(".tmp-00000000feedface");
+    for (path, age) in [
+        (&stale, rbackup_engine::STALE_STAGING * 2),
+        (&fresh, Duration::ZERO),
+    ] {
+        std::fs::write(path, b"partial pack").unwrap();
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+    let mut dry = PruneOptions::default();
+    dry.dry_run = true;
+    assert_eq!(env.repo.prune(dry).await.unwrap().staging_files_removed, 0);
+    assert!(stale.exists(), "a dry run removes nothing");
+    let report = env.repo.prune(PruneOptions::default()).await.unwrap();
+    assert_eq!(report.staging_files_removed, 1, "{report:?}");
+    assert!(!stale.exists() && fresh.exists());
+    env.check_clean().await;
+}

@@ -141,6 +141,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// credentials.
     fn describe(&self) -> String;
 
+    /// Removes what interrupted puts left behind and nobody has touched for `older_than`, and
+    /// returns how many were removed. Only [`LocalStore`] leaves anything a later call can
+    /// find: staging files of killed writers in its staging folder. A cloud put leaves at
+    /// most an incomplete multipart upload, which the bucket's lifecycle rule aborts; this
+    /// default does nothing. Deletes, so it needs delete rights (an admin host's prune).
+    async fn remove_stale_staging(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let _ = older_than;
+        Ok(0)
+    }
+
     /// The whole object; shorthand for `get_range(path, None)`.
     async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
         self.get_range(path, None).await

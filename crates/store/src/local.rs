@@ -21,6 +21,7 @@ use std::io::{self, BufReader, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -176,6 +177,13 @@ impl Store for LocalStore {
         VaultUrl::Local(self.root.clone()).to_url_string()
     }
 
+    async fn remove_stale_staging(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let staging = self.root.join(STAGING_DIR);
+        blocking(STAGING_DIR, move || remove_stale(&staging, older_than))
+            .await
+            .map_err(|e| self.name_vault(e))
+    }
+
     async fn put_file(&self, path: &str, local: &Path, mode: PutMode) -> Result<(), StoreError> {
         self.copy_in(path, local, mode, None).await
     }
@@ -313,6 +321,31 @@ fn restage(staged: &Staged, dir: &Path) -> io::Result<Staged> {
     io::copy(&mut File::open(&staged.path)?, &mut file)?;
     file.sync_all()?;
     Ok(copy)
+}
+
+/// Removes the staging files in `staging` not modified for `older_than`: a writer stages,
+/// fsyncs and links within one put, so a file that old belongs to a killed writer. Only names
+/// this store gives staging files are touched.
+fn remove_stale(staging: &Path, older_than: Duration) -> Result<u64, StoreError> {
+    let entries = match fs::read_dir(staging) {
+        Ok(e) => e,
+        Err(e) if is_missing(&e) => return Ok(0),
+        Err(e) => return Err(StoreError::from_write_io(&staging.display().to_string(), e)),
+    };
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let staged = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+        let Ok(meta) = entry.metadata() else { continue }; // gone meanwhile
+        let stale = meta.modified().is_ok_and(|t| t < cutoff);
+        if staged && meta.is_file() && stale {
+            delete_blocking(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Maps an error changing the entry `path`: EPERM there means an append-only or immutable

@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rbackup_store::{Bytes, LocalStore, PutMode, Store, StoreError};
 use rbackup_testenv::{LoopMount, sh};
@@ -95,6 +96,33 @@ async fn no_staging_files_left_and_strays_never_listed() {
     assert_eq!(keys, ["a/b/two", "a/one", "local-pack"]);
     let under_a = store.list("a").await.unwrap();
     assert_eq!(under_a.len(), 2, "{under_a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_files_of_killed_writers_are_removed_once_stale_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path()).unwrap();
+    assert_eq!(store.remove_stale_staging(Duration::ZERO).await.unwrap(), 0);
+    store
+        .put("a/one", Bytes::from_static(b"1"), PutMode::Create)
+        .await
+        .unwrap();
+    let staging = dir.path().join(rbackup_store::STAGING_DIR);
+    let day = Duration::from_secs(24 * 3600);
+    let write = |name: &str, age: Duration| {
+        let path = staging.join(name);
+        std::fs::write(&path, b"partial").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+        path
+    };
+    let old = write(".tmp-00000000000000aa", 2 * day);
+    let fresh = write(".tmp-00000000000000bb", Duration::from_secs(60));
+    let other = write("not-ours", 2 * day);
+    assert_eq!(store.remove_stale_staging(day).await.unwrap(), 1);
+    assert!(!old.exists() && fresh.exists() && other.exists());
+    assert_eq!(&store.get("a/one").await.unwrap()[..], b"1");
+    assert_eq!(store.remove_stale_staging(day).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
