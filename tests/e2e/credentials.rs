@@ -120,3 +120,96 @@ fn unreadable_credentials_file_names_path_and_error() {
     );
     assert!(e.contains("Copy the file to a local folder"), "{e}");
 }
+
+#[test]
+fn a_vault_is_not_created_among_other_files_unless_forced() {
+    let a = Agent::bare();
+    let dir = a.p("documents");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("thesis.odt"), b"years of work").unwrap();
+    let url = format!("file://{}", dir.display());
+    let creds = a.p("c.json");
+    let c = creds.to_str().unwrap();
+    let out = a.run(&["vault", "create", &url, "--credentials-out", c]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is not empty and holds no vault"), "{err}");
+    assert!(
+        err.contains("thesis.odt") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(!dir.join("vault.json").exists() && !creds.exists());
+    // Forced, it is made there; the user's file is left alone.
+    a.ok(&["vault", "create", &url, "--credentials-out", c, "--force"]);
+    assert!(dir.join("vault.json").is_file());
+    assert_eq!(fs::read(dir.join("thesis.odt")).unwrap(), b"years of work");
+    // An empty or missing folder needs no --force.
+    let fresh = a.p("fresh");
+    let url = format!("file://{}", fresh.display());
+    let c2 = a.p("c2.json");
+    a.ok(&[
+        "vault",
+        "create",
+        &url,
+        "--credentials-out",
+        c2.to_str().unwrap(),
+    ]);
+    // memory:// works, and says that nothing of it lasts.
+    let c3 = a.p("c3.json");
+    let out = a.run(&[
+        "vault",
+        "create",
+        "memory://try",
+        "--credentials-out",
+        c3.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        stderr(&out).contains("nothing of it persists"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_config_registered_by_a_relative_path_works_from_any_directory() {
+    let a = Agent::bare();
+    let creds = a.create_vault();
+    // Registered from the agent's folder with a relative --config...
+    let out = a
+        .cmd()
+        .current_dir(a.dir.path())
+        .args([
+            "--config",
+            "etc/agent.toml",
+            "register",
+            "--vault-credentials",
+        ])
+        .arg(&creds)
+        .arg("--passphrase-file")
+        .arg(a.pass_file())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let config = a.p("etc/agent.toml");
+    let text_cfg = fs::read_to_string(&config).unwrap();
+    for line in text_cfg
+        .lines()
+        .filter(|l| l.ends_with("_file\"") || l.contains("_dir =") || l.starts_with("key_file"))
+    {
+        let path = line.split('"').nth(1).unwrap();
+        assert!(path.starts_with('/'), "stored absolute: {line}");
+    }
+    // ...then run, as a timer would, from another directory.
+    let src = a.p("src");
+    make_tree(&src, 3, 5, 10_000);
+    let out = a
+        .cmd()
+        .current_dir("/")
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}

@@ -135,6 +135,9 @@ pub enum VaultCmd {
         /// How long the credentials stay valid, e.g. 48h, 30m, 2d.
         #[arg(long, default_value = "48h")]
         valid_for: String,
+        /// Create the vault even in a folder or bucket that already holds other files.
+        #[arg(long)]
+        force: bool,
     },
     /// Issue new credentials; every older credentials file becomes invalid.
     Credentials {

@@ -22,6 +22,33 @@ fn canonical_url(url: &str) -> Result<String> {
     Ok(VaultUrl::parse(url)?.to_url_string())
 }
 
+/// Refuses to create a vault where other files already are: a typo in the path would
+/// otherwise mix backups into someone's folder (or bucket). A vault already there is left to
+/// `Vault::create`, which says so.
+async fn refuse_occupied(url: &str) -> Result<()> {
+    let store = rbackup_engine::store::open(url, &StoreOptions::default())?;
+    if store.exists("vault.json").await? {
+        return Ok(());
+    }
+    let found = match VaultUrl::parse(url)? {
+        VaultUrl::Local(dir) => match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name())
+                .next()
+                .map(|n| dir.join(n).display().to_string()),
+            Err(_) => None, // missing: it will be made
+        },
+        _ => store.list("").await?.into_iter().next().map(|o| o.path),
+    };
+    if let Some(example) = found {
+        bail!(
+            "{url} is not empty and holds no vault (it has {example}, for one): create the vault in a new or empty folder or bucket, or pass --force to create it there anyway"
+        );
+    }
+    Ok(())
+}
+
 pub async fn open_vault(url: &str, proxy: Option<&str>) -> Result<Vault> {
     let mut opts = StoreOptions::default();
     opts.proxy = proxy.map(str::to_string);
@@ -35,8 +62,15 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             url,
             credentials_out,
             valid_for,
+            force,
         } => {
             let url = canonical_url(&url)?;
+            if !force {
+                refuse_occupied(&url).await?;
+            }
+            if matches!(VaultUrl::parse(&url)?, VaultUrl::Memory(_)) {
+                ctx.notice("warning: a memory:// vault lives only inside this process: nothing of it persists after the command ends");
+            }
             let store = rbackup_engine::store::open(&url, &StoreOptions::default())?;
             let (vault, creds) = Vault::create(store, &url, parse_duration(&valid_for)?).await?;
             write_credentials(&credentials_out, &creds)?;
@@ -322,9 +356,11 @@ async fn do_register(
             },
         )
         .await?;
-    let key_file = key_file_path(&ctx.config_path, &machine);
-    save_local_keys(&key_file, &machine, vault.id(), &keys)?;
+    // Every path in the config is absolute: a timer runs the agent from another directory
+    // than the one it was registered in.
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let key_file = abs(key_file_path(&ctx.config_path, &machine));
+    save_local_keys(&key_file, &machine, vault.id(), &keys)?;
     let cfg = AgentConfig {
         vault: creds.vault.clone(),
         machine_id: machine,
