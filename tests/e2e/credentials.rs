@@ -213,3 +213,19 @@ fn a_config_registered_by_a_relative_path_works_from_any_directory() {
         .unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
+
+#[test]
+fn a_vault_that_vanished_is_said_to_be_unmounted_or_moved_not_to_be_created_anew() {
+    let a = Agent::registered();
+    let src = a.p("src");
+    make_tree(&src, 4, 3, 5_000);
+    a.backup(&src);
+    // The disk is unmounted, or the folder renamed.
+    fs::rename(a.vault_dir(), a.p("vault-elsewhere")).unwrap();
+    let out = a.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("holds no vault"), "{err}");
+    assert!(err.contains("unmounted") && err.contains("moved"), "{err}");
+    assert!(err.contains("does not bring old backups back"), "{err}");
+}

@@ -125,7 +125,12 @@ pub fn advice(e: &EngineError) -> Option<String> {
         EngineError::WrongPassphrase { .. } => {
             "check that you use the passphrase saved when this machine was registered".into()
         }
-        EngineError::NotAVault { url } => format!("create one with `rbackup vault create {url}`"),
+        EngineError::NotAVault { url } => format!(
+            "if your backups are in a vault there, its disk may be unmounted or the folder moved \
+             or renamed: mount it, or correct the URL (`vault` in the agent config); a new vault \
+             made with `rbackup vault create {url}` starts empty and does not bring old backups \
+             back"
+        ),
         EngineError::VaultExists { .. } => {
             "use `rbackup vault credentials` for new credentials".into()
         }
