@@ -359,3 +359,10 @@ pub fn checksums(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     }
     out
 }
+
+/// The [`rbackup_testenv::Ran`] guard of `test` when `faketime` is installed; otherwise the
+/// test is skipped (or fails under `RBACKUP_REQUIRE_ALL=1`).
+pub fn faketime(test: &str) -> Option<rbackup_testenv::Ran> {
+    rbackup_testenv::need_command(test, "faketime", "faketime")
+        .then(|| rbackup_testenv::ran(test, "faketime"))
+}

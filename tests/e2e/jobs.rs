@@ -14,13 +14,6 @@ use crate::harness::*;
 
 const TZ: &str = "Europe/Berlin";
 
-/// The [`rbackup_testenv::Ran`] guard of `test` when `faketime` is installed; otherwise the
-/// test is skipped (or fails under `RBACKUP_REQUIRE_ALL=1`).
-fn faketime(test: &str) -> Option<rbackup_testenv::Ran> {
-    rbackup_testenv::need_command(test, "faketime", "faketime")
-        .then(|| rbackup_testenv::ran(test, "faketime"))
-}
-
 /// The agent's command, run by `faketime` starting at local time `when` (`2026-03-02 09:00:00`).
 fn cmd_at(a: &Agent, when: &str) -> Command {
     let plain = a.cmd();

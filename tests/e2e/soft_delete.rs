@@ -15,11 +15,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn faketime(test: &str) -> Option<rbackup_testenv::Ran> {
-    rbackup_testenv::need_command(test, "faketime", "faketime")
-        .then(|| rbackup_testenv::ran(test, "faketime"))
-}
-
 /// The agent's command run `offset` from now (`+15d`, `+6m`) under faketime.
 fn later(a: &Agent, offset: &str) -> Command {
     let plain = a.cmd();

@@ -130,6 +130,34 @@ pub fn load_key_file(path: &Path) -> Result<KeyFile> {
     parsed.with_context(|| format!("key file {}", path.display()))
 }
 
+/// `--machine ID --passphrase-file FILE [--key-file FILE]`: another machine of the vault, for
+/// `restore` (recovery to an alternate server), `forget` and `prune` (an admin host).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MachineArgs {
+    /// Another machine of the vault (recovery to an alternate server; retention from an
+    /// admin host with delete-capable store credentials).
+    #[arg(long, value_name = "ID", requires = "passphrase_file")]
+    pub machine: Option<String>,
+    /// With --machine: that machine's passphrase (with --key-file, the key file's).
+    #[arg(long, value_name = "FILE", requires = "machine")]
+    pub passphrase_file: Option<PathBuf>,
+    /// With --machine: unlock with this recovery key file (from `rbackup key export`, JSON or
+    /// printed) instead of the vault's key files.
+    #[arg(long, value_name = "FILE", requires = "machine")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl MachineArgs {
+    /// The other machine's repository, or `None` when no `--machine` was given.
+    pub async fn open_other(&self, ctx: &Ctx, cfg: &AgentConfig) -> Result<Option<Repository>> {
+        let (Some(machine), Some(pass)) = (&self.machine, &self.passphrase_file) else {
+            return Ok(None);
+        };
+        let key_file = self.key_file.as_deref();
+        Ok(Some(open_machine(ctx, cfg, machine, pass, key_file).await?))
+    }
+}
+
 /// Another machine's repository (recovery to an alternate server, an admin host): unlocked
 /// with its passphrase through the vault's key files, or through a recovery key file and the
 /// passphrase that protects it. Key files skipped on the way are named as warnings.

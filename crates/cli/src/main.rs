@@ -225,15 +225,8 @@ pub struct RestoreArgs {
     /// Staging folder for this restore (default: the configured one).
     #[arg(long)]
     pub recovery_dir: Option<PathBuf>,
-    /// Restore another machine's recovery points (needs its passphrase).
-    #[arg(long, requires = "passphrase_file")]
-    pub machine: Option<String>,
-    #[arg(long)]
-    pub passphrase_file: Option<PathBuf>,
-    /// With --machine: unlock with this recovery key file (from `rbackup key export`, JSON or
-    /// printed) instead of the vault's key files; --passphrase-file is its passphrase.
-    #[arg(long, requires = "machine")]
-    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub other: keys::MachineArgs,
 }
 
 #[derive(Subcommand, Debug)]

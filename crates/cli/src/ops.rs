@@ -134,12 +134,9 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     let started = jiff::Timestamp::now();
     let (progress, bar) = ctx.progress("restore");
     let result = async {
-        let repo = match (&args.machine, &args.passphrase_file) {
-            (Some(machine), Some(pf)) => {
-                let key_file = args.key_file.as_deref();
-                crate::keys::open_machine(ctx, &cfg, machine, pf, key_file).await?
-            }
-            _ => open_with_config(&cfg).await?,
+        let repo = match args.other.open_other(ctx, &cfg).await? {
+            Some(repo) => repo,
+            None => open_with_config(&cfg).await?,
         };
         let recovery_dir = args
             .recovery_dir

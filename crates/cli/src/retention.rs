@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::config::{AgentConfig, JobConfig};
 use crate::history::JobRecord;
+use crate::keys::MachineArgs;
 use crate::setup::open_configured;
 use crate::ui::{Ctx, parse_duration};
 
@@ -108,34 +109,19 @@ pub struct PruneArgs {
     pub target: MachineArgs,
 }
 
-/// Which machine `forget` or `prune` works on: this one (none given), or another machine of
-/// the vault from an admin host.
-#[derive(Args, Debug, Clone, Default)]
-pub struct MachineArgs {
-    /// Work on another machine of the vault (from an admin host with delete-capable store
-    /// credentials); without --keep-*, forget applies the policies that machine published.
-    #[arg(long, value_name = "ID", requires = "passphrase_file")]
-    pub machine: Option<String>,
-    /// With --machine: that machine's passphrase (or, with --key-file, the key file's).
-    #[arg(long, value_name = "FILE", requires = "machine")]
-    pub passphrase_file: Option<std::path::PathBuf>,
-    /// With --machine: unlock with this recovery key file (from `rbackup key export`).
-    #[arg(long, value_name = "FILE", requires = "machine")]
-    pub key_file: Option<std::path::PathBuf>,
-}
-
 /// The agent config and the repository a `forget` or `prune` works on, and, for another
 /// machine, its id.
 async fn open_target(
     ctx: &Ctx,
     m: &MachineArgs,
 ) -> Result<(AgentConfig, Repository, Option<String>)> {
-    let (Some(machine), Some(pass)) = (&m.machine, &m.passphrase_file) else {
+    let Some(machine) = &m.machine else {
         let (cfg, repo) = open_configured(ctx).await?;
         return Ok((cfg, repo, None));
     };
     let cfg = AgentConfig::load_required(&ctx.config_path)?;
-    let repo = crate::keys::open_machine(ctx, &cfg, machine, pass, m.key_file.as_deref()).await?;
+    let repo = m.open_other(ctx, &cfg).await?;
+    let repo = repo.ok_or_else(|| anyhow!("--machine {machine} needs --passphrase-file FILE"))?;
     Ok((cfg, repo, Some(machine.clone())))
 }
 

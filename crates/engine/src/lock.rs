@@ -173,7 +173,12 @@ impl Repository {
     /// Takes a lease. An exclusive lease is refused while another live exclusive lease exists
     /// (another prune); shared leases never wait for anything.
     pub async fn take_lease(&self, kind: LeaseKind, purpose: &str) -> Result<Lease> {
-        if let Err(e) = self.release_dead_leases().await {
+        // Opening the repository already ended the leases of killed holders. Only a prune
+        // waits on leases, so only an exclusive lease looks again, for holders killed since
+        // (a long-lived handle); a backup's start costs no second listing.
+        if kind == LeaseKind::Exclusive
+            && let Err(e) = self.release_dead_leases().await
+        {
             tracing::warn!("cannot look for leases of killed processes: {e}");
         }
         let now = self.clock.now();

@@ -22,7 +22,7 @@ use crate::unlock::{self, SkippedKeyFile};
 use crate::vault::Vault;
 
 /// Parallel metadata downloads: enough to hide latency on a cloud store.
-const FETCH_CONCURRENCY: usize = 8;
+pub(crate) const FETCH_CONCURRENCY: usize = 8;
 
 /// How to unlock a machine's master keys.
 #[derive(Debug)]

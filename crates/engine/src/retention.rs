@@ -329,29 +329,6 @@ impl Repository {
         actor: &Actor,
     ) -> Result<ForgetReport> {
         let tz = self.clock.now_zoned().time_zone().clone();
-        self.forget_in_as(policy, job, dry_run, &tz, actor).await
-    }
-
-    /// [`Repository::forget`] with periods taken in time zone `tz`.
-    pub async fn forget_in(
-        &self,
-        policy: &RetentionPolicy,
-        job: Option<&str>,
-        dry_run: bool,
-        tz: &TimeZone,
-    ) -> Result<ForgetReport> {
-        let actor = Actor::current(Some(&self.machine));
-        self.forget_in_as(policy, job, dry_run, tz, &actor).await
-    }
-
-    async fn forget_in_as(
-        &self,
-        policy: &RetentionPolicy,
-        job: Option<&str>,
-        dry_run: bool,
-        tz: &TimeZone,
-        actor: &Actor,
-    ) -> Result<ForgetReport> {
         if policy.is_empty() {
             return Err(EngineError::EmptyRetentionPolicy);
         }
@@ -372,7 +349,7 @@ impl Repository {
             let by_id: std::collections::HashMap<Id, &RecoveryPoint> =
                 points.iter().map(|(id, rp)| (*id, rp)).collect();
             let mut items = Vec::new();
-            for (id, verdict) in apply(policy, &points, tz) {
+            for (id, verdict) in apply(policy, &points, &tz) {
                 if verdict.is_keep() {
                     report.kept += 1;
                 } else {

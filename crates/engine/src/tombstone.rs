@@ -233,7 +233,7 @@ impl Repository {
                     |b: &[u8]| codec::open_meta::<Tombstone>(&self.keys, KIND, &id.to_hex(), b);
                 (id, self.read_immutable(KIND, &id, open).await)
             })
-            .buffer_unordered(8)
+            .buffer_unordered(crate::repo::FETCH_CONCURRENCY)
             .collect()
             .await;
         let (mut ok, mut bad) = (Vec::new(), Vec::new());

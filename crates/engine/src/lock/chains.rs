@@ -111,14 +111,19 @@ impl Repository {
 
     /// [`Repository::leases`] with each chain's stored seqs.
     async fn leases_with_objects(&self) -> Result<Vec<(Id, Option<LeaseInfo>, Vec<u32>)>> {
-        let mut out = Vec::new();
-        for (chain, seqs) in self.lease_chains().await? {
-            let Some(&last) = seqs.last() else { continue };
-            if let Some(info) = self.newest(chain, last).await? {
-                out.push((chain, info, seqs));
-            }
-        }
-        Ok(out)
+        use futures::{StreamExt, TryStreamExt};
+        // One read per chain, several at a time: an append-only machine's released chains
+        // stay until an admin prune, and every opener reads them.
+        let chains = self.lease_chains().await?.into_iter();
+        let read = futures::stream::iter(chains.filter(|(_, seqs)| !seqs.is_empty()))
+            .map(|(chain, seqs)| async move {
+                let last = seqs[seqs.len() - 1];
+                Ok::<_, EngineError>(self.newest(chain, last).await?.map(|i| (chain, i, seqs)))
+            })
+            .buffered(crate::repo::FETCH_CONCURRENCY);
+        read.try_filter_map(|x| async move { Ok(x) })
+            .try_collect()
+            .await
     }
 
     /// Ends the leases whose holder is provably gone (killed on this host, see `holder.rs`),

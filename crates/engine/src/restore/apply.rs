@@ -102,7 +102,8 @@ pub(crate) fn move_into_target(
     for (_, d) in dirs {
         let path = plan.path(d);
         let result = target.open_dir(&path).and_then(|dir| {
-            apply_metadata(&dir, &d.meta, root).map_err(|e| io_at("set metadata", target, &path, e))
+            apply_metadata(&dir, None, &d.meta, root)
+                .map_err(|e| io_at("set metadata", target, &path, e))
         });
         match result {
             Ok(()) => moved.dirs += 1,
@@ -209,7 +210,7 @@ fn move_file(
         }
         Err(e) => return Err(e),
     };
-    apply_file_metadata(&file, &has, meta, root)
+    apply_metadata(&file, Some(&has), meta, root)
         .map_err(|e| io_at("set metadata", stage, &staged, e))?;
     let dest = RelPath::from(name.clone());
     // A fresh target has nothing at the name: one `RENAME_NOREPLACE` does it. Only when
@@ -250,7 +251,7 @@ fn copy_across(
     );
     let fill = |to: &File| {
         copy_keeping_holes(from, to)
-            .and_then(|()| apply_metadata(to, meta, root))
+            .and_then(|()| apply_metadata(to, None, meta, root))
             .and_then(|()| to.sync_all())
             .map_err(|e| io_at("copy", parent, dest, e))
     };
@@ -298,29 +299,20 @@ fn copy_keeping_holes(from: &File, to: &File) -> io::Result<()> {
 }
 
 /// Owner (as root only), mode, then mtime, on the open object — in that order, because chown
-/// clears set-id bits and any write would move the mtime.
-fn apply_metadata(fd: impl AsFd, meta: &Meta, root: bool) -> io::Result<()> {
-    if root {
-        rbackup_beneath::set_owner(&fd, Some(meta.uid), Some(meta.gid))?;
-    }
-    rbackup_beneath::set_mode(&fd, meta.mode)?;
-    rbackup_beneath::set_times(&fd, Some(meta.mtime_ns), Some(meta.mtime_ns))
-}
-
-/// [`apply_metadata`] for a staged file whose current metadata `has` is known: an owner or
-/// mode it already has is not set again (a root restore of root's files skips the chown).
-/// Skipping the chown is safe for the mode: a file this restore created carries no set-id
-/// bits for a chown to clear.
-fn apply_file_metadata(
+/// clears set-id bits and any write would move the mtime. With `has`, the object's current
+/// metadata, an owner or mode it already has is not set again (a root restore of root's
+/// files skips the chown); that is only for files this restore created, which carry no
+/// set-id bits for a chown to clear.
+fn apply_metadata(
     fd: impl AsFd,
-    has: &rbackup_beneath::Meta,
+    has: Option<&rbackup_beneath::Meta>,
     meta: &Meta,
     root: bool,
 ) -> io::Result<()> {
-    if root && (has.uid, has.gid) != (meta.uid, meta.gid) {
+    if root && has.is_none_or(|h| (h.uid, h.gid) != (meta.uid, meta.gid)) {
         rbackup_beneath::set_owner(&fd, Some(meta.uid), Some(meta.gid))?;
     }
-    if has.mode & 0o7777 != meta.mode & 0o7777 {
+    if has.is_none_or(|h| h.mode & 0o7777 != meta.mode & 0o7777) {
         rbackup_beneath::set_mode(&fd, meta.mode)?;
     }
     rbackup_beneath::set_times(&fd, Some(meta.mtime_ns), Some(meta.mtime_ns))
