@@ -5,21 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-/// A second agent registered with the same vault (recovery to an alternate server).
-fn second_agent(first: &Agent) -> Agent {
-    let b = Agent::bare();
-    let creds = b.p("creds2.json");
-    first.ok(&[
-        "vault",
-        "credentials",
-        &first.vault_url(),
-        "--out",
-        creds.to_str().unwrap(),
-    ]);
-    b.register_with(&creds, &[]);
-    b
-}
-
 #[test]
 fn wrong_passphrase_is_refused_and_the_right_one_restores_elsewhere() {
     let a = Agent::registered();

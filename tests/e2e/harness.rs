@@ -184,6 +184,22 @@ impl Agent {
     }
 }
 
+/// A second agent registered with the same vault (recovery to an alternate server).
+pub fn second_agent(first: &Agent) -> Agent {
+    let b = Agent::bare();
+    let creds = b.p("creds2.json");
+    let url = first.vault_url();
+    first.ok(&[
+        "vault",
+        "credentials",
+        &url,
+        "--out",
+        creds.to_str().unwrap(),
+    ]);
+    b.register_with(&creds, &[]);
+    b
+}
+
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }

@@ -9,22 +9,6 @@ use std::path::{Path, PathBuf};
 
 use crate::harness::*;
 
-/// A second agent registered with the same vault (recovery to an alternate server).
-fn second_agent(first: &Agent) -> Agent {
-    let b = Agent::bare();
-    let creds = b.p("creds2.json");
-    let url = first.vault_url();
-    first.ok(&[
-        "vault",
-        "credentials",
-        &url,
-        "--out",
-        creds.to_str().unwrap(),
-    ]);
-    b.register_with(&creds, &[]);
-    b
-}
-
 fn flip(path: &Path, at: usize) {
     let mut b = fs::read(path).unwrap();
     b[at] ^= 0x01;

@@ -11,7 +11,8 @@ use rbackup_engine::{KeyFileState, Repository, Unlock};
 use serde_json::json;
 
 use crate::config::{AgentConfig, write_new};
-use crate::setup::{open_configured, open_vault, read_passphrase};
+use crate::secret::{self, Ask};
+use crate::setup::{open_configured, open_vault};
 use crate::ui::Ctx;
 
 /// What a user does about a damaged key file in the vault.
@@ -25,16 +26,18 @@ pub enum KeyCmd {
     Export {
         #[arg(long)]
         out: PathBuf,
-        /// The passphrase that will protect the recovery key file (at least 16 characters).
-        #[arg(long)]
-        passphrase_file: PathBuf,
+        /// File holding the passphrase that will protect the recovery key file (at least 16
+        /// characters; default: asked twice on the terminal).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Rewrite the vault's key files from the local key file when any is damaged, missing its
     /// copy or of the old format.
     Repair {
-        /// The machine's passphrase (checked against an intact key file if one is left).
-        #[arg(long)]
-        passphrase_file: PathBuf,
+        /// File holding the machine's passphrase (checked against an intact key file if one is
+        /// left; default: RBACKUP_PASSPHRASE_FILE/_COMMAND, or asked on the terminal).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
 }
 
@@ -43,13 +46,13 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<u8> {
         KeyCmd::Export {
             out,
             passphrase_file,
-        } => export(ctx, &out, &passphrase_file).await,
-        KeyCmd::Repair { passphrase_file } => repair(ctx, &passphrase_file).await,
+        } => export(ctx, &out, passphrase_file.as_deref()).await,
+        KeyCmd::Repair { passphrase_file } => repair(ctx, passphrase_file.as_deref()).await,
     }
 }
 
-async fn export(ctx: &Ctx, out: &Path, passphrase_file: &Path) -> Result<u8> {
-    let pass = read_passphrase(passphrase_file)?;
+async fn export(ctx: &Ctx, out: &Path, passphrase_file: Option<&Path>) -> Result<u8> {
+    let (pass, source) = secret::obtain_new(passphrase_file, "--passphrase-file")?;
     let (cfg, repo) = open_configured(ctx).await?;
     let file = repo.export_key_file(&pass, KdfParams::default())?;
     let printed = file.to_printable()?;
@@ -60,13 +63,12 @@ async fn export(ctx: &Ctx, out: &Path, passphrase_file: &Path) -> Result<u8> {
     write_new(&txt, printed.as_bytes(), 0o600)?;
     ctx.notice(&format!(
         "Wrote the recovery key of machine {} to {} and its printable form to {}. Keep them \
-         away from the vault and this machine; with the passphrase in {} they open the \
-         machine's backups: `rbackup restore ... --machine {} --key-file {} --passphrase-file \
-         FILE`.",
+         away from the vault and this machine; with the passphrase that protects them ({}) \
+         they open the machine's backups: `rbackup restore ... --machine {} --key-file {}`.",
         cfg.machine_id,
         out.display(),
         txt.display(),
-        passphrase_file.display(),
+        source.describe(),
         cfg.machine_id,
         out.display()
     ));
@@ -77,8 +79,8 @@ async fn export(ctx: &Ctx, out: &Path, passphrase_file: &Path) -> Result<u8> {
     Ok(0)
 }
 
-async fn repair(ctx: &Ctx, passphrase_file: &Path) -> Result<u8> {
-    let pass = read_passphrase(passphrase_file)?;
+async fn repair(ctx: &Ctx, passphrase_file: Option<&Path>) -> Result<u8> {
+    let (pass, _) = secret::obtain(passphrase_file, Ask::Existing, "--passphrase-file")?;
     let (cfg, repo) = open_configured(ctx).await?;
     let report = repo.repair_key_files(&pass, KdfParams::default()).await?;
     for i in &report.issues {
@@ -136,9 +138,10 @@ pub fn load_key_file(path: &Path) -> Result<KeyFile> {
 pub struct MachineArgs {
     /// Another machine of the vault (recovery to an alternate server; retention from an
     /// admin host with delete-capable store credentials).
-    #[arg(long, value_name = "ID", requires = "passphrase_file")]
+    #[arg(long, value_name = "ID")]
     pub machine: Option<String>,
-    /// With --machine: that machine's passphrase (with --key-file, the key file's).
+    /// With --machine: a file holding that machine's passphrase (with --key-file, the key
+    /// file's; default: RBACKUP_PASSPHRASE_FILE/_COMMAND, or asked on the terminal).
     #[arg(long, value_name = "FILE", requires = "machine")]
     pub passphrase_file: Option<PathBuf>,
     /// With --machine: unlock with this recovery key file (from `rbackup key export`, JSON or
@@ -150,9 +153,10 @@ pub struct MachineArgs {
 impl MachineArgs {
     /// The other machine's repository, or `None` when no `--machine` was given.
     pub async fn open_other(&self, ctx: &Ctx, cfg: &AgentConfig) -> Result<Option<Repository>> {
-        let (Some(machine), Some(pass)) = (&self.machine, &self.passphrase_file) else {
+        let Some(machine) = &self.machine else {
             return Ok(None);
         };
+        let pass = self.passphrase_file.as_deref();
         let key_file = self.key_file.as_deref();
         Ok(Some(open_machine(ctx, cfg, machine, pass, key_file).await?))
     }
@@ -165,10 +169,10 @@ pub async fn open_machine(
     ctx: &Ctx,
     cfg: &AgentConfig,
     machine: &str,
-    passphrase_file: &Path,
+    passphrase_file: Option<&Path>,
     key_file: Option<&Path>,
 ) -> Result<Repository> {
-    let pass = read_passphrase(passphrase_file)?;
+    let (pass, _) = secret::obtain(passphrase_file, Ask::Existing, "--passphrase-file")?;
     // An append-only machine's credentials are append-only for every machine it opens.
     let vault = open_vault(&cfg.vault, cfg.proxy.as_deref())
         .await?

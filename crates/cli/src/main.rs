@@ -11,6 +11,7 @@ mod jobstate;
 mod keys;
 mod ops;
 mod retention;
+mod secret;
 mod setup;
 mod ui;
 
@@ -235,8 +236,9 @@ pub enum PassphraseCmd {
     Generate,
     /// Replace the passphrase; no data is re-encrypted.
     Change {
-        #[arg(long)]
-        new_passphrase_file: PathBuf,
+        /// File holding the new passphrase (default: asked twice on the terminal).
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
     },
 }
 

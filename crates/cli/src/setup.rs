@@ -12,6 +12,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::config::{self, AgentConfig, Throttle, write_atomic, write_new};
+use crate::secret::{self, Ask, Source};
 use crate::ui::{Ctx, parse_duration};
 use crate::{PassphraseCmd, RegisterArgs, VaultCmd};
 
@@ -168,17 +169,6 @@ fn write_credentials(path: &Path, creds: &VaultCredentials) -> Result<()> {
     write_atomic(path, creds.to_json().as_bytes(), 0o600)
 }
 
-/// Reads a passphrase file: one trailing newline (as `echo` writes) is not part of it.
-pub fn read_passphrase(path: &Path) -> Result<Passphrase> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
-    );
-    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
-    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-    Passphrase::new(trimmed).with_context(|| format!("passphrase in {}", path.display()))
-}
-
 fn read_credentials(path: &Path) -> Result<VaultCredentials> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow!(
@@ -254,15 +244,21 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
             creds.vault
         );
     }
-    let (passphrase, saved_to) = match (&args.passphrase_file, &args.save_passphrase_to) {
-        (Some(f), _) => (read_passphrase(f)?, None),
+    let (passphrase, source, generated) = match (&args.passphrase_file, &args.save_passphrase_to) {
+        (Some(f), _) => {
+            let (p, src) = secret::obtain(Some(f), Ask::New, "--passphrase-file")?;
+            (p, src, false)
+        }
         (None, Some(out)) => {
             let p = Passphrase::generate();
             write_new(out, p.as_str().as_bytes(), 0o600)?;
-            (p, Some(out.clone()))
+            (p, Source::File(out.clone()), true)
         }
         (None, None) => {
-            bail!("give --passphrase-file FILE, or --generate-passphrase --save-passphrase-to FILE")
+            let (p, src) = secret::obtain(None, Ask::New, "--passphrase-file").context(
+                "or let one be made with --generate-passphrase --save-passphrase-to FILE",
+            )?;
+            (p, src, false)
         }
     };
     let cfg = do_register(
@@ -277,18 +273,12 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         args.append_only,
     )
     .await?;
-    let where_saved = match &saved_to {
-        Some(p) => format!(
+    let where_saved = match &source {
+        Source::File(p) if generated => format!(
             "The generated passphrase was saved to {} (mode 0600).",
             p.display()
         ),
-        None => format!(
-            "The passphrase is the one in {}.",
-            args.passphrase_file
-                .as_deref()
-                .unwrap_or(Path::new("?"))
-                .display()
-        ),
+        other => format!("The passphrase is {}.", other.describe()),
     };
     ctx.notice(&format!(
         "Registered machine {} ({}) with vault {}.\n{where_saved}\n{LOST_PASSPHRASE}",
@@ -299,7 +289,7 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
     } else {
         None
     };
-    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": saved_to.or(args.passphrase_file), "config": ctx.config_path, "append_only": cfg.append_only, "chattr": chattr}), String::new)?;
+    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": match &source { Source::File(p) => Some(p), _ => None }, "config": ctx.config_path, "append_only": cfg.append_only, "chattr": chattr}), String::new)?;
     Ok(0)
 }
 
@@ -440,7 +430,7 @@ pub async fn setup_default(ctx: &Ctx) -> Result<AgentConfig> {
         .unwrap_or(Path::new("."))
         .join("passphrase.txt");
     let passphrase = if pass_file.exists() {
-        read_passphrase(&pass_file)?
+        secret::read_file(&pass_file)?
     } else {
         let p = Passphrase::generate();
         write_new(&pass_file, p.as_str().as_bytes(), 0o600)?;
@@ -478,10 +468,16 @@ pub async fn passphrase(ctx: &Ctx, cmd: PassphraseCmd) -> Result<u8> {
         PassphraseCmd::Change {
             new_passphrase_file,
         } => {
-            let new = read_passphrase(&new_passphrase_file)?;
+            // The new passphrase only: the environment names the current one.
+            let (new, source) =
+                secret::obtain_new(new_passphrase_file.as_deref(), "--new-passphrase-file")?;
             let (cfg, repo) = open_configured(ctx).await?;
             repo.change_passphrase(&new, KdfParams::default()).await?;
-            ctx.notice(&format!("The passphrase of machine {} is now the one in {}; the old one no longer opens it. {LOST_PASSPHRASE}", cfg.machine_id, new_passphrase_file.display()));
+            ctx.notice(&format!(
+                "The passphrase of machine {} is now {}; the old one no longer opens it. {LOST_PASSPHRASE}",
+                cfg.machine_id,
+                source.describe()
+            ));
             ctx.output(
                 &json!({"machine_id": cfg.machine_id, "changed": true}),
                 String::new,
