@@ -16,4 +16,5 @@ mod passphrase;
 mod resume;
 mod roundtrip;
 mod soft_delete;
+mod usage;
 mod vault_input;

@@ -28,7 +28,10 @@ pub enum JobCmd {
     /// List jobs with their last successful and next scheduled run.
     List,
     /// Remove a job (its recovery points stay).
-    Remove { name: String },
+    Remove {
+        /// The job's name (as `rbackup job list` shows it).
+        name: String,
+    },
 }
 
 /// `rbackup job add`.
@@ -43,10 +46,10 @@ pub struct AddArgs {
     #[arg(long)]
     pub exclude: Vec<String>,
     /// Local times of day, HH:MM[,HH:MM...].
-    #[arg(long, required = true, value_delimiter = ',')]
+    #[arg(long, value_name = "HH:MM", required = true, value_delimiter = ',', value_parser = crate::usage::time)]
     pub at: Vec<String>,
     /// Days: daily, mon-fri, weekends, sun,wed, ...
-    #[arg(long, default_value = "daily")]
+    #[arg(long, value_name = "DAYS", default_value = "daily", value_parser = crate::usage::days)]
     pub days: String,
     /// Retention after each run, on the job's own recovery points (then prune).
     #[command(flatten)]

@@ -24,7 +24,8 @@ pub enum KeyCmd {
     /// Write a passphrase-protected recovery key file (and its printable form, FILE.txt), to
     /// keep away from the vault.
     Export {
-        #[arg(long)]
+        /// Where to write the recovery key file (FILE.txt gets its printable form).
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// File holding the passphrase that will protect the recovery key file (at least 16
         /// characters; default: asked twice on the terminal).

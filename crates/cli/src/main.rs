@@ -14,6 +14,7 @@ mod retention;
 mod secret;
 mod setup;
 mod ui;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,12 @@ use rbackup_agent::{config, schedule};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// Where `--help` lists the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// Exit status: a usage error (as clap's own).
+pub const EXIT_USAGE: u8 = 2;
 
 /// Exit status: finished, but some files were skipped or unreadable.
 pub const EXIT_WARNINGS: u8 = 3;
@@ -34,17 +41,17 @@ pub const EXIT_WARNINGS: u8 = 3;
     about = "Chunked, deduplicating, encrypted backup agent"
 )]
 pub struct Cli {
-    /// Agent config file.
-    #[arg(long, global = true, env = "RBACKUP_CONFIG")]
+    /// Agent config file (default: $XDG_CONFIG_HOME/rbackup/config.toml).
+    #[arg(long, global = true, value_name = "FILE", env = "RBACKUP_CONFIG", hide_env_values = true, help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Print one JSON document on stdout; human text goes to stderr.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// Quieter (no progress).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
-    /// Louder (debug logging).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Louder (-v info, -vv debug logging).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
@@ -114,13 +121,17 @@ pub enum ThrottleCmd {
     Show,
     /// Change throttle settings (the others stay as they are).
     Set {
-        #[arg(long)]
+        /// Work days: mon-fri, daily, weekends, sun,wed, ...
+        #[arg(long, value_name = "DAYS", value_parser = usage::days)]
         work_days: Option<String>,
-        #[arg(long)]
+        /// Work hours in local time, HH:MM-HH:MM.
+        #[arg(long, value_name = "HH:MM-HH:MM", value_parser = usage::hours)]
         work_hours: Option<String>,
-        #[arg(long)]
+        /// Upload rate in work hours: 512KiB, 4MiB, 1GiB (per second) or unlimited.
+        #[arg(long, value_name = "RATE", value_parser = usage::rate)]
         work_rate: Option<String>,
-        #[arg(long)]
+        /// Upload rate outside work hours.
+        #[arg(long, value_name = "RATE", value_parser = usage::rate)]
         non_work_rate: Option<String>,
     },
 }
@@ -131,10 +142,11 @@ pub enum VaultCmd {
     Create {
         /// file:///abs/path (or a plain path), s3://, az://, gs://, memory://
         url: String,
-        #[arg(long)]
+        /// Where to write the first credentials file (mode 0600).
+        #[arg(long, value_name = "FILE")]
         credentials_out: PathBuf,
         /// How long the credentials stay valid, e.g. 48h, 30m, 2d.
-        #[arg(long, default_value = "48h")]
+        #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = usage::duration)]
         valid_for: String,
         /// Create the vault even in a folder or bucket that already holds other files.
         #[arg(long)]
@@ -142,23 +154,28 @@ pub enum VaultCmd {
     },
     /// Issue new credentials; every older credentials file becomes invalid.
     Credentials {
+        /// The vault's URL.
         url: String,
-        #[arg(long)]
+        /// Where to write the new credentials file (mode 0600).
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        #[arg(long, default_value = "48h")]
+        /// How long the credentials stay valid, e.g. 48h, 30m, 2d.
+        #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = usage::duration)]
         valid_for: String,
     },
     /// Issue a short-lived security PIN for critical operations, printed once; it replaces
     /// any PIN issued before.
     Pin {
+        /// The vault's URL.
         url: String,
         /// How long the PIN stays valid, e.g. 5m, 1h.
-        #[arg(long, default_value = "5m")]
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = usage::duration)]
         valid_for: String,
     },
     /// Set the soft-delete window: how many days a forgotten recovery point stays restorable
     /// before a prune may reclaim it. Shortening it needs the security PIN.
     SetSoftDelete {
+        /// The vault's URL.
         url: String,
         /// Days (0 to 3650).
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=3650))]
@@ -170,33 +187,47 @@ pub enum VaultCmd {
 
 #[derive(Args, Debug)]
 pub struct RegisterArgs {
-    #[arg(long)]
+    /// The vault credentials file from `rbackup vault create` or `vault credentials`.
+    #[arg(long, value_name = "FILE")]
     pub vault_credentials: PathBuf,
-    #[arg(long, conflicts_with_all = ["generate_passphrase", "save_passphrase_to"])]
+    /// File holding the passphrase (default: RBACKUP_PASSPHRASE_FILE/_COMMAND, or asked twice
+    /// on the terminal).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["generate_passphrase", "save_passphrase_to"])]
     pub passphrase_file: Option<PathBuf>,
+    /// Generate a random passphrase (saved with --save-passphrase-to).
     #[arg(long, requires = "save_passphrase_to")]
     pub generate_passphrase: bool,
-    #[arg(long, requires = "generate_passphrase")]
+    /// Where to save the generated passphrase (mode 0600; never overwritten).
+    #[arg(long, value_name = "FILE", requires = "generate_passphrase")]
     pub save_passphrase_to: Option<PathBuf>,
-    #[arg(long)]
+    /// This machine's name in the vault (default: the host name).
+    #[arg(long, value_name = "NAME")]
     pub machine_name: Option<String>,
-    #[arg(long)]
+    /// Cache folder for staged packs and index copies (default: $XDG_CACHE_HOME/rbackup).
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    #[arg(long)]
+    /// Recovery folder where restores stage data (default: CACHE/recovery).
+    #[arg(long, value_name = "DIR")]
     pub recovery_dir: Option<PathBuf>,
-    #[arg(long)]
+    /// HTTP(S) proxy for cloud vaults, e.g. http://proxy:3128.
+    #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
-    #[arg(long)]
+    /// Work days for throttling: mon-fri (default), daily, weekends, sun,wed, ...
+    #[arg(long, value_name = "DAYS", value_parser = usage::days)]
     pub work_days: Option<String>,
-    #[arg(long)]
+    /// Work hours in local time (default 09:00-18:00).
+    #[arg(long, value_name = "HH:MM-HH:MM", value_parser = usage::hours)]
     pub work_hours: Option<String>,
-    #[arg(long)]
+    /// Upload rate in work hours: 512KiB, 4MiB, 1GiB (per second) or unlimited (default).
+    #[arg(long, value_name = "RATE", value_parser = usage::rate)]
     pub work_rate: Option<String>,
-    #[arg(long)]
+    /// Upload rate outside work hours (default unlimited).
+    #[arg(long, value_name = "RATE", value_parser = usage::rate)]
     pub non_work_rate: Option<String>,
-    /// This machine's store credentials cannot delete or overwrite: never try (forget and
-    /// prune are refused; retention runs from an admin host). On a local vault, also creates
-    /// every folder the machine writes into and prints the `chattr +a` command for them.
+    /// The machine's store credentials cannot delete or overwrite: never try.
+    ///
+    /// Forget and prune are refused; retention runs from an admin host. On a local vault, also
+    /// creates every folder the machine writes into and prints the `chattr +a` command for them.
     #[arg(long)]
     pub append_only: bool,
 }
@@ -272,6 +303,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if usage::is_usage(&e) => {
+            eprintln!(
+                "rbackup: error: {}\n\nFor more information, try '--help'.",
+                advice::render(&e)
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("rbackup: error: {}", advice::render(&e));
             ExitCode::FAILURE
@@ -299,5 +337,52 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Forget(args) => retention::forget(&ctx, args).await,
         Command::Prune(args) => retention::prune(&ctx, args).await,
         Command::Throttle(cmd) => ops::throttle(&ctx, cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, with the command path that reaches it.
+    fn all_args(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((path.clone(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_and_argument_has_a_one_line_description() {
+        let mut args = Vec::new();
+        all_args(&Cli::command(), "rbackup".into(), &mut args);
+        assert!(args.len() > 60, "{} arguments", args.len());
+        let missing: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|(_, a)| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+            .map(|(path, a)| format!("{path} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "no description: {missing:#?}");
+    }
+
+    #[test]
+    fn global_options_are_listed_apart() {
+        let help = Cli::command().render_help().to_string();
+        let global = help.find("Global options:").expect(&help);
+        for opt in ["--config", "--json", "--quiet", "--verbose"] {
+            assert!(
+                help[global..].contains(opt),
+                "{opt} not under Global options:\n{help}"
+            );
+        }
     }
 }

@@ -13,9 +13,10 @@ use crate::{BackupArgs, EXIT_WARNINGS, RestoreArgs, ThrottleCmd};
 
 pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     if args.paths.is_empty() {
-        return Err(anyhow!(
-            "nothing to back up: name one or more paths, e.g. `rbackup backup ~/Documents`"
-        ));
+        return Err(crate::usage::UsageError(
+            "nothing to back up: name one or more paths, e.g. `rbackup backup ~/Documents`".into(),
+        )
+        .into());
     }
     let cfg = match AgentConfig::load(&ctx.config_path)? {
         Some(c) => c,

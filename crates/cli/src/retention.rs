@@ -94,7 +94,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long a decision waits before its packs may be deleted, e.g. 15m, 1h.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = crate::usage::duration)]
     pub grace: Option<String>,
     /// Repack a partly used pack when more than this fraction of it is unused (0 to 1).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
