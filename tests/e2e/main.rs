@@ -7,6 +7,7 @@ mod append_only_cloud;
 mod cloud;
 mod credentials;
 mod damage;
+mod display;
 mod freshness;
 mod harness;
 mod hostile;

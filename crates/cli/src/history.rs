@@ -144,7 +144,7 @@ pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
             let num = |k: &str| rep.and_then(|v| v.get(k)).and_then(Value::as_u64).unwrap_or(0);
             out += &format!(
                 "{}  {:<8} {:<9} {:<12} {:>6.1}s  files {} new / {} changed / {} unchanged, {} read, {} added\n",
-                r.started,
+                crate::ui::local_time(&r.started),
                 r.kind,
                 r.status,
                 r.job.as_deref().unwrap_or("-"),

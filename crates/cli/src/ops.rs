@@ -109,14 +109,14 @@ pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
         .collect();
     ctx.output(&list, || {
         let mut out = format!(
-            "{:<10} {:<32} {:>10} {:>8}  paths\n",
+            "{:<10} {:<19} {:>10} {:>8}  paths\n",
             "id", "time", "size", "files"
         );
         for (id, rp) in rps {
             out += &format!(
-                "{:<10} {:<32} {:>10} {:>8}  {}\n",
+                "{:<10} {:<19} {:>10} {:>8}  {}\n",
                 id.short(),
-                rp.time,
+                crate::ui::local_time(&rp.time),
                 HumanBytes(rp.bytes),
                 rp.files,
                 rp.paths.join(" ")
@@ -171,9 +171,9 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
             "note: recovery point {} is soft-deleted (deleted {} by {}); it can be restored or \
              brought back with `rbackup undelete` until {}",
             d.id.get(..8).unwrap_or(&d.id),
-            d.deleted_at,
+            crate::ui::local_time(&d.deleted_at),
             d.deleted_by,
-            d.purge_after
+            crate::ui::local_time(&d.purge_after)
         ));
     }
     for w in &report.warnings {

@@ -23,7 +23,7 @@ use crate::config::{AgentConfig, JobConfig};
 use crate::history::JobRecord;
 use crate::keys::MachineArgs;
 use crate::setup::open_configured;
-use crate::ui::{Ctx, parse_duration};
+use crate::ui::{Ctx, local_time, parse_duration};
 
 /// The `--keep-*` options, shared by `rbackup forget` and `rbackup job add`.
 #[derive(Args, Debug, Clone, Default)]
@@ -324,15 +324,15 @@ pub async fn deleted_points(ctx: &Ctx) -> Result<u8> {
         .collect();
     ctx.output(&doc, || {
         let mut out = format!(
-            "{:<10} {:<32} {:<32} {:>9}  deleted by, why\n",
+            "{:<10} {:<19} {:<19} {:>9}  deleted by, why\n",
             "id", "time", "deleted at", "days left"
         );
         for d in &shown {
             out += &format!(
-                "{:<10} {:<32} {:<32} {:>9}  {}, {}\n",
+                "{:<10} {:<19} {:<19} {:>9}  {}, {}\n",
                 d.id.get(..8).unwrap_or(&d.id),
-                d.time,
-                d.deleted_at,
+                local_time(&d.time),
+                local_time(&d.deleted_at),
                 d.days_left(now),
                 d.deleted_by,
                 d.reason
@@ -398,9 +398,13 @@ fn group_text(g: &ForgetGroup) -> String {
         out += &match &p.verdict {
             Verdict::Keep { reasons } => {
                 let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-                format!("  keep    {short}  {}  {}\n", p.time, why.join(", "))
+                format!(
+                    "  keep    {short}  {}  {}\n",
+                    local_time(&p.time),
+                    why.join(", ")
+                )
             }
-            Verdict::Forget => format!("  forget  {short}  {}\n", p.time),
+            Verdict::Forget => format!("  forget  {short}  {}\n", local_time(&p.time)),
         };
     }
     out
@@ -419,7 +423,7 @@ fn prune_text(r: &PruneReport) -> String {
         r.soft_deleted_kept,
         r.next_purge_after
             .as_deref()
-            .map(|t| format!(" (the first may go after {t})"))
+            .map(|t| format!(" (the first may go after {})", local_time(t)))
             .unwrap_or_default()
     );
     out += &format!(

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{self, AgentConfig, Throttle, write_atomic, write_new};
 use crate::secret::{self, Ask, Source};
-use crate::ui::{Ctx, parse_duration};
+use crate::ui::{Ctx, local_time, parse_duration};
 use crate::{PassphraseCmd, RegisterArgs, VaultCmd};
 
 const LOST_PASSPHRASE: &str = "Keep a copy of it somewhere safe, away from this machine: it is needed to recover your data on another machine, and a lost passphrase means lost backups (nobody, including rbackup, can recover it).";
@@ -77,7 +77,7 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             write_credentials(&credentials_out, &creds)?;
             ctx.output(
                 &json!({"vault": url, "vault_id": vault.id(), "credentials": credentials_out, "expires_at": creds.expires_at}),
-                || format!("Created vault {url}\nCredentials written to {} (valid until {}); use them with `rbackup register --vault-credentials {}`.", credentials_out.display(), creds.expires_at, credentials_out.display()),
+                || format!("Created vault {url}\nCredentials written to {} (valid until {}); use them with `rbackup register --vault-credentials {}`.", credentials_out.display(), local_time(&creds.expires_at), credentials_out.display()),
             )?;
         }
         VaultCmd::Credentials {
@@ -91,7 +91,7 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             write_credentials(&out, &creds)?;
             ctx.output(
                 &json!({"vault": url, "credentials": out, "generation": creds.generation, "expires_at": creds.expires_at}),
-                || format!("New credentials written to {} (valid until {}); every older credentials file for this vault is now invalid.", out.display(), creds.expires_at),
+                || format!("New credentials written to {} (valid until {}); every older credentials file for this vault is now invalid.", out.display(), local_time(&creds.expires_at)),
             )?;
         }
         VaultCmd::Pin { url, valid_for } => {
@@ -100,7 +100,7 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             let (pin, expires) = vault.issue_pin(parse_duration(&valid_for)?).await?;
             ctx.output(
                 &json!({"vault": url, "pin": pin, "expires_at": expires}),
-                || format!("Security PIN: {pin}\nValid until {expires}, for one critical operation (shortening the soft-delete window, purging deleted recovery points at once); it is shown only now, and any older PIN no longer works."),
+                || format!("Security PIN: {pin}\nValid until {}, for one critical operation (shortening the soft-delete window, purging deleted recovery points at once); it is shown only now, and any older PIN no longer works.", local_time(&expires)),
             )?;
         }
         VaultCmd::SetSoftDelete { url, days, pin } => {

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,34 +69,41 @@ impl Ctx {
             Arc::new(Bar {
                 bar: bar.clone(),
                 files: Default::default(),
+                total_files: Default::default(),
             }),
             Some(bar),
         )
     }
 }
 
+/// The bar's message is `done/total files`, set on every file: setting it only stores the text,
+/// and the bar redraws at its own tick (200 ms), so the count is exact without costing a
+/// redraw per file.
 struct Bar {
     bar: ProgressBar,
-    files: std::sync::atomic::AtomicU64,
+    files: AtomicU64,
+    total_files: AtomicU64,
+}
+
+impl Bar {
+    fn show_files(&self, done: u64) {
+        let total = self.total_files.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done}/{total} files"));
+    }
 }
 
 impl Progress for Bar {
     fn total(&self, files: u64, bytes: u64) {
         self.bar.set_length(bytes);
-        self.bar.set_message(format!("0/{files} files"));
+        self.total_files.store(files, Ordering::Relaxed);
+        self.show_files(self.files.load(Ordering::Relaxed));
     }
     fn bytes(&self, n: u64) {
         self.bar.inc(n);
     }
     fn file(&self, _path: &Path) {}
     fn file_done(&self) {
-        let n = self
-            .files
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        if n.is_multiple_of(64) {
-            self.bar.set_message(format!("{n} files"));
-        }
+        self.show_files(self.files.fetch_add(1, Ordering::Relaxed) + 1);
     }
 }
 
@@ -113,6 +121,23 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();
+}
+
+/// A time from the vault or the job history (RFC 3339, UTC, nanoseconds) as people read it:
+/// local time to the second, `2026-12-01 19:27:23`. The `--json` documents keep the exact UTC
+/// text. A text that is not a timestamp is shown as it is, cut to 40 characters.
+pub fn local_time(rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => local(t),
+        Err(_) => rfc3339.chars().take(40).collect(),
+    }
+}
+
+/// `t` in the local time zone, to the second.
+pub fn local(t: jiff::Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Parses `48h`, `30m`, `2d`, `90s`, `1h 30m` (humantime's syntax). A bare number is hours, as
@@ -135,6 +160,34 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_counter_moves_on_every_file_in_one_format() {
+        let bar = Bar {
+            bar: ProgressBar::hidden(),
+            files: AtomicU64::new(0),
+            total_files: AtomicU64::new(0),
+        };
+        bar.total(150, 1 << 20);
+        assert_eq!(bar.bar.message(), "0/150 files");
+        for n in 1..=70 {
+            bar.file_done();
+            assert_eq!(bar.bar.message(), format!("{n}/150 files"));
+        }
+    }
+
+    #[test]
+    fn times_are_shown_in_local_time_to_the_second() {
+        // Under TZ=UTC (the tests' default here) local time is UTC; the zone itself is jiff's.
+        let t = "2026-12-01T18:27:23.119262584Z";
+        let shown = local_time(t);
+        assert_eq!(shown.len(), "2026-12-01 18:27:23".len(), "{shown}");
+        let zone = jiff::tz::TimeZone::system();
+        let want = t.parse::<jiff::Timestamp>().unwrap().to_zoned(zone);
+        assert_eq!(shown, want.strftime("%Y-%m-%d %H:%M:%S").to_string());
+        assert!(!shown.contains('.') && !shown.ends_with('Z'), "{shown}");
+        assert_eq!(local_time("not a time"), "not a time");
+    }
 
     #[test]
     fn durations_with_units_and_bare_hours() {
