@@ -83,8 +83,22 @@ impl MultipartUpload for PacedUpload {
 #[derive(Debug, Default)]
 pub(super) struct PacedConnector;
 
+/// Makes ring rustls's process-wide crypto provider unless one is installed already (an
+/// embedder's own choice wins). reqwest is built without a provider of its own (see
+/// Cargo.toml) and takes the process default when it builds a client; without one it panics.
+fn ensure_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Err means another thread installed one first: that one is used, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    });
+}
+
 impl HttpConnector for PacedConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        ensure_tls_provider();
         Ok(HttpClient::new(PacedService {
             plain: ReqwestConnector::default().connect(options)?,
             options: options.clone(),

@@ -11,7 +11,7 @@
 //! CI sets. A started server records `RAN <test> (<server>)` when the test ends without a panic.
 //!
 //! Buckets and containers are made with one raw HTTP request each, using only std and the
-//! dev-dependencies `aws-lc-rs` (HMAC-SHA256) and `base64`: moto accepts an unsigned
+//! dev-dependencies `ring` (HMAC-SHA256) and `base64`: moto accepts an unsigned
 //! `PUT /bucket`, and Azurite wants a SharedKey-signed `PUT /account/container?restype=container`
 //! (object_store cannot create either). Other crates' tests include this one directory with
 //! `#[path = ".../crates/store/tests/servers/mod.rs"]` rather than a copy (the engine's and the
@@ -203,8 +203,8 @@ impl Azurite {
         let key = BASE64
             .decode(AZURITE_KEY)
             .expect("the well-known key is base64");
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
-        let signature = BASE64.encode(aws_lc_rs::hmac::sign(&key, string_to_sign.as_bytes()));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+        let signature = BASE64.encode(ring::hmac::sign(&key, string_to_sign.as_bytes()));
         let head = format!(
             "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\n\
              Host: 127.0.0.1:{port}\r\nx-ms-date: {date}\r\nx-ms-version: {version}\r\n\

@@ -51,8 +51,8 @@ impl Azurite {
         let key = BASE64
             .decode(AZURITE_KEY)
             .expect("the well-known key is base64");
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
-        let signature = BASE64.encode(aws_lc_rs::hmac::sign(&key, fields.join("\n").as_bytes()));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+        let signature = BASE64.encode(ring::hmac::sign(&key, fields.join("\n").as_bytes()));
         format!(
             "sv={SAS_VERSION}&se={}&sr=c&sp={permissions}&sig={}",
             percent_encode(SAS_EXPIRY),
