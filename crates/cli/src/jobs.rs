@@ -48,6 +48,10 @@ pub struct AddArgs {
     /// Days: daily, mon-fri, weekends, sun,wed, ...
     #[arg(long, default_value = "daily")]
     pub days: String,
+    /// Symlinks and hard links: `skip` or `store` (default: the agent's `links` setting,
+    /// itself `skip` unless set).
+    #[arg(long, value_name = "skip|store", value_parser = crate::config::parse_links)]
+    pub links: Option<rbackup_engine::LinkMode>,
     /// Retention after each run, on the job's own recovery points (then prune).
     #[command(flatten)]
     pub keep: KeepArgs,
@@ -103,6 +107,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
         excludes: args.exclude,
         at: schedule.times(),
         days: schedule.days(),
+        links: args.links,
         created: Some(jiff::Timestamp::now()),
         retention: args.keep.policy(),
     };
@@ -167,6 +172,9 @@ fn list(ctx: &Ctx) -> Result<u8> {
             );
             if !job.excludes.is_empty() {
                 out += &format!("    excludes: {}\n", job.excludes.join(" "));
+            }
+            if let Some(links) = job.links {
+                out += &format!("    links: {}\n", crate::ops::links_word(links));
             }
             if job.has_retention() {
                 out += &format!("    {}\n", job.retention.describe());

@@ -371,6 +371,7 @@ async fn do_register(
         proxy,
         append_only,
         throttle,
+        links: Default::default(),
         jobs: Vec::new(),
     };
     cfg.save(&ctx.config_path)?;

@@ -92,7 +92,9 @@ pub use policy::PublishedPolicies;
 pub use progress::{NoProgress, Progress};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport, STALE_STAGING};
 pub use repo::{Repository, Unlock};
-pub use report::{BackupReport, CheckOptions, CheckReport, RestoreReport, SkipKind, Skipped};
+pub use report::{
+    BackupReport, CheckOptions, CheckReport, RestoreReport, SkipKind, Skipped, rule_counts,
+};
 pub use restore::RestoreOptions;
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
