@@ -167,7 +167,7 @@ pub struct RestoreReport {
     /// Symbolic links created.
     #[serde(default)]
     pub symlinks: u64,
-    /// Files restored as a further link to a file restored before them.
+    /// Of `files`, those restored as a further hard link to one restored before them.
     #[serde(default)]
     pub hard_links: u64,
     /// Files that could not be restored, with reasons.

@@ -166,6 +166,19 @@ async fn stored_links_restore_as_symlinks_and_shared_inodes() {
         .filter(|n| n.starts_with(".rbackup-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Restoring only `sub`: the other link of the pair is outside the selection, so
+    // `hard-b` comes back as a file of its own.
+    let part = env.dir("part");
+    let mut o = RestoreOptions::new("latest", &part, env.work.path().join("recovery"));
+    o.paths = vec![src.join("sub")];
+    let r = env.repo.restore(o).await.unwrap();
+    assert!(r.failed.is_empty() && r.warnings.is_empty(), "{r:?}");
+    assert_eq!((r.files, r.hard_links, r.symlinks), (2, 0, 1));
+    let b = at(&part, &src).join("sub/hard-b");
+    assert_eq!(fs::read(&b).unwrap(), b"one inode, two names");
+    assert_eq!(b.metadata().unwrap().nlink(), 1);
+    assert!(!at(&part, &src).join("hard-a").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -85,7 +85,7 @@ impl HardLinks {
 
 impl Walker<'_> {
     /// The symlink `name` of the open directory `at`, as a node (`None`: reported as not
-    /// backed up).
+    /// backed up). Progress is not told: its file count is of regular files, as the prescan's.
     pub(super) fn symlink(
         &mut self,
         at: BorrowedFd<'_>,
@@ -93,7 +93,6 @@ impl Walker<'_> {
         name: &[u8],
         probe: &Probe,
     ) -> Option<Node> {
-        self.progress.file(path);
         let target = match rustix::fs::readlinkat(at, open::os(name), Vec::new()) {
             Ok(t) => t.into_bytes(),
             Err(rustix::io::Errno::NOENT) => {
@@ -118,7 +117,6 @@ impl Walker<'_> {
         let mut node = base_node(name, probe, NodeKind::Symlink);
         node.target = Some(ByteBuf::from(target));
         self.report.symlinks += 1;
-        self.progress.file_done();
         Some(node)
     }
 }
