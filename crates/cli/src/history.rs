@@ -190,6 +190,9 @@ pub fn rule_words(counts: &[(rbackup_engine::SkipRule, u64)]) -> String {
 
 /// `rbackup jobs --skipped ID`: every skipped or failed file of one record.
 pub fn list_skipped(ctx: &Ctx, id: &str) -> Result<u8> {
+    if id.is_empty() {
+        bail!("give a job record's id (or the start of it): `rbackup jobs` lists them");
+    }
     let cfg = AgentConfig::load_required(&ctx.config_path)?;
     let all = load(&cfg);
     let found: Vec<&JobRecord> = all.iter().filter(|r| r.id.starts_with(id)).collect();
