@@ -135,14 +135,18 @@ pub fn load(cfg: &AgentConfig) -> Vec<JobRecord> {
     files.sort();
     files
         .iter()
-        .filter_map(|p| {
-            let mut rec: JobRecord = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-            if rec.id.is_empty() {
-                rec.id = p.file_stem()?.to_string_lossy().into_owned();
-            }
-            Some(rec)
-        })
+        .filter_map(|p| parse_record(p, &std::fs::read(p).ok()?))
         .collect()
+}
+
+/// The record in the file `path` holding `bytes`; one from before ids existed gets the file's
+/// name as its id.
+fn parse_record(path: &std::path::Path, bytes: &[u8]) -> Option<JobRecord> {
+    let mut rec: JobRecord = serde_json::from_slice(bytes).ok()?;
+    if rec.id.is_empty() {
+        rec.id = path.file_stem()?.to_string_lossy().into_owned();
+    }
+    Some(rec)
 }
 
 /// The files a record's report lists as skipped (backups) or not restored (restores).
@@ -267,4 +271,33 @@ pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
         out
     })?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_from_before_ids_and_skip_kinds_loads_and_is_counted_per_rule() {
+        let old = serde_json::json!({
+            "kind": "backup", "job": null, "status": "warnings",
+            "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:01Z",
+            "duration_s": 1.0,
+            "report": {"skipped": [
+                {"path": "/s/l1", "reason": rbackup_engine::SkipRule::Symlink.reason()},
+                {"path": "/s/l2", "reason": rbackup_engine::SkipRule::Symlink.reason()},
+                {"path": "/s/secret", "reason": "cannot read: Permission denied (os error 13)"}
+            ]}
+        });
+        let path = std::path::Path::new("/x/2026-01-01T000000Z-backup-123.json");
+        let rec = parse_record(path, old.to_string().as_bytes()).unwrap();
+        assert_eq!(rec.id, "2026-01-01T000000Z-backup-123");
+        let lines = skip_lines(&rec);
+        assert!(
+            lines.contains("skipped by rule: 2 symbolic links — see `rbackup jobs --skipped 2026-01-01T000000Z-backup-123`"),
+            "{lines}"
+        );
+        assert!(lines.contains("not backed up: 1 file(s)"), "{lines}");
+        assert!(!lines.contains("/s/l1"), "{lines}");
+    }
 }
