@@ -87,6 +87,7 @@ fn fifty_symlinks_back_up_with_exit_0_one_count_line_and_the_list_in_the_job_rec
     );
 }
 
+/// Unreadable files are named, at most 20 of them, on the terminal.
 #[test]
 fn an_unreadable_file_still_exits_3_and_is_named_beside_the_rule_count() {
     let a = Agent::unprivileged();
@@ -94,6 +95,11 @@ fn an_unreadable_file_still_exits_3_and_is_named_beside_the_rule_count() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("ok.txt"), b"readable").unwrap();
     fs::write(src.join("secret.txt"), b"not for you").unwrap();
+    for i in 0..22 {
+        let f = src.join(format!("more-{i:02}"));
+        fs::write(&f, b"not for you").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).unwrap();
+    }
     symlink("ok.txt", src.join("link")).unwrap();
     if let Some(uid) = a.uid {
         for p in [&src, &src.join("ok.txt")] {
@@ -112,13 +118,31 @@ fn an_unreadable_file_still_exits_3_and_is_named_beside_the_rule_count() {
     let err = stderr(&out);
     assert!(
         err.lines().any(|l| l.starts_with("not backed up ")
-            && l.contains("secret.txt")
+            && l.contains("more-00")
             && l.contains("Permission denied")),
+        "{err}"
+    );
+    let named = err
+        .lines()
+        .filter(|l| l.starts_with("not backed up "))
+        .count();
+    assert_eq!(named, 20, "{err}");
+    assert!(
+        err.contains("... and 3 more not backed up — see `rbackup jobs --skipped "),
         "{err}"
     );
     assert!(err.contains("skipped by rule: 1 symbolic link"), "{err}");
     let human = a.ok(&["jobs"]);
-    assert!(human.contains("not backed up: 1 file(s)"), "{human}");
+    assert!(human.contains("not backed up: 23 file(s)"), "{human}");
+    let (_, jobs) = a.json(&["jobs"]);
+    let skipped = jobs[0]["report"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.iter().filter(|s| s["kind"] == "error").count(), 23);
+    let id = jobs[0]["id"].as_str().unwrap();
+    let listed = a.ok(&["jobs", "--skipped", id]);
+    assert!(
+        listed.contains("not backed up: ") && listed.contains("secret.txt: cannot read"),
+        "the ones past the first 20 are in the record: {listed}"
+    );
 }
 
 /// `--links store` round trip: the symlink comes back with its target, the hard links as one
