@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod jobs;
 mod keys;
+mod links;
 mod passphrase;
 mod resume;
 mod roundtrip;

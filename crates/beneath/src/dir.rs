@@ -1,5 +1,6 @@
 //! [`Dir`]: an owned directory fd and the operations confined beneath it.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -288,6 +289,78 @@ impl Dir {
                     e => Error::io("rename", self.label_of(from), e),
                 })
             })
+        })
+    }
+
+    /// Creates the symbolic link `rel` pointing at `target` (`symlinkat` in the held parent;
+    /// the target is stored as given and never resolved here). [`Error::Exists`] if the name
+    /// is taken by anything.
+    pub fn symlink(&self, target: &OsStr, rel: &RelPath) -> Result<()> {
+        self.with_parent(
+            rel,
+            "create symlink",
+            |parent, name| match rustix::fs::symlinkat(target, parent, name.as_os_str()) {
+                Ok(()) => Ok(()),
+                Err(Errno::EXIST) => Err(self.exists(rel)),
+                Err(e) => Err(Error::io("create symlink", self.label_of(rel), e)),
+            },
+        )
+    }
+
+    /// Makes `to` (beneath `to_dir`) a new hard link to the object `from` beneath this
+    /// directory (`linkat` without `AT_SYMLINK_FOLLOW`: a symlink at `from` is linked itself,
+    /// never its target). [`Error::Exists`] if `to` is taken.
+    pub fn hard_link(&self, from: &RelPath, to_dir: &Dir, to: &RelPath) -> Result<()> {
+        self.with_parent(from, "link", |src, src_name| {
+            to_dir.with_parent(to, "link", |dst, dst_name| {
+                let (from_s, to_s) = (src_name.as_os_str(), dst_name.as_os_str());
+                match rustix::fs::linkat(src, from_s, dst, to_s, AtFlags::empty()) {
+                    Ok(()) => Ok(()),
+                    Err(Errno::EXIST) => Err(to_dir.exists(to)),
+                    Err(Errno::NOENT) => Err(meta::stat_error(self.label_of(from), Errno::NOENT)),
+                    Err(e) => Err(Error::io("link", to_dir.label_of(to), e)),
+                }
+            })
+        })
+    }
+
+    /// Sets the owner (when given) and the times of the symlink `rel` itself. A symlink
+    /// cannot be opened to set them on a fd as [`set_owner`](crate::set_owner) does, so they
+    /// are set by its one name in the held parent with `AT_SYMLINK_NOFOLLOW`: nothing is
+    /// resolved but that name, and it is not followed.
+    pub fn set_symlink_meta(
+        &self,
+        rel: &RelPath,
+        owner: Option<(u32, u32)>,
+        mtime_ns: i64,
+    ) -> Result<()> {
+        self.with_parent(rel, "set symlink metadata", |parent, name| {
+            let at = || self.label_of(rel);
+            if let Some((uid, gid)) = owner {
+                // As in `set_owner`: `u32::MAX` would mean "leave as is" to the kernel.
+                if uid == u32::MAX || gid == u32::MAX {
+                    return Err(Error::io("set symlink owner", at(), Errno::INVAL));
+                }
+                let (uid, gid) = (
+                    rustix::fs::Uid::from_raw(uid),
+                    rustix::fs::Gid::from_raw(gid),
+                );
+                rustix::fs::chownat(
+                    parent,
+                    name.as_os_str(),
+                    Some(uid),
+                    Some(gid),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Error::io("set symlink owner", at(), e))?;
+            }
+            let t = meta::timespec(mtime_ns);
+            let times = rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            };
+            rustix::fs::utimensat(parent, name.as_os_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| Error::io("set symlink times", at(), e))
         })
     }
 

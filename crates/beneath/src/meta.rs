@@ -122,10 +122,7 @@ pub fn set_times(
     mtime_ns: Option<i64>,
 ) -> std::io::Result<()> {
     let spec = |t: Option<i64>| match t {
-        Some(ns) => Timespec {
-            tv_sec: ns.div_euclid(1_000_000_000),
-            tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-        },
+        Some(ns) => timespec(ns),
         None => Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_OMIT as _,
@@ -136,6 +133,14 @@ pub fn set_times(
         last_modification: spec(mtime_ns),
     };
     Ok(rustix::fs::futimens(fd, &times)?)
+}
+
+/// Nanoseconds since the epoch as a `Timespec`.
+pub(crate) fn timespec(ns: i64) -> Timespec {
+    Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    }
 }
 
 /// Maps a `statx` of a name to the crate's "not found" or I/O error.

@@ -215,6 +215,42 @@ both_modes! {
         let text = err.to_string();
         assert!(text.contains(&format!("{} is a symbolic link", fx.base.join("a").display())), "{text}");
     }
+
+    fn symlinks_and_hard_links_are_made_in_the_held_parent_and_never_followed(resolve: Resolve) {
+        let fx = Fixture::new();
+        let dir = fx.dir(resolve);
+        dir.create_dir_all(&rel("d"), 0o755).unwrap();
+        // The target is stored as given, even one pointing outside.
+        dir.symlink(fx.decoy.join("passwd").as_os_str(), &rel("d/out")).unwrap();
+        assert_eq!(fs::read_link(fx.base.join("d/out")).unwrap(), fx.decoy.join("passwd"));
+        assert!(matches!(dir.symlink("x".as_ref(), &rel("d/out")), Err(Error::Exists { .. })));
+        // Its times (and owner, as root) are the link's own; the decoy it points at keeps its.
+        let owner = is_root().then_some((1234, 5678));
+        dir.set_symlink_meta(&rel("d/out"), owner, 1_600_000_000_000_000_007).unwrap();
+        let m = fx.base.join("d/out").symlink_metadata().unwrap();
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 7));
+        if is_root() {
+            assert_eq!((m.uid(), m.gid()), (1234, 5678));
+        }
+        assert!(dir.set_symlink_meta(&rel("d/out"), Some((u32::MAX, 0)), 0).is_err());
+        // A parent that is a symlink is refused, for the link and for its metadata.
+        symlink(&fx.decoy, fx.base.join("via")).unwrap();
+        assert!(matches!(dir.symlink("x".as_ref(), &rel("via/new")), Err(Error::Symlink { .. })));
+        assert!(matches!(dir.set_symlink_meta(&rel("via/passwd"), None, 0), Err(Error::Symlink { .. })));
+        // A hard link to a file; to a symlink it links the symlink itself, not its target.
+        fs::write(fx.base.join("d/f"), b"content").unwrap();
+        let other = dir.open_dir(&rel("d")).unwrap();
+        dir.hard_link(&rel("d/f"), &other, &rel("g")).unwrap();
+        let ino = |p: &str| fx.base.join(p).symlink_metadata().unwrap().ino();
+        assert_eq!(ino("d/f"), ino("d/g"));
+        dir.hard_link(&rel("d/out"), &dir, &rel("out2")).unwrap();
+        assert!(fx.base.join("out2").symlink_metadata().unwrap().is_symlink());
+        assert_eq!(ino("d/out"), ino("out2"));
+        assert!(matches!(dir.hard_link(&rel("d/f"), &dir, &rel("out2")), Err(Error::Exists { .. })));
+        assert!(matches!(dir.hard_link(&rel("d/none"), &dir, &rel("n")), Err(Error::NotFound { .. })));
+        assert!(matches!(dir.hard_link(&rel("via/passwd"), &dir, &rel("n")), Err(Error::Symlink { .. })));
+        fx.assert_decoy_unchanged();
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use etcetera::BaseStrategy;
 use etcetera::base_strategy::Xdg;
-use rbackup_engine::RetentionPolicy;
+use rbackup_engine::{LinkMode, RetentionPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Schedule;
@@ -87,6 +87,10 @@ pub struct AgentConfig {
     pub append_only: bool,
     #[serde(default)]
     pub throttle: Throttle,
+    /// What backups do with symlinks and hard links unless a job or `backup --links` says
+    /// otherwise: `skip` (the MARS rule, the default) or `store`.
+    #[serde(default, skip_serializing_if = "is_default_links")]
+    pub links: LinkMode,
     /// Scheduled jobs (`rbackup job add`), run by `rbackup run [--due]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobConfig>,
@@ -109,6 +113,9 @@ pub struct JobConfig {
     /// `daily`, `mon-fri`, `sun,wed`, ... (the syntax of the throttle's work days).
     #[serde(default = "default_days")]
     pub days: String,
+    /// `skip` or `store` for symlinks and hard links; unset, the agent's `links` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<LinkMode>,
     /// When the job was added: its first run is at the first scheduled time after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<jiff::Timestamp>,
@@ -116,6 +123,21 @@ pub struct JobConfig {
     /// `keep_*` keys sit in the job's own table, as they always have.
     #[serde(flatten)]
     pub retention: RetentionPolicy,
+}
+
+fn is_default_links(l: &LinkMode) -> bool {
+    *l == LinkMode::default()
+}
+
+/// Parses `--links skip|store` (clap's value parser for the engine's [`LinkMode`]).
+pub fn parse_links(s: &str) -> Result<LinkMode> {
+    match s {
+        "skip" => Ok(LinkMode::Skip),
+        "store" => Ok(LinkMode::Store),
+        _ => bail!(
+            "expected `skip` (the default: symlinks and hard links are not backed up) or `store` (backed up and restored as links)"
+        ),
+    }
 }
 
 fn default_days() -> String {
@@ -338,6 +360,35 @@ mod tests {
         let text = toml::to_string(&on).unwrap();
         assert!(text.contains("append_only = true"), "{text}");
         assert!(toml::from_str::<AgentConfig>(&text).unwrap().append_only);
+    }
+
+    #[test]
+    fn links_default_to_skip_and_a_job_may_override_the_agent() {
+        let base = r#"
+            vault = "file:///v"
+            machine_id = "0123456789abcdef"
+            machine_name = "m"
+            key_file = "/k"
+            cache_dir = "/c"
+            recovery_dir = "/r"
+        "#;
+        let old: AgentConfig = toml::from_str(base).unwrap();
+        assert_eq!(old.links, LinkMode::Skip);
+        assert!(!toml::to_string(&old).unwrap().contains("links"));
+        let text = format!(
+            "links = \"store\"\n{base}\n[[jobs]]\nname = \"j\"\npaths = [\"/s\"]\nat = [\"09:00\"]\nlinks = \"skip\"\n"
+        );
+        let cfg: AgentConfig = toml::from_str(&text).unwrap();
+        assert_eq!(cfg.links, LinkMode::Store);
+        assert_eq!(cfg.jobs[0].links, Some(LinkMode::Skip));
+        let again: AgentConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(
+            (again.links, again.jobs[0].links),
+            (LinkMode::Store, Some(LinkMode::Skip))
+        );
+        assert!(toml::from_str::<AgentConfig>(&format!("links = \"follow\"\n{base}")).is_err());
+        assert_eq!(parse_links("store").unwrap(), LinkMode::Store);
+        assert!(parse_links("follow").is_err());
     }
 
     #[test]

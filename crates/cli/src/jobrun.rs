@@ -62,6 +62,9 @@ struct JobRun {
     retention_skipped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_run: Option<Zoned>,
+    /// The id of the run's job record (`rbackup jobs --skipped ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_id: Option<String>,
 }
 
 impl JobRun {
@@ -75,6 +78,7 @@ impl JobRun {
             retention_error: None,
             retention_skipped: false,
             next_run: None,
+            record_id: None,
         }
     }
 }
@@ -166,7 +170,7 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
     }
     let started = Timestamp::now();
     let result = backup(ctx, cfg, job).await;
-    history::record(
+    let record_id = history::record(
         ctx,
         cfg,
         &JobRecord::new("run", Some(job.name.clone()), started, &result, |r| {
@@ -205,6 +209,7 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
         r.retention_error = Some(crate::advice::render(&e));
     }
     r.report = Some(report);
+    r.record_id = record_id;
     r
 }
 
@@ -216,6 +221,7 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
         let mut opts = BackupOptions::new(job.paths.clone());
         opts.excludes = job.excludes.clone();
         opts.job = Some(job.name.clone());
+        opts.links = job.links.unwrap_or(cfg.links);
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
         opts.cancel = crate::interrupt::stop_on_signals(ctx);
@@ -246,12 +252,7 @@ async fn apply_retention(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Resul
 fn print_human(ctx: &Ctx, r: &JobRun, due: bool) {
     let name = &r.job;
     if let Some(rep) = &r.report {
-        for s in &rep.skipped {
-            ctx.notice(&format!("job {name}: skipped {}: {}", s.path, s.reason));
-        }
-        for w in &rep.warnings {
-            ctx.notice(&format!("job {name}: warning: {w}"));
-        }
+        crate::ops::notice_skips(ctx, &format!("job {name}: "), rep, r.record_id.as_deref());
     }
     if let Some(e) = &r.retention_error {
         ctx.notice(&format!("job {name}: retention failed: {e}"));

@@ -51,6 +51,10 @@ pub struct AddArgs {
     /// Days: daily, mon-fri, weekends, sun,wed, ...
     #[arg(long, value_name = "DAYS", default_value = "daily", value_parser = crate::usage::days)]
     pub days: String,
+    /// Symlinks and hard links: `skip` or `store` (default: the agent's `links` setting,
+    /// itself `skip` unless set).
+    #[arg(long, value_name = "skip|store", value_parser = crate::config::parse_links)]
+    pub links: Option<rbackup_engine::LinkMode>,
     /// Retention after each run, on the job's own recovery points (then prune).
     #[command(flatten)]
     pub keep: KeepArgs,
@@ -106,6 +110,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<u8> {
         excludes: args.exclude,
         at: schedule.times(),
         days: schedule.days(),
+        links: args.links,
         created: Some(jiff::Timestamp::now()),
         retention: args.keep.policy(),
     };
@@ -170,6 +175,9 @@ fn list(ctx: &Ctx) -> Result<u8> {
             );
             if !job.excludes.is_empty() {
                 out += &format!("    excludes: {}\n", job.excludes.join(" "));
+            }
+            if let Some(links) = job.links {
+                out += &format!("    links: {}\n", crate::ops::links_word(links));
             }
             if job.has_retention() {
                 out += &format!("    {}\n", job.retention.describe());

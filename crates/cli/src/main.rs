@@ -31,7 +31,8 @@ const GLOBAL: &str = "Global options";
 /// Exit status: a usage error (as clap's own).
 pub const EXIT_USAGE: u8 = 2;
 
-/// Exit status: finished, but some files were skipped or unreadable.
+/// Exit status: finished, but files that should have been backed up were not (unreadable,
+/// vanished, changed while read), or with warnings. Files left out by a file-type rule are not.
 pub const EXIT_WARNINGS: u8 = 3;
 
 #[derive(Parser, Debug)]
@@ -93,11 +94,15 @@ pub enum Command {
     /// Export a recovery key file, or repair the key files in the vault.
     #[command(subcommand)]
     Key(keys::KeyCmd),
-    /// Job history: status, counts, bytes, duration, skipped files with reasons.
+    /// Job history: id, status, counts, bytes, duration, and skipped files counted per reason.
     Jobs {
         /// Show at most this many records, newest last.
         #[arg(long, default_value_t = 50)]
         last: usize,
+        /// List every file the job with this id (a unique prefix is enough) skipped or could
+        /// not back up or restore, with its reason.
+        #[arg(long, value_name = "JOB-ID")]
+        skipped: Option<String>,
     },
     /// Edit the scheduled jobs in the agent config.
     #[command(subcommand)]
@@ -243,6 +248,10 @@ pub struct BackupArgs {
     /// matches names.
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// Symlinks and hard links: `skip` them (the MARS rule) or `store` them as links (default:
+    /// the config's `links`, itself `skip` unless set).
+    #[arg(long, value_name = "skip|store", value_parser = config::parse_links)]
+    pub links: Option<rbackup_engine::LinkMode>,
 }
 
 #[derive(Args, Debug)]
@@ -330,7 +339,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Undelete { recovery_point } => retention::undelete(&ctx, &recovery_point).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,
         Command::Check { read_data } => ops::check(&ctx, read_data).await,
-        Command::Jobs { last } => history::list(&ctx, last),
+        Command::Jobs {
+            last,
+            skipped: None,
+        } => history::list(&ctx, last),
+        Command::Jobs {
+            skipped: Some(id), ..
+        } => history::list_skipped(&ctx, &id),
         Command::Job(cmd) => jobs::job(&ctx, cmd),
         Command::Schedule(args) => jobs::schedule(&ctx, args),
         Command::Run(args) => jobrun::run(&ctx, args).await,

@@ -30,6 +30,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         let mut opts = BackupOptions::new(args.paths);
         opts.excludes = args.exclude;
         opts.job = args.job;
+        opts.links = args.links.unwrap_or(cfg.links);
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
         opts.cancel = crate::interrupt::stop_on_signals(ctx);
@@ -40,7 +41,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    history::record(
+    let record_id = history::record(
         ctx,
         &cfg,
         &JobRecord::new(
@@ -53,12 +54,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     );
     let report = result?;
     crate::freshness::after_backup(ctx, &cfg, &report);
-    for s in &report.skipped {
-        ctx.notice(&format!("skipped {}: {}", s.path, s.reason));
-    }
-    for w in &report.warnings {
-        ctx.notice(&format!("warning: {w}"));
-    }
+    notice_skips(ctx, "", &report, record_id.as_deref());
     ctx.output(&report, || backup_summary(&report))?;
     Ok(if report.has_warnings() {
         EXIT_WARNINGS
@@ -67,15 +63,70 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     })
 }
 
+/// At most this many files that could not be backed up are named on the terminal; the job
+/// record has them all.
+const FAILURES_SHOWN: usize = 20;
+
+/// Tells the user, each line starting with `prefix`, what a backup left out: the warnings and
+/// the files that should have been backed up and were not (the first [`FAILURES_SHOWN`]),
+/// then the files left out by a file-type rule as one count per rule, pointing at the job
+/// record `record_id` that lists them.
+pub fn notice_skips(
+    ctx: &Ctx,
+    prefix: &str,
+    r: &rbackup_engine::BackupReport,
+    record_id: Option<&str>,
+) {
+    for w in &r.warnings {
+        ctx.notice(&format!("{prefix}warning: {w}"));
+    }
+    let failures: Vec<_> = r.failures().collect();
+    for s in failures.iter().take(FAILURES_SHOWN) {
+        ctx.notice(&format!("{prefix}not backed up {}: {}", s.path, s.reason));
+    }
+    let see = match record_id {
+        Some(id) => format!(" — see `rbackup jobs --skipped {id}`"),
+        None => String::new(),
+    };
+    if failures.len() > FAILURES_SHOWN {
+        ctx.notice(&format!(
+            "{prefix}... and {} more not backed up{see}",
+            failures.len() - FAILURES_SHOWN
+        ));
+    }
+    let counts = r.rule_counts();
+    if !counts.is_empty() {
+        ctx.notice(&format!(
+            "{prefix}skipped by rule: {}{see}",
+            history::rule_words(&counts)
+        ));
+    }
+}
+
+/// `skip` or `store`, as `--links` takes it.
+pub fn links_word(l: rbackup_engine::LinkMode) -> &'static str {
+    match l {
+        rbackup_engine::LinkMode::Skip => "skip",
+        rbackup_engine::LinkMode::Store => "store",
+    }
+}
+
 /// The human summary of a backup, shared by `backup` and `run`.
 pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
+    let links = if r.symlinks + r.hard_links > 0 {
+        format!(", {} symlinks, {} hard links", r.symlinks, r.hard_links)
+    } else {
+        String::new()
+    };
+    let by_rule: u64 = r.rule_counts().iter().map(|(_, n)| n).sum();
     format!(
-        "recovery point {}; files {} new, {} changed, {} unchanged, {} skipped; read {}, added {} in {:.1}s",
+        "recovery point {}; files {} new, {} changed, {} unchanged{links}, {} skipped by rule, {} not backed up; read {}, added {} in {:.1}s",
         r.recovery_point.as_deref().unwrap_or("-"),
         r.files_new,
         r.files_changed,
         r.files_unchanged,
-        r.skipped.len(),
+        by_rule,
+        r.failures().count(),
         HumanBytes(r.bytes_read),
         HumanBytes(r.bytes_added),
         r.duration_s

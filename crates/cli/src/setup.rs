@@ -361,6 +361,7 @@ async fn do_register(
         proxy,
         append_only,
         throttle,
+        links: Default::default(),
         jobs: Vec::new(),
     };
     cfg.save(&ctx.config_path)?;

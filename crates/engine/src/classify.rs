@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, StatxAttributes, StatxFlags};
+use serde::{Deserialize, Serialize};
 
 /// What kind of directory entry it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +68,89 @@ impl FileClass {
     }
 }
 
+/// What the backup does with symbolic links and hard links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    /// The MARS rule: neither is backed up (each is reported as skipped by rule).
+    #[default]
+    Skip,
+    /// Symlinks are stored as symlinks (their target, never followed) and the links of a
+    /// file with several are stored as links to one copy; both are restored as such.
+    Store,
+}
+
+/// A file-type rule that leaves an entry out of the backup. A skip by rule is policy, not a
+/// failure: reports count these apart from files that could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipRule {
+    /// A symbolic link (with [`LinkMode::Skip`]).
+    Symlink,
+    /// A file with more than one link (with [`LinkMode::Skip`]).
+    HardLink,
+    /// A socket, FIFO or device node.
+    Special,
+    /// A mount point inside a source.
+    MountPoint,
+    /// An automount point.
+    Automount,
+    /// An fscrypt-encrypted file that is also compressed.
+    EncryptedCompressed,
+    /// An fscrypt-encrypted file that is also sparse.
+    EncryptedSparse,
+}
+
+impl SkipRule {
+    /// Every rule, in the order reports list them.
+    pub const ALL: [SkipRule; 7] = [
+        SkipRule::Symlink,
+        SkipRule::HardLink,
+        SkipRule::Special,
+        SkipRule::MountPoint,
+        SkipRule::Automount,
+        SkipRule::EncryptedCompressed,
+        SkipRule::EncryptedSparse,
+    ];
+
+    /// Why the entry was skipped, in words (the `reason` of its report entry).
+    pub fn reason(self) -> &'static str {
+        match self {
+            SkipRule::Symlink => "symbolic link (reparse point): not backed up",
+            SkipRule::HardLink => "hard link (file with more than one link): not backed up",
+            SkipRule::Special => "socket, FIFO or device node (special file): not backed up",
+            SkipRule::MountPoint => {
+                "mount point inside the source (reparse point): not backed up; name it as a source of its own to back it up"
+            }
+            SkipRule::Automount => "automount point (reparse point): not backed up",
+            SkipRule::EncryptedCompressed => "encrypted and compressed file: not backed up",
+            SkipRule::EncryptedSparse => "encrypted and sparse file: not backed up",
+        }
+    }
+
+    /// What `count` entries skipped by this rule are called, e.g. "3 symbolic links".
+    pub fn count(self, count: u64) -> String {
+        let (one, many) = match self {
+            SkipRule::Symlink => ("symbolic link", "symbolic links"),
+            SkipRule::HardLink => ("hard link", "hard links"),
+            SkipRule::Special => ("special file", "special files"),
+            SkipRule::MountPoint => ("mount point", "mount points"),
+            SkipRule::Automount => ("automount point", "automount points"),
+            SkipRule::EncryptedCompressed => {
+                ("encrypted compressed file", "encrypted compressed files")
+            }
+            SkipRule::EncryptedSparse => ("encrypted sparse file", "encrypted sparse files"),
+        };
+        format!("{count} {}", if count == 1 { one } else { many })
+    }
+
+    /// The rule whose [`SkipRule::reason`] is `reason`: job records written before skips
+    /// carried their rule said only this.
+    pub fn from_reason(reason: &str) -> Option<SkipRule> {
+        SkipRule::ALL.into_iter().find(|r| r.reason() == reason)
+    }
+}
+
 /// The rule's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -74,36 +158,41 @@ pub enum Decision {
     File(FileClass),
     /// Descend into the directory.
     Dir,
-    /// Skip it, with the reason reported to the user.
-    Skip(&'static str),
+    /// Store the symbolic link itself (its target, not followed).
+    Symlink,
+    /// Skip it, by this rule.
+    Skip(SkipRule),
 }
 
-/// The MARS file-type rules (the table in ARCHITECTURE.md), checked top to bottom.
+/// The MARS file-type rules (the table in ARCHITECTURE.md), checked top to bottom, with
+/// symlinks and hard links skipped ([`LinkMode::Skip`]).
 pub fn classify(a: &FileAttrs) -> Decision {
+    classify_with(a, LinkMode::Skip)
+}
+
+/// [`classify`] with a choice for links: under [`LinkMode::Store`] a symlink is
+/// [`Decision::Symlink`] and a file with several links is a file like any other (the backup
+/// groups its links). Mount points, automounts and special files are skipped either way.
+pub fn classify_with(a: &FileAttrs, links: LinkMode) -> Decision {
     if a.automount {
-        return Decision::Skip("automount point (reparse point): not backed up");
+        return Decision::Skip(SkipRule::Automount);
     }
     if a.other_device {
-        return Decision::Skip(
-            "mount point inside the source (reparse point): not backed up; name it as a source of its own to back it up",
-        );
+        return Decision::Skip(SkipRule::MountPoint);
     }
-    match a.entry {
-        EntryType::Symlink => {
-            return Decision::Skip("symbolic link (reparse point): not backed up");
-        }
-        EntryType::Special => {
-            return Decision::Skip("socket, FIFO or device node (special file): not backed up");
-        }
-        EntryType::Dir => return Decision::Dir,
-        EntryType::File => {}
+    match (a.entry, links) {
+        (EntryType::Symlink, LinkMode::Skip) => return Decision::Skip(SkipRule::Symlink),
+        (EntryType::Symlink, LinkMode::Store) => return Decision::Symlink,
+        (EntryType::Special, _) => return Decision::Skip(SkipRule::Special),
+        (EntryType::Dir, _) => return Decision::Dir,
+        (EntryType::File, _) => {}
     }
-    if a.nlink > 1 {
-        return Decision::Skip("hard link (file with more than one link): not backed up");
+    if a.nlink > 1 && links == LinkMode::Skip {
+        return Decision::Skip(SkipRule::HardLink);
     }
     match (a.encrypted, a.compressed, a.sparse) {
-        (true, true, _) => Decision::Skip("encrypted and compressed file: not backed up"),
-        (true, _, true) => Decision::Skip("encrypted and sparse file: not backed up"),
+        (true, true, _) => Decision::Skip(SkipRule::EncryptedCompressed),
+        (true, _, true) => Decision::Skip(SkipRule::EncryptedSparse),
         (true, false, false) => Decision::File(FileClass::Encrypted),
         (false, _, true) => Decision::File(FileClass::Sparse),
         (false, true, false) => Decision::File(FileClass::Compressed),
@@ -238,6 +327,7 @@ mod tests {
                 File(Encrypted) => "encrypted",
                 Skip(_) => "skip",
                 Dir => "dir",
+                Symlink => "symlink",
             };
             assert_eq!(
                 got,
@@ -251,7 +341,7 @@ mod tests {
     fn links_mounts_and_specials_are_skipped_with_reasons() {
         let mut a = file(false, false, false);
         a.nlink = 2;
-        assert!(matches!(classify(&a), Decision::Skip(r) if r.contains("hard link")));
+        assert!(matches!(classify(&a), Decision::Skip(r) if r.reason().contains("hard link")));
         for (entry, word) in [
             (EntryType::Symlink, "symbolic link"),
             (EntryType::Special, "special file"),
@@ -261,7 +351,7 @@ mod tests {
                 ..file(false, false, false)
             };
             assert!(
-                matches!(classify(&a), Decision::Skip(r) if r.contains(word)),
+                matches!(classify(&a), Decision::Skip(r) if r.reason().contains(word)),
                 "{entry:?}"
             );
         }
@@ -279,11 +369,56 @@ mod tests {
             other_device: true,
             ..dir
         };
-        assert!(matches!(classify(&mnt), Decision::Skip(r) if r.contains("mount point")));
+        assert!(matches!(classify(&mnt), Decision::Skip(r) if r.reason().contains("mount point")));
         let auto = FileAttrs {
             automount: true,
             ..dir
         };
-        assert!(matches!(classify(&auto), Decision::Skip(r) if r.contains("automount")));
+        assert!(matches!(classify(&auto), Decision::Skip(r) if r.reason().contains("automount")));
+    }
+
+    #[test]
+    fn storing_links_keeps_symlinks_and_hard_links_and_nothing_else() {
+        let store = |a: &FileAttrs| classify_with(a, LinkMode::Store);
+        let mut hard = file(false, false, false);
+        hard.nlink = 3;
+        assert_eq!(store(&hard), Decision::File(FileClass::Normal));
+        let link = FileAttrs {
+            entry: EntryType::Symlink,
+            ..file(false, false, false)
+        };
+        assert_eq!(store(&link), Decision::Symlink);
+        assert_eq!(classify(&link), Decision::Skip(SkipRule::Symlink));
+        let special = FileAttrs {
+            entry: EntryType::Special,
+            ..hard
+        };
+        assert_eq!(store(&special), Decision::Skip(SkipRule::Special));
+        let mounted = FileAttrs {
+            other_device: true,
+            ..link
+        };
+        assert_eq!(store(&mounted), Decision::Skip(SkipRule::MountPoint));
+        let auto = FileAttrs {
+            automount: true,
+            ..link
+        };
+        assert_eq!(store(&auto), Decision::Skip(SkipRule::Automount));
+        let both = FileAttrs {
+            encrypted: true,
+            compressed: true,
+            ..hard
+        };
+        assert_eq!(store(&both), Decision::Skip(SkipRule::EncryptedCompressed));
+    }
+
+    #[test]
+    fn every_rule_is_found_again_from_its_reason_and_counted_in_words() {
+        for r in SkipRule::ALL {
+            assert_eq!(SkipRule::from_reason(r.reason()), Some(r));
+        }
+        assert_eq!(SkipRule::from_reason("cannot read: denied"), None);
+        assert_eq!(SkipRule::Symlink.count(1), "1 symbolic link");
+        assert_eq!(SkipRule::HardLink.count(2), "2 hard links");
     }
 }

@@ -388,6 +388,8 @@ fn seed_tree() -> Tree {
         segments: Vec::new(),
         subtree: None,
         class: None,
+        target: None,
+        link_group: None,
     };
     let mut dir = node(b"dir", crate::tree::NodeKind::Dir);
     dir.subtree = Some(BlobId([0x22; 32]));

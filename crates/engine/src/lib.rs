@@ -72,6 +72,7 @@ mod vault;
 mod workdir;
 
 pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
+pub use classify::{LinkMode, SkipRule};
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{
     CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, PinProblem,
@@ -91,7 +92,9 @@ pub use policy::PublishedPolicies;
 pub use progress::{NoProgress, Progress};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport, STALE_STAGING};
 pub use repo::{Repository, Unlock};
-pub use report::{BackupReport, CheckOptions, CheckReport, RestoreReport, Skipped};
+pub use report::{
+    BackupReport, CheckOptions, CheckReport, RestoreReport, SkipKind, Skipped, rule_counts,
+};
 pub use restore::RestoreOptions;
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;

@@ -2,6 +2,21 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::classify::SkipRule;
+
+/// Whether a skipped file was left out on purpose or could not be backed up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkipKind {
+    /// A file-type rule left it out (see [`Skipped::rule`]): policy, not a warning.
+    Rule,
+    /// It should have been backed up and was not (unreadable, vanished, changed while it was
+    /// opened), or it could not be restored. Records written before the distinction load as
+    /// this.
+    #[default]
+    Error,
+}
+
 /// A file that was not backed up (or not restored), and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
@@ -9,6 +24,41 @@ pub struct Skipped {
     pub path: String,
     /// Why, in words.
     pub reason: String,
+    /// Left out by a rule, or a failure.
+    #[serde(default)]
+    pub kind: SkipKind,
+    /// The rule, for a skip by rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<SkipRule>,
+}
+
+impl Skipped {
+    /// A file that could not be backed up or restored.
+    pub fn error(path: impl Into<String>, reason: impl Into<String>) -> Skipped {
+        Skipped {
+            path: path.into(),
+            reason: reason.into(),
+            kind: SkipKind::Error,
+            rule: None,
+        }
+    }
+
+    /// A file left out by `rule`.
+    pub fn by_rule(path: impl Into<String>, rule: SkipRule) -> Skipped {
+        Skipped {
+            path: path.into(),
+            reason: rule.reason().into(),
+            kind: SkipKind::Rule,
+            rule: Some(rule),
+        }
+    }
+
+    /// The rule that left it out, also for records from before skips carried it: those load
+    /// as [`SkipKind::Error`] without a rule, and their reason is the rule's text (no failure's
+    /// reason is).
+    pub fn skip_rule(&self) -> Option<SkipRule> {
+        self.rule.or_else(|| SkipRule::from_reason(&self.reason))
+    }
 }
 
 /// The result of a backup.
@@ -54,8 +104,16 @@ pub struct BackupReport {
     pub bytes_adopted: u64,
     /// Highest number of bytes staged in the cache dir at once.
     pub cache_high_water: u64,
-    /// Files not backed up, with reasons.
+    /// Every file not backed up, with its reason: those left out by a file-type rule
+    /// ([`SkipKind::Rule`]) and those that could not be read ([`SkipKind::Error`]).
     pub skipped: Vec<Skipped>,
+    /// Symbolic links stored as links ([`crate::LinkMode::Store`]).
+    #[serde(default)]
+    pub symlinks: u64,
+    /// Files stored as a further link to a file already in this recovery point
+    /// ([`crate::LinkMode::Store`]); they are not counted in `files_*`.
+    #[serde(default)]
+    pub hard_links: u64,
     /// Things that did not stop the run but need attention.
     pub warnings: Vec<String>,
     /// Time the uploads waited on the bandwidth throttle.
@@ -65,10 +123,34 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
-    /// True when something was skipped or warned about (exit status 3).
+    /// True when a file that should have been backed up was not, or something was warned
+    /// about (exit status 3). Files left out by a file-type rule are not warnings.
     pub fn has_warnings(&self) -> bool {
-        !self.skipped.is_empty() || !self.warnings.is_empty()
+        !self.warnings.is_empty() || self.failures().next().is_some()
     }
+
+    /// The files that should have been backed up and were not.
+    pub fn failures(&self) -> impl Iterator<Item = &Skipped> {
+        self.skipped.iter().filter(|s| s.skip_rule().is_none())
+    }
+
+    /// How many files each rule left out, in [`SkipRule::ALL`] order, rules that left out
+    /// nothing omitted.
+    pub fn rule_counts(&self) -> Vec<(SkipRule, u64)> {
+        rule_counts(&self.skipped)
+    }
+}
+
+/// How many of `skipped` each rule left out (see [`BackupReport::rule_counts`]).
+pub fn rule_counts(skipped: &[Skipped]) -> Vec<(SkipRule, u64)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for rule in skipped.iter().filter_map(Skipped::skip_rule) {
+        *counts.entry(rule).or_insert(0u64) += 1;
+    }
+    SkipRule::ALL
+        .into_iter()
+        .filter_map(|r| counts.get(&r).map(|&n| (r, n)))
+        .collect()
 }
 
 /// The result of a restore.
@@ -82,6 +164,12 @@ pub struct RestoreReport {
     pub dirs: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Symbolic links created.
+    #[serde(default)]
+    pub symlinks: u64,
+    /// Of `files`, those restored as a further hard link to one restored before them.
+    #[serde(default)]
+    pub hard_links: u64,
     /// Files that could not be restored, with reasons.
     pub failed: Vec<Skipped>,
     /// Notes (e.g. names that collide on a case-insensitive target).

@@ -19,7 +19,12 @@ pub enum NodeKind {
     File,
     /// A directory.
     Dir,
+    /// A symbolic link ([`crate::LinkMode::Store`]): its target is [`Node::target`].
+    Symlink,
 }
+
+/// The longest symlink target stored or restored: Linux's `PATH_MAX` less its NUL.
+pub const MAX_SYMLINK_TARGET: usize = 4095;
 
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +61,16 @@ pub struct Node {
     /// File-type rule that applied (e.g. "encrypted", "compressed", "sparse").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    /// A symlink's target, as raw bytes (at most [`MAX_SYMLINK_TARGET`]; a restore refuses a
+    /// longer one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ByteBuf>,
+    /// Files with the same number here were links to one file when backed up
+    /// ([`crate::LinkMode::Store`]); numbers mean something only within one recovery point.
+    /// Each such node still lists its own content, so a reader that ignores the group sees an
+    /// ordinary file; a restore links the later ones to the first one it restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_group: Option<u64>,
 }
 
 impl Node {

@@ -198,6 +198,8 @@ fn node(name: &[u8], kind: NodeKind, content: Vec<rbackup_engine::crypto::BlobId
         segments: Vec::new(),
         subtree: None,
         class: None,
+        target: None,
+        link_group: None,
     }
 }
 

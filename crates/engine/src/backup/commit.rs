@@ -47,7 +47,12 @@ impl Repository {
             tree: root,
             parent: plan.parent.as_ref().map(|(id, _)| *id),
             job: opts.job.clone(),
-            files: report.files_new + report.files_changed + report.files_unchanged,
+            // Every non-directory entry: a restore bounds its walk of the trees by this.
+            files: report.files_new
+                + report.files_changed
+                + report.files_unchanged
+                + report.symlinks
+                + report.hard_links,
             dirs: report.dirs,
             bytes: plan.bytes,
             bytes_added: added,

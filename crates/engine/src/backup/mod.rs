@@ -14,6 +14,7 @@ mod adopt;
 pub(crate) use adopt::check_tiling;
 mod commit;
 mod excludes;
+mod links;
 mod open;
 mod packer;
 mod pipeline;
@@ -76,6 +77,8 @@ pub struct BackupOptions {
     pub throttle: Option<Throttle>,
     /// Asks the run to stop (an embedder's Ctrl-C): see [`Cancel`].
     pub cancel: Cancel,
+    /// Symlinks and hard links: skipped by rule (the default) or stored as links.
+    pub links: crate::LinkMode,
     /// Test hook: called with each entry's path after the walker classified it and before
     /// it opens it, so the race tests can swap the entry for a symlink, a FIFO or another
     /// file at exactly that moment (see `backup/open.rs`). Not for production use.
@@ -131,6 +134,7 @@ impl BackupOptions {
             progress: Arc::new(NoProgress),
             throttle: None,
             cancel: Cancel::default(),
+            links: crate::LinkMode::Skip,
             before_open: None,
         }
     }

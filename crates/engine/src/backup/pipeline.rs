@@ -55,6 +55,7 @@ impl Repository {
         let walked = {
             let (repo, idx, progress) = (self.clone(), plan.index.clone(), opts.progress.clone());
             let (before_open, cancel) = (opts.before_open.clone(), opts.cancel.clone());
+            let links = opts.links;
             let trie = SourceTrie::new(&plan.paths);
             let (blob_tx, excludes) = (stages.blobs, plan.excludes.clone());
             let parent_root = plan.parent_root.clone();
@@ -72,6 +73,8 @@ impl Repository {
                     root_dev: None,
                     before_open,
                     cancel,
+                    links,
+                    hard_links: Default::default(),
                 };
                 let root = w.run(&trie, parent_root.as_ref());
                 (root, w.report)

@@ -23,10 +23,11 @@ use serde_bytes::ByteBuf;
 use tokio::runtime::Handle;
 
 use super::excludes::Excludes;
+use super::links::HardLinks;
 use super::open::{self, OpenError};
 use super::packer::BlobJob;
 use super::{BeforeOpen, Cancel};
-use crate::classify::{self, Decision, FileClass, Probe};
+use crate::classify::{self, Decision, FileClass, LinkMode, Probe};
 use crate::error::{EngineError, InternalFailure, Result};
 use crate::index::Index;
 use crate::pack::BlobKind;
@@ -75,6 +76,8 @@ pub(crate) struct Walker<'a> {
     pub root_dev: Option<(u32, u32)>,
     pub before_open: Option<BeforeOpen>,
     pub cancel: Cancel,
+    pub links: LinkMode,
+    pub hard_links: HardLinks,
 }
 
 /// The workers went away: the real error is theirs.
@@ -133,11 +136,10 @@ impl Walker<'_> {
         }
     }
 
-    fn skip(&mut self, path: &Path, reason: impl Into<String>) {
-        self.report.skipped.push(Skipped {
-            path: path.display().to_string(),
-            reason: reason.into(),
-        });
+    /// Reports `path` as a file that should have been backed up and was not.
+    pub(super) fn fail(&mut self, path: &Path, reason: impl Into<String>) {
+        let skipped = Skipped::error(path.display().to_string(), reason);
+        self.report.skipped.push(skipped);
     }
 
     /// One classified entry `name` of the open directory `at`; `path` names it in reports.
@@ -149,11 +151,13 @@ impl Walker<'_> {
         probe: Probe,
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
-        match classify::classify(&probe.attrs) {
-            Decision::Skip(reason) => {
-                self.skip(path, reason);
+        match classify::classify_with(&probe.attrs, self.links) {
+            Decision::Skip(rule) => {
+                let skipped = Skipped::by_rule(path.display().to_string(), rule);
+                self.report.skipped.push(skipped);
                 Ok(None)
             }
+            Decision::Symlink => Ok(self.symlink(at, path, name, &probe)),
             Decision::Dir => {
                 let sub_parent = self.parent_subtree(parent.filter(|n| n.kind == NodeKind::Dir))?;
                 let here = (at, path, name);
@@ -164,6 +168,20 @@ impl Walker<'_> {
                 node.subtree = Some(subtree);
                 self.report.dirs += 1;
                 Ok(Some(node))
+            }
+            Decision::File(class) if self.links == LinkMode::Store && probe.attrs.nlink > 1 => {
+                if let Some(node) = self.hard_links.further_link(name, &probe) {
+                    self.report.hard_links += 1;
+                    self.progress.file(path);
+                    self.progress.bytes(probe.size);
+                    self.progress.file_done();
+                    return Ok(Some(node));
+                }
+                let mut node = self.file((at, path, name), probe, class, parent)?;
+                if let Some(n) = &mut node {
+                    self.hard_links.first_link(&probe, n);
+                }
+                Ok(node)
             }
             Decision::File(class) => self.file((at, path, name), probe, class, parent),
         }
@@ -193,15 +211,15 @@ impl Walker<'_> {
         let (fd, names) = match listed {
             Ok(l) => l,
             Err(OpenError::Changed(reason)) => {
-                self.skip(path, reason);
+                self.fail(path, reason);
                 return Ok(None);
             }
             Err(OpenError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                self.skip(path, "vanished during the backup");
+                self.fail(path, "vanished during the backup");
                 return Ok(None);
             }
             Err(OpenError::Io(e)) => {
-                self.skip(path, format!("cannot read directory: {e}"));
+                self.fail(path, format!("cannot read directory: {e}"));
                 return Ok(None);
             }
         };
@@ -214,11 +232,11 @@ impl Walker<'_> {
             let probe = match classify::probe_at(fd.as_fd(), open::os(&name), self.root_dev) {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.skip(&child, "vanished during the backup");
+                    self.fail(&child, "vanished during the backup");
                     continue;
                 }
                 Err(e) => {
-                    self.skip(&child, format!("cannot read attributes: {e}"));
+                    self.fail(&child, format!("cannot read attributes: {e}"));
                     continue;
                 }
             };
@@ -301,15 +319,15 @@ impl Walker<'_> {
                 Ok(o) => o,
                 Err(ReadError::Aborted) => return Err(aborted()),
                 Err(ReadError::Changed(reason)) => {
-                    self.skip(path, reason);
+                    self.fail(path, reason);
                     return Ok(None);
                 }
                 Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                    self.skip(path, "vanished during the backup");
+                    self.fail(path, "vanished during the backup");
                     return Ok(None);
                 }
                 Err(ReadError::Io(e)) => {
-                    self.skip(path, format!("cannot read: {e}"));
+                    self.fail(path, format!("cannot read: {e}"));
                     return Ok(None);
                 }
             };
@@ -460,5 +478,7 @@ pub(crate) fn base_node(name: &[u8], p: &Probe, kind: NodeKind) -> Node {
         segments: Vec::new(),
         subtree: None,
         class: None,
+        target: None,
+        link_group: None,
     }
 }

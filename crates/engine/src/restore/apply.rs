@@ -27,7 +27,10 @@ pub(crate) struct Moved {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    pub symlinks: u64,
+    pub hard_links: u64,
     pub failed: Vec<Skipped>,
+    pub warnings: Vec<String>,
 }
 
 /// The name of file number `i` of the plan in the staging folder. Files are staged flat, by
@@ -91,6 +94,8 @@ pub(crate) fn move_into_target(
         moved.bytes += r.bytes;
         moved.failed.extend(r.failed);
     }
+    // Links and symlinks, before directory metadata: making them moves a directory's mtime.
+    super::links::place(plan, stage, target, bad, root, &mut moved);
     let mut dirs: Vec<_> = plan
         .dirs
         .iter()
@@ -146,7 +151,8 @@ fn move_files(
     let mut parent: Option<(Option<usize>, Dir)> = None;
     for i in run {
         let f = &plan.files[i];
-        if bad[i] {
+        // Later links of a hard-link group are placed after every file (`links.rs`).
+        if bad[i] || plan.links.members.contains_key(&i) {
             continue;
         }
         let result = match &parent {
@@ -165,17 +171,14 @@ fn move_files(
     moved
 }
 
-fn skipped(path: &str, e: &FsError) -> Skipped {
-    Skipped {
-        path: path.to_string(),
-        reason: format!("not restored: {e}"),
-    }
+pub(super) fn skipped(path: &str, e: &FsError) -> Skipped {
+    Skipped::error(path, format!("not restored: {e}"))
 }
 
 /// The directory a file goes into: the plan's directory number `dir`, or the target itself.
 /// It was created with the plan's directories; only a file restored without its directory
 /// finds it missing, and then it is made.
-fn open_parent(plan: &Plan, target: &Dir, dir: Option<usize>) -> Result<Dir, FsError> {
+pub(super) fn open_parent(plan: &Plan, target: &Dir, dir: Option<usize>) -> Result<Dir, FsError> {
     let rel = dir.map_or_else(RelPath::new, |d| plan.path(&plan.dirs[d]));
     match target.open_dir(&rel) {
         Err(FsError::NotFound { .. }) => target.create_dir_all(&rel, NEW_DIR_MODE),
@@ -186,7 +189,7 @@ fn open_parent(plan: &Plan, target: &Dir, dir: Option<usize>) -> Result<Dir, FsE
 /// Gives the staged file `i` its metadata and renames it to `name` in `parent`. A file,
 /// symlink or FIFO at the destination is replaced itself (never followed); a directory there
 /// is reported and left alone.
-fn move_file(
+pub(super) fn move_file(
     stage: &Dir,
     i: usize,
     parent: &Dir,

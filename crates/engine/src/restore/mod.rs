@@ -7,6 +7,7 @@
 
 mod apply;
 mod fetch;
+mod links;
 pub(crate) mod plan;
 
 use std::collections::HashMap;
@@ -154,8 +155,10 @@ impl Repository {
             files: moved.files,
             dirs: moved.dirs,
             bytes: moved.bytes,
+            symlinks: moved.symlinks,
+            hard_links: moved.hard_links,
             failed,
-            warnings: plan.warnings.clone(),
+            warnings: [plan.warnings.clone(), moved.warnings].concat(),
             soft_deleted: deleted,
             duration_s: started.elapsed().as_secs_f64(),
         })
@@ -174,15 +177,13 @@ fn failed_files(plan: &Plan, mut failures: HashMap<usize, String>) -> (Vec<Skipp
         .collect();
     let mut failed: Vec<Skipped> = failures
         .into_iter()
-        .map(|(f, reason)| Skipped {
-            path: plan.shown(&plan.files[f]),
-            reason,
-        })
+        .map(|(f, reason)| Skipped::error(plan.shown(&plan.files[f]), reason))
         .collect();
-    failed.extend(plan.refused.iter().map(|r| Skipped {
-        path: r.path.clone(),
-        reason: r.reason.clone(),
-    }));
+    failed.extend(
+        plan.refused
+            .iter()
+            .map(|r| Skipped::error(r.path.clone(), r.reason.clone())),
+    );
     failed.sort_by(|a, b| a.path.cmp(&b.path));
     (failed, bad)
 }

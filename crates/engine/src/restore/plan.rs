@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rbackup_beneath::{Name, RelPath};
 use rbackup_crypto::BlobId;
 
+use super::links::{self, Groups, PlannedSymlink};
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::index::Index;
 use crate::snapshot::RecoveryPoint;
@@ -102,6 +103,10 @@ pub(crate) struct Plan {
     /// there: a name that is not a plain name, a tree that refers back to itself or one nested
     /// deeper than [`MAX_DEPTH`].
     pub refused: Vec<Refused>,
+    /// Symlinks to create.
+    pub symlinks: Vec<PlannedSymlink>,
+    /// Hard-link groups among the files: which are linked to which.
+    pub links: Groups,
     /// Bytes that will be written into the staging area.
     pub data_bytes: u64,
     pub warnings: Vec<String>,
@@ -214,8 +219,15 @@ impl Plan {
                         }
                         plan.dirs.push(entry);
                     }
-                    NodeKind::File if selected => plan.add_file(index, entry, &node),
-                    NodeKind::File => {}
+                    NodeKind::File if selected => {
+                        plan.links.note(plan.files.len(), &node);
+                        plan.add_file(index, entry, &node);
+                    }
+                    NodeKind::Symlink if selected => match links::symlink_target(&node) {
+                        Ok(target) => plan.symlinks.push(PlannedSymlink { entry, target }),
+                        Err(why) => plan.refuse(&p.dir, &node.name, why),
+                    },
+                    NodeKind::File | NodeKind::Symlink => {}
                 }
             }
         }
@@ -419,6 +431,8 @@ mod tests {
             segments: Vec::new(),
             subtree,
             class: None,
+            target: None,
+            link_group: None,
         }
     }
 
