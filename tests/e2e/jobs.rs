@@ -303,9 +303,11 @@ fn jobs_are_added_listed_run_and_removed() {
         "7",
     ]);
     a.ok(&["job", "add", "other", "--path", &src, "--at", "12:00"]);
-    // Names are unique; schedules and names are checked before anything is saved.
+    // Names are unique; schedules and names are checked before anything is saved (a value
+    // that does not parse is a usage error).
+    let dup = a.run(&["job", "add", "docs", "--path", &src, "--at", "12:00"]);
+    assert_eq!(code(&dup), 1, "duplicate accepted:\n{}", text(&dup));
     for bad in [
-        &["job", "add", "docs", "--path", &src, "--at", "12:00"][..],
         &["job", "add", "x", "--path", &src, "--at", "25:00"][..],
         &[
             "job", "add", "y", "--path", &src, "--at", "12:00", "--days", "someday",
@@ -313,7 +315,7 @@ fn jobs_are_added_listed_run_and_removed() {
         &["job", "add", "a/b", "--path", &src, "--at", "12:00"][..],
     ] {
         let out = a.run(bad);
-        assert_eq!(code(&out), 1, "{bad:?} accepted:\n{}", text(&out));
+        assert_eq!(code(&out), 2, "{bad:?} accepted:\n{}", text(&out));
     }
     let out = a.run(&[
         "job",

@@ -38,6 +38,7 @@ pub enum JobCmd {
 #[derive(Args, Debug)]
 pub struct AddArgs {
     /// Job name: letters, digits, '.', '_' and '-'.
+    #[arg(value_parser = crate::usage::job_name)]
     pub name: String,
     /// A file or folder to back up (repeat for several).
     #[arg(long = "path", required = true)]

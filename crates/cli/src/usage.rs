@@ -52,3 +52,8 @@ pub fn hours(s: &str) -> Result<String, String> {
 pub fn time(s: &str) -> Result<String, String> {
     check(s, crate::schedule::parse_time(s))
 }
+
+/// A job's name (`job add NAME`).
+pub fn job_name(s: &str) -> Result<String, String> {
+    check(s, crate::config::check_job_name(s))
+}
