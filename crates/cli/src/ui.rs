@@ -132,9 +132,72 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         .map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}): use e.g. 48h, 30m, 2d, 1h 30m"))
 }
 
+/// A time for people: local time to the second (`2026-12-01 18:20:05`).
+pub fn local_time(ts: jiff::Timestamp) -> String {
+    ts.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// A time for programs: UTC, RFC 3339, always nine fractional digits.
+pub fn utc_time(ts: jiff::Timestamp) -> String {
+    let ns = ts.as_nanosecond();
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let secs = ts.as_second() - i64::from(ts.subsec_nanosecond() < 0);
+    let whole = jiff::Timestamp::from_second(secs).unwrap_or(ts);
+    format!("{}.{nanos:09}Z", whole.strftime("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// Nanoseconds since the epoch (a file's modification time) as a timestamp; out of range
+/// (only a crafted tree) clamps to the nearest end.
+pub fn from_ns(ns: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(if ns < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    })
+}
+
+/// A recovery point's recorded time (RFC 3339) in local time, or as recorded if it does not
+/// parse.
+pub fn local_rfc3339(recorded: &str) -> String {
+    recorded
+        .parse()
+        .map_or_else(|_| recorded.to_string(), local_time)
+}
+
+/// A recovery point's recorded time as [`utc_time`], or as recorded if it does not parse.
+pub fn utc_rfc3339(recorded: &str) -> String {
+    recorded
+        .parse()
+        .map_or_else(|_| recorded.to_string(), utc_time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_for_programs_keep_nanoseconds_in_utc() {
+        assert_eq!(
+            utc_time(from_ns(1_700_000_000_123_456_789)),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        assert_eq!(
+            utc_time(from_ns(1_700_000_000_000_000_000)),
+            "2023-11-14T22:13:20.000000000Z"
+        );
+        assert_eq!(utc_time(from_ns(-1)), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            utc_rfc3339("2023-11-14T22:13:20.5Z"),
+            "2023-11-14T22:13:20.500000000Z"
+        );
+        assert_eq!(utc_rfc3339("not a time"), "not a time");
+        // Local time is to the second, whatever the zone.
+        let local = local_time(from_ns(1_700_000_000_999_000_000));
+        assert_eq!(local.len(), "2023-11-14 22:13:20".len());
+        assert!(local.ends_with(":20"), "{local}");
+    }
 
     #[test]
     fn durations_with_units_and_bare_hours() {

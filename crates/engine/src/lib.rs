@@ -75,7 +75,7 @@ mod workdir;
 pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use browse::{
     Change, DiffEntry, DiffReport, DiffSummary, Entry, FileReader, FindHit, FindOptions,
-    FindReport, Listing, PointStats, StatsReport,
+    FindReport, Listing, MachineSummary, PointStats, StatsReport,
 };
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{

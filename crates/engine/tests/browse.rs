@@ -499,3 +499,74 @@ async fn crafted_names_are_refused_and_exponential_sharing_is_not_walked() {
     let s = e.repo.stats(&[rp.to_hex()]).await.unwrap();
     assert_eq!(s.points[0].blobs, 41);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn machine_summaries_need_no_keys_and_count_each_machines_points() {
+    use rbackup_engine::crypto::{KdfParams, Passphrase};
+    use rbackup_engine::{Registration, Repository, Unlock, Vault};
+    let work = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", work.path().join("vault").display());
+    std::fs::create_dir_all(work.path().join("vault")).unwrap();
+    let store = rbackup_engine::store::open(&url, &Default::default()).unwrap();
+    let (vault, creds) = Vault::create(store.clone(), &url, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let pass = Passphrase::new("two machines passphrase").unwrap();
+    let mut ids = Vec::new();
+    for name in ["laptop", "server"] {
+        let reg = Registration {
+            name: name.into(),
+            hostname: name.into(),
+            passphrase: &pass,
+            kdf: KdfParams::fast_insecure_for_tests(),
+            chunker: Default::default(),
+        };
+        ids.push(vault.register(&creds, reg).await.unwrap().0);
+    }
+    let src = work.path().join("src");
+    write(&src, "f.txt", b"x");
+    let repo = Repository::open(&vault, &ids[1], Unlock::Passphrase(&pass), None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut o = rbackup_engine::BackupOptions::new([&src]);
+        o.cache_dir = Some(work.path().join("cache"));
+        repo.backup(o).await.unwrap();
+    }
+    // Some folder under machines/ that is not a machine is not listed.
+    let junk = rbackup_engine::store::Bytes::from_static(b"{}");
+    store
+        .put(
+            "machines/../machine.json",
+            junk.clone(),
+            rbackup_engine::store::PutMode::Create,
+        )
+        .await
+        .ok();
+    store
+        .put(
+            "machines/notanid/machine.json",
+            junk,
+            rbackup_engine::store::PutMode::Create,
+        )
+        .await
+        .unwrap();
+
+    let reopened = Vault::open(store, &url).await.unwrap();
+    let mut got = reopened.machine_summaries().await.unwrap();
+    got.sort_by_key(|m| m.recovery_point_objects);
+    let mut want = ids.clone();
+    want.sort_by_key(|id| *id == ids[1]);
+    assert_eq!(got.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), want);
+    assert_eq!(
+        got.iter()
+            .map(|m| m.recovery_point_objects)
+            .collect::<Vec<_>>(),
+        [0, 2]
+    );
+    assert!(got.iter().all(|m| {
+        m.registered
+            .as_ref()
+            .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())
+    }));
+}

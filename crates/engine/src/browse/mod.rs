@@ -12,6 +12,7 @@
 
 mod diff;
 mod dump;
+mod machines;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use rbackup_crypto::BlobId;
 
 pub use diff::{Change, DiffEntry, DiffReport, DiffSummary};
 pub use dump::FileReader;
+pub use machines::MachineSummary;
 pub use stats::{PointStats, StatsReport};
 
 use crate::error::{CorruptReason, EngineError, Result};
