@@ -81,7 +81,7 @@ pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
     )
 }
 
-pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
+pub async fn recovery_points(ctx: &Ctx, paths: &[std::path::PathBuf]) -> Result<u8> {
     let (cfg, repo) = open_configured(ctx).await?;
     let listing = repo.recovery_point_listing().await?;
     for w in &listing.unreadable_tombstones {
@@ -97,6 +97,17 @@ pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
     }
     mark.observe(rps);
     crate::freshness::save(ctx, &cfg, &mark);
+    // `--path` narrows what is shown; the freshness checks above saw every point.
+    let paths: Vec<_> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let held: Vec<_> = rps
+        .iter()
+        .filter(|(_, rp)| paths.iter().all(|p| rp.holds(p)))
+        .cloned()
+        .collect();
+    let rps = &held;
     let list: Vec<_> = rps
         .iter()
         .map(|(id, rp)| {

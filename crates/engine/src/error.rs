@@ -201,7 +201,7 @@ pub enum EngineError {
     },
 
     /// A file's bytes asked for, and the recovery point has something else at that path.
-    #[error("{} is a {kind} in this recovery point, not a file", path.display())]
+    #[error("{} is not a file in this recovery point (it is a {kind})", path.display())]
     NotAFile {
         /// The absolute path asked for.
         path: PathBuf,

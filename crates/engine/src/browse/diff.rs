@@ -19,7 +19,8 @@ pub enum Change {
     Removed,
     /// Content or size differ (`M`).
     Modified,
-    /// Same content, other metadata: mode, owner, group or modification time (`U`).
+    /// Same content, other metadata: mode, owner, group or (not for a directory)
+    /// modification time (`U`).
     Metadata,
 }
 
@@ -179,12 +180,15 @@ impl Repository {
     }
 }
 
-/// How two nodes of the same kind and name differ, if they do. Directories differ only in
-/// metadata here (their entries are compared one by one); anything else is modified when
-/// anything but its metadata and change-detection fields differs (content, size, segments, and
-/// whatever a newer kind records).
+/// How two nodes of the same kind and name differ, if they do. Anything but a directory is
+/// modified when anything but its metadata and change-detection fields differs (content,
+/// size, segments, and whatever a newer kind records). A directory's entries are compared one
+/// by one, and its own modification time is left out: it moves whenever an entry is added or
+/// removed, which the diff already shows, so only its mode and owner count.
 fn compare(x: &Node, y: &Node) -> Option<Change> {
-    let meta = (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns);
+    let dir = x.kind == NodeKind::Dir;
+    let mtime_differs = !dir && x.mtime_ns != y.mtime_ns;
+    let meta = (x.mode, x.uid, x.gid) != (y.mode, y.uid, y.gid) || mtime_differs;
     let strip = |n: &Node| Node {
         mode: 0,
         uid: 0,
@@ -195,7 +199,7 @@ fn compare(x: &Node, y: &Node) -> Option<Change> {
         subtree: None,
         ..n.clone()
     };
-    let content = x.kind != NodeKind::Dir && strip(x) != strip(y);
+    let content = !dir && strip(x) != strip(y);
     match (content, meta) {
         (true, _) => Some(Change::Modified),
         (false, true) => Some(Change::Metadata),
@@ -302,5 +306,31 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(compare(&a, &other), Some(Change::Modified));
+        let dir = Node {
+            kind: NodeKind::Dir,
+            mode: 0o40755,
+            ..a.clone()
+        };
+        assert_eq!(
+            compare(
+                &dir,
+                &Node {
+                    mtime_ns: 9,
+                    size: 3,
+                    ..dir.clone()
+                }
+            ),
+            None
+        );
+        assert_eq!(
+            compare(
+                &dir,
+                &Node {
+                    uid: 2,
+                    ..dir.clone()
+                }
+            ),
+            Some(Change::Metadata)
+        );
     }
 }

@@ -1,0 +1,353 @@
+//! Finding what was backed up: `ls`, `find`, `dump`, `diff` and `stats`. Each opens this
+//! machine's repository (or another one with `--machine`) and prints what the engine's browse
+//! API returns: local times to the second for people, UTC RFC 3339 with nanoseconds in JSON.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::HumanBytes;
+use rbackup_engine::tree::NodeKind;
+use rbackup_engine::{Entry, FindOptions, Repository};
+use serde_json::{Value, json};
+
+use crate::EXIT_WARNINGS;
+use crate::config::AgentConfig;
+use crate::keys::MachineArgs;
+use crate::setup::open_with_config;
+use crate::ui::{self, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    /// A recovery point id (a unique prefix is enough) or `latest` (the newest that holds
+    /// PATH).
+    pub recovery_point: String,
+    /// An absolute path in it (default: the top, `/`).
+    pub path: Option<PathBuf>,
+    /// Everything beneath PATH, not only its own entries.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// Long listing: mode, owner and group ids, size, modification time (local), path.
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub other: MachineArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FindArgs {
+    /// A glob on names (`*.pdf`), or on the whole absolute path when it holds a '/'
+    /// (`/home/*/notes.txt`): the convention of `backup --exclude`.
+    pub pattern: String,
+    /// Search only this recovery point (id, unique prefix or `latest`); repeatable.
+    #[arg(long = "recovery-point", value_name = "ID")]
+    pub recovery_points: Vec<String>,
+    /// Search only the newest N recovery points.
+    #[arg(long, value_name = "N")]
+    pub newest: Option<usize>,
+    #[command(flatten)]
+    pub other: MachineArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DumpArgs {
+    /// A recovery point id (a unique prefix is enough) or `latest` (the newest that holds
+    /// FILE).
+    pub recovery_point: String,
+    /// The file's absolute path.
+    pub file: PathBuf,
+    /// Write the bytes to this file instead of standard output (with --json, standard output
+    /// then gets the report).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub other: MachineArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The older recovery point (id, unique prefix or `latest`).
+    pub from: String,
+    /// The newer recovery point.
+    pub to: String,
+    #[command(flatten)]
+    pub other: MachineArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Recovery points to show (ids, unique prefixes or `latest`; default: all).
+    pub recovery_points: Vec<String>,
+    #[command(flatten)]
+    pub other: MachineArgs,
+}
+
+/// This machine's repository, or the one `--machine` names.
+async fn open(ctx: &Ctx, other: &MachineArgs) -> Result<Repository> {
+    let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
+        anyhow!(
+            "no agent config at {}: register this machine with the vault first (`rbackup register`); on another machine add --machine ID",
+            ctx.config_path.display()
+        )
+    })?;
+    match other.open_other(ctx, &cfg).await? {
+        Some(repo) => Ok(repo),
+        None => open_with_config(&cfg).await,
+    }
+}
+
+/// An absolute path as asked for: relative ones are taken from the working directory, as
+/// `restore` takes them.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Refused tree entries are warnings: the listing is still what could be read.
+fn warn_refused(ctx: &Ctx, refused: &[String]) -> u8 {
+    for r in refused {
+        ctx.notice(&format!("warning: {r}"));
+    }
+    if refused.is_empty() { 0 } else { EXIT_WARNINGS }
+}
+
+/// `drwxr-xr-x` from `st_mode`. The kind letter comes from the kind's recorded name, so a
+/// kind added later (links) shows as `ls` shows it, and one unknown here as `?`.
+fn mode_string(kind: NodeKind, mode: u32) -> String {
+    let name = serde_json::to_value(kind).unwrap_or_default();
+    let letter = match name.as_str().unwrap_or_default() {
+        "dir" => 'd',
+        "file" => '-',
+        "symlink" => 'l',
+        _ => '?',
+    };
+    let mut s = String::from(letter);
+    for (bit, c) in (0..9).rev().zip("rwxrwxrwx".chars()) {
+        s.push(if mode & (1 << bit) != 0 { c } else { '-' });
+    }
+    s
+}
+
+/// An entry for `--json`.
+fn entry_json(e: &Entry) -> Value {
+    json!({"path": e.path, "kind": e.kind, "mode": e.mode, "permissions": mode_string(e.kind, e.mode),
+           "uid": e.uid, "gid": e.gid, "size": e.size, "mtime": ui::utc_time(ui::from_ns(e.mtime_ns))})
+}
+
+/// A path for people; directories end in `/`, as restic shows them.
+fn shown(e: &Entry) -> String {
+    let slash = if e.kind == NodeKind::Dir { "/" } else { "" };
+    format!("{}{slash}", e.path.display())
+}
+
+fn long_line(e: &Entry) -> String {
+    format!(
+        "{} {:>6} {:>6} {:>12} {} {}",
+        mode_string(e.kind, e.mode),
+        e.uid,
+        e.gid,
+        e.size,
+        ui::local_time(ui::from_ns(e.mtime_ns)),
+        shown(e)
+    )
+}
+
+pub async fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
+    let repo = open(ctx, &args.other).await?;
+    let path = absolute(args.path.as_deref().unwrap_or(Path::new("/")));
+    let l = repo.ls(&args.recovery_point, &path, args.recursive).await?;
+    let code = warn_refused(ctx, &l.refused);
+    let value = json!({"recovery_point": l.recovery_point, "time": ui::utc_rfc3339(&l.time),
+                       "path": path, "entries": l.entries.iter().map(entry_json).collect::<Vec<_>>(),
+                       "refused": l.refused});
+    if !ctx.json && !ctx.quiet {
+        ctx.notice(&format!(
+            "recovery point {} of {}, {}:",
+            &l.recovery_point[..8],
+            ui::local_rfc3339(&l.time),
+            path.display()
+        ));
+    }
+    ctx.output(&value, || {
+        let line = if args.long { long_line } else { shown };
+        l.entries.iter().map(line).collect::<Vec<_>>().join("\n")
+    })?;
+    Ok(code)
+}
+
+pub async fn find(ctx: &Ctx, args: FindArgs) -> Result<u8> {
+    let repo = open(ctx, &args.other).await?;
+    let mut opts = FindOptions::default();
+    opts.recovery_points = args.recovery_points;
+    opts.newest = args.newest;
+    let r = repo.find(&args.pattern, &opts).await?;
+    let code = warn_refused(ctx, &r.refused);
+    let hits: Vec<Value> = r
+        .hits
+        .iter()
+        .map(|h| {
+            let mut v = entry_json(&h.entry);
+            v["recovery_point"] = json!(h.recovery_point);
+            v["recovery_point_time"] = json!(ui::utc_rfc3339(&h.time));
+            v
+        })
+        .collect();
+    let value =
+        json!({"pattern": args.pattern, "recovery_points": r.recovery_points, "hits": hits});
+    ctx.output(&value, || {
+        let mut out = format!(
+            "{:<8}  {:<19}  {:>10}  {:<19}  path\n",
+            "point", "point time", "size", "modified"
+        );
+        for h in &r.hits {
+            out += &format!(
+                "{:<8}  {:<19}  {:>10}  {:<19}  {}\n",
+                &h.recovery_point[..8],
+                ui::local_rfc3339(&h.time),
+                HumanBytes(h.entry.size).to_string(),
+                ui::local_time(ui::from_ns(h.entry.mtime_ns)),
+                shown(&h.entry)
+            );
+        }
+        out + &format!(
+            "{} match(es) in {} recovery point(s)",
+            r.hits.len(),
+            r.recovery_points
+        )
+    })?;
+    Ok(code)
+}
+
+pub async fn dump(ctx: &Ctx, args: DumpArgs) -> Result<u8> {
+    if ctx.json && args.output.is_none() {
+        bail!(
+            "dump writes the file's bytes to standard output, so --json needs --output FILE (for the file's metadata alone, use `rbackup ls --json`)"
+        );
+    }
+    let repo = open(ctx, &args.other).await?;
+    let path = absolute(&args.file);
+    let mut reader = repo.open_file(&args.recovery_point, &path).await?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(f) => Box::new(
+            std::fs::File::create(f).with_context(|| format!("cannot create {}", f.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut written = 0u64;
+    while let Some(piece) = reader.next_chunk().await? {
+        match out.write_all(&piece) {
+            Ok(()) => written += piece.len() as u64,
+            // A reader that stopped early (`| head`) is not an error of ours.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(anyhow!("cannot write the file's bytes: {e}")),
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(anyhow!("cannot write the file's bytes: {e}"));
+        }
+        _ => {}
+    }
+    if let Some(f) = &args.output {
+        let value = json!({"path": path, "output": f, "bytes": written,
+                           "entry": entry_json(reader.entry())});
+        ctx.output(&value, || {
+            format!(
+                "wrote {} ({written} bytes) to {}",
+                path.display(),
+                f.display()
+            )
+        })?;
+    }
+    Ok(0)
+}
+
+pub async fn diff(ctx: &Ctx, args: DiffArgs) -> Result<u8> {
+    let repo = open(ctx, &args.other).await?;
+    let d = repo.diff(&args.from, &args.to).await?;
+    let code = warn_refused(ctx, &d.refused);
+    let changes: Vec<Value> = d
+        .changes
+        .iter()
+        .map(|c| {
+            let mut v = entry_json(&c.entry);
+            v["change"] = json!(c.change);
+            v["marker"] = json!(c.change.marker().to_string());
+            v["size_before"] = json!(c.size_before);
+            v
+        })
+        .collect();
+    let value = json!({"from": d.from, "to": d.to, "changes": changes, "summary": d.summary});
+    ctx.output(&value, || {
+        let mut out = String::new();
+        for c in &d.changes {
+            out += &format!("{}    {}\n", c.change.marker(), shown(&c.entry));
+        }
+        let s = &d.summary;
+        out + &format!(
+            "{} added ({}), {} removed ({}), {} modified, {} with metadata changes only",
+            s.added,
+            HumanBytes(s.bytes_added),
+            s.removed,
+            HumanBytes(s.bytes_removed),
+            s.modified,
+            s.metadata
+        )
+    })?;
+    Ok(code)
+}
+
+pub async fn stats(ctx: &Ctx, args: StatsArgs) -> Result<u8> {
+    let repo = open(ctx, &args.other).await?;
+    let s = repo.stats(&args.recovery_points).await?;
+    let points: Vec<Value> = s
+        .points
+        .iter()
+        .map(|p| {
+            json!({"recovery_point": p.recovery_point, "time": ui::utc_rfc3339(&p.time),
+                   "files": p.files, "logical_bytes": p.logical_bytes, "blobs": p.blobs,
+                   "unique_bytes": p.unique_bytes})
+        })
+        .collect();
+    let value = json!({"points": points, "recovery_points": s.recovery_points,
+                       "logical_bytes": s.logical_bytes, "stored_bytes": s.stored_bytes,
+                       "packs": s.packs, "dedup_ratio": s.dedup_ratio});
+    ctx.output(&value, || {
+        let mut out = format!(
+            "{:<8}  {:<19}  {:>8}  {:>10}  {:>10}\n",
+            "point", "time", "files", "logical", "unique"
+        );
+        for p in &s.points {
+            out += &format!(
+                "{:<8}  {:<19}  {:>8}  {:>10}  {:>10}\n",
+                &p.recovery_point[..8],
+                ui::local_rfc3339(&p.time),
+                p.files,
+                HumanBytes(p.logical_bytes).to_string(),
+                HumanBytes(p.unique_bytes).to_string()
+            );
+        }
+        let ratio = s
+            .dedup_ratio
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+        out + &format!(
+            "vault: {} recovery point(s), {} logical, {} stored in {} pack(s), dedup ratio {ratio}\n(unique: stored bytes no other recovery point references)",
+            s.recovery_points,
+            HumanBytes(s.logical_bytes),
+            HumanBytes(s.stored_bytes),
+            s.packs
+        )
+    })?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_as_ls_shows_them() {
+        assert_eq!(mode_string(NodeKind::Dir, 0o40755), "drwxr-xr-x");
+        assert_eq!(mode_string(NodeKind::File, 0o100640), "-rw-r-----");
+        assert_eq!(mode_string(NodeKind::File, 0o100007), "-------rwx");
+    }
+}
