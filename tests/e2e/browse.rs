@@ -410,3 +410,32 @@ fn vault_machines_lists_both_machines_and_names_the_ones_that_open() {
         "{human}"
     );
 }
+
+#[test]
+fn names_that_are_not_utf8_are_listed_not_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let a = Agent::registered();
+    let src = a.p("src");
+    fs::create_dir_all(&src).unwrap();
+    let odd = src.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    fs::write(&odd, "latin-1 name\n").unwrap();
+    a.backup(&src);
+    let (c, v) = a.json(&["ls", "latest", src.to_str().unwrap()]);
+    assert_eq!(c, 0, "{v}");
+    assert_eq!(
+        v["entries"][0]["path"],
+        format!("{}/caf\u{fffd}.txt", src.display())
+    );
+    let (c, v) = a.json(&["find", "caf*"]);
+    assert_eq!((c, v["hits"].as_array().unwrap().len()), (0, 1), "{v}");
+    // The exact name still reaches the file.
+    let mut dump = a.cmd();
+    dump.args(["dump", "latest"]).arg(&odd);
+    let out = dump.output().unwrap();
+    assert_eq!(
+        (code(&out), out.stdout.as_slice()),
+        (0, &b"latin-1 name\n"[..]),
+        "{}",
+        text(&out)
+    );
+}

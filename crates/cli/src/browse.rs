@@ -86,7 +86,7 @@ pub struct StatsArgs {
 async fn open(ctx: &Ctx, other: &MachineArgs) -> Result<Repository> {
     let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
         anyhow!(
-            "no agent config at {}: register this machine with the vault first (`rbackup register`); on another machine add --machine ID",
+            "no agent config at {}: register this machine with the vault first (`rbackup register`); then --machine ID reaches another machine's recovery points",
             ctx.config_path.display()
         )
     })?;
@@ -129,7 +129,8 @@ fn mode_string(kind: NodeKind, mode: u32) -> String {
 
 /// An entry for `--json`.
 fn entry_json(e: &Entry) -> Value {
-    json!({"path": e.path, "kind": e.kind, "mode": e.mode, "permissions": mode_string(e.kind, e.mode),
+    // Names need not be UTF-8: shown with replacement characters rather than refused.
+    json!({"path": e.path.to_string_lossy(), "kind": e.kind, "mode": e.mode, "permissions": mode_string(e.kind, e.mode),
            "uid": e.uid, "gid": e.gid, "size": e.size, "mtime": ui::utc_time(ui::from_ns(e.mtime_ns))})
 }
 
@@ -157,7 +158,7 @@ pub async fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
     let l = repo.ls(&args.recovery_point, &path, args.recursive).await?;
     let code = warn_refused(ctx, &l.refused);
     let value = json!({"recovery_point": l.recovery_point, "time": ui::utc_rfc3339(&l.time),
-                       "path": path, "entries": l.entries.iter().map(entry_json).collect::<Vec<_>>(),
+                       "path": path.to_string_lossy(), "entries": l.entries.iter().map(entry_json).collect::<Vec<_>>(),
                        "refused": l.refused});
     if !ctx.json && !ctx.quiet {
         ctx.notice(&format!(
@@ -248,7 +249,7 @@ pub async fn dump(ctx: &Ctx, args: DumpArgs) -> Result<u8> {
         _ => {}
     }
     if let Some(f) = &args.output {
-        let value = json!({"path": path, "output": f, "bytes": written,
+        let value = json!({"path": path.to_string_lossy(), "output": f.to_string_lossy(), "bytes": written,
                            "entry": entry_json(reader.entry())});
         ctx.output(&value, || {
             format!(

@@ -285,10 +285,11 @@ impl<'a> Walker<'a> {
                 if recursive
                     && node.kind == NodeKind::Dir
                     && self.may_enter(&path, &node, &ancestors)
+                    && let Some(tree) = node.subtree
                 {
                     stack.push(Pending {
-                        tree: node.subtree.unwrap_or(p.tree),
                         dir: path,
+                        tree,
                         ancestors: ancestors.clone(),
                     });
                 }
