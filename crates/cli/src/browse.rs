@@ -1,6 +1,7 @@
-//! Finding what was backed up: `ls`, `find`, `dump`, `diff` and `stats`. Each opens this
-//! machine's repository (or another one with `--machine`) and prints what the engine's browse
-//! API returns: local times to the second for people, UTC RFC 3339 with nanoseconds in JSON.
+//! Finding what was backed up: `ls`, `find`, `dump`, `diff` and `stats`, and `vault machines`.
+//! Each of the first five opens this machine's repository (or another one with `--machine`)
+//! and prints what the engine's browse API returns: local times to the second for people, UTC
+//! RFC 3339 with nanoseconds in JSON.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,13 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::HumanBytes;
 use rbackup_engine::tree::NodeKind;
-use rbackup_engine::{Entry, FindOptions, Repository};
+use rbackup_engine::{Entry, FindOptions, Repository, Unlock};
 use serde_json::{Value, json};
 
 use crate::EXIT_WARNINGS;
 use crate::config::AgentConfig;
 use crate::keys::MachineArgs;
-use crate::setup::open_with_config;
+use crate::setup::{canonical_url, load_local_keys, open_vault, open_with_config, read_passphrase};
 use crate::ui::{self, Ctx};
 
 #[derive(clap::Args, Debug)]
@@ -337,6 +338,104 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> Result<u8> {
             HumanBytes(s.stored_bytes),
             s.packs
         )
+    })?;
+    Ok(0)
+}
+
+/// What `vault machines` learnt of one machine with its keys.
+struct Unlocked {
+    how: &'static str,
+    name: String,
+    points: usize,
+    last: Option<String>,
+}
+
+/// `vault machines`: the registered machines, from the vault's plain records; names and
+/// recovery point times are sealed, so they are shown for the machines that open — this
+/// host's own machine with its local key file, any other with `--passphrase-file`. Needs only
+/// read access to the vault, as a recovery on a new machine has.
+pub async fn vault_machines(ctx: &Ctx, url: &str, passphrase_file: Option<&Path>) -> Result<u8> {
+    let url = canonical_url(url)?;
+    let cfg = AgentConfig::load(&ctx.config_path)
+        .ok()
+        .flatten()
+        .filter(|c| canonical_url(&c.vault).is_ok_and(|u| u == url));
+    let vault = open_vault(&url, cfg.as_ref().and_then(|c| c.proxy.as_deref())).await?;
+    let pass = passphrase_file.map(read_passphrase).transpose()?;
+    let mut rows = Vec::new();
+    for m in vault.machine_summaries().await? {
+        let unlock = match (&cfg, &pass) {
+            (Some(c), _) if c.machine_id == m.id => load_local_keys(&c.key_file)
+                .ok()
+                .map(|k| ("local key file", Unlock::Keys(k))),
+            (_, Some(p)) => Some(("passphrase", Unlock::Passphrase(p))),
+            _ => None,
+        };
+        let mut unlocked = None;
+        if let Some((how, unlock)) = unlock {
+            match Repository::open(&vault, &m.id, unlock, None).await {
+                Ok(repo) => {
+                    let points = repo.recovery_points().await?;
+                    unlocked = Some(Unlocked {
+                        how,
+                        // Sealed by the machine, but shown on a terminal: no control characters.
+                        name: repo
+                            .machine_name()
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .take(80)
+                            .collect(),
+                        points: points.len(),
+                        last: points.last().map(|(_, rp)| rp.time.clone()),
+                    });
+                }
+                Err(rbackup_engine::EngineError::WrongPassphrase { .. }) => {}
+                Err(e) => ctx.notice(&format!("warning: machine {}: {e}", m.id)),
+            }
+        }
+        rows.push((m, unlocked));
+    }
+    let list: Vec<_> = rows
+        .iter()
+        .map(|(m, u)| {
+            json!({"id": m.id, "registered": m.registered.as_deref().map(ui::utc_rfc3339),
+                   "recovery_point_objects": m.recovery_point_objects,
+                   "unlocked_with": u.as_ref().map(|u| u.how), "name": u.as_ref().map(|u| &u.name),
+                   "recovery_points": u.as_ref().map(|u| u.points),
+                   "last_recovery_point": u.as_ref().and_then(|u| u.last.as_deref()).map(ui::utc_rfc3339)})
+        })
+        .collect();
+    if rows.iter().any(|(_, u)| u.is_none()) {
+        ctx.notice("note: a machine's name and its recovery points' times are sealed with its keys; they are shown for this host's own machine and for those --passphrase-file opens (`?` otherwise: the count is then of the recovery point objects stored, soft-deleted ones included)");
+    }
+    ctx.output(&json!({"vault": url, "machines": list}), || {
+        let mut out = format!(
+            "{:<16}  {:<20}  {:<19}  {:>15}  last recovery point\n",
+            "id", "name", "registered", "recovery points"
+        );
+        for (m, u) in &rows {
+            let registered = m
+                .registered
+                .as_deref()
+                .map_or("?".into(), ui::local_rfc3339);
+            let (name, count, last) = match u {
+                Some(u) => (
+                    u.name.clone(),
+                    u.points.to_string(),
+                    u.last.as_deref().map_or("-".into(), ui::local_rfc3339),
+                ),
+                None => (
+                    "?".into(),
+                    format!("{} stored", m.recovery_point_objects),
+                    "?".into(),
+                ),
+            };
+            out += &format!(
+                "{:<16}  {name:<20}  {registered:<19}  {count:>15}  {last}\n",
+                m.id
+            );
+        }
+        out + &format!("{} machine(s)", rows.len())
     })?;
     Ok(0)
 }

@@ -18,7 +18,7 @@ use crate::{PassphraseCmd, RegisterArgs, VaultCmd};
 const LOST_PASSPHRASE: &str = "Keep a copy of it somewhere safe, away from this machine: it is needed to recover your data on another machine, and a lost passphrase means lost backups (nobody, including rbackup, can recover it).";
 
 /// Canonical URL (a plain path becomes file:///abs).
-fn canonical_url(url: &str) -> Result<String> {
+pub fn canonical_url(url: &str) -> Result<String> {
     Ok(VaultUrl::parse(url)?.to_url_string())
 }
 
@@ -105,7 +105,7 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
         VaultCmd::Machines {
             url,
             passphrase_file,
-        } => return machines(ctx, &url, passphrase_file.as_deref()).await,
+        } => return crate::browse::vault_machines(ctx, &url, passphrase_file.as_deref()).await,
         VaultCmd::SetSoftDelete { url, days, pin } => {
             return set_soft_delete(ctx, &url, days, &pin).await;
         }
@@ -168,106 +168,6 @@ async fn set_soft_delete(ctx: &Ctx, url: &str, days: u32, pin: &PinArgs) -> Resu
     Ok(0)
 }
 
-/// What `vault machines` learnt of one machine with its keys.
-struct Unlocked {
-    how: &'static str,
-    name: String,
-    points: usize,
-    last: Option<String>,
-}
-
-/// `vault machines`: the registered machines, from the vault's plain records; names and
-/// recovery point times are sealed, so they are shown for the machines that open — this
-/// host's own machine with its local key file, any other with `--passphrase-file`. Needs only
-/// read access to the vault, as a recovery on a new machine has.
-async fn machines(ctx: &Ctx, url: &str, passphrase_file: Option<&Path>) -> Result<u8> {
-    let url = canonical_url(url)?;
-    let cfg = AgentConfig::load(&ctx.config_path)
-        .ok()
-        .flatten()
-        .filter(|c| canonical_url(&c.vault).is_ok_and(|u| u == url));
-    let vault = open_vault(&url, cfg.as_ref().and_then(|c| c.proxy.as_deref())).await?;
-    let pass = passphrase_file.map(read_passphrase).transpose()?;
-    let mut rows = Vec::new();
-    for m in vault.machine_summaries().await? {
-        let unlock = match (&cfg, &pass) {
-            (Some(c), _) if c.machine_id == m.id => load_local_keys(&c.key_file)
-                .ok()
-                .map(|k| ("local key file", Unlock::Keys(k))),
-            (_, Some(p)) => Some(("passphrase", Unlock::Passphrase(p))),
-            _ => None,
-        };
-        let mut unlocked = None;
-        if let Some((how, unlock)) = unlock {
-            match Repository::open(&vault, &m.id, unlock, None).await {
-                Ok(repo) => {
-                    let points = repo.recovery_points().await?;
-                    unlocked = Some(Unlocked {
-                        how,
-                        // Sealed by the machine, but shown on a terminal: no control characters.
-                        name: repo
-                            .machine_name()
-                            .chars()
-                            .filter(|c| !c.is_control())
-                            .take(80)
-                            .collect(),
-                        points: points.len(),
-                        last: points.last().map(|(_, rp)| rp.time.clone()),
-                    });
-                }
-                Err(rbackup_engine::EngineError::WrongPassphrase { .. }) => {}
-                Err(e) => ctx.notice(&format!("warning: machine {}: {e}", m.id)),
-            }
-        }
-        rows.push((m, unlocked));
-    }
-    let list: Vec<_> = rows
-        .iter()
-        .map(|(m, u)| {
-            json!({"id": m.id, "registered": m.registered.as_deref().map(crate::ui::utc_rfc3339),
-                   "recovery_point_objects": m.recovery_point_objects,
-                   "unlocked_with": u.as_ref().map(|u| u.how), "name": u.as_ref().map(|u| &u.name),
-                   "recovery_points": u.as_ref().map(|u| u.points),
-                   "last_recovery_point": u.as_ref().and_then(|u| u.last.as_deref()).map(crate::ui::utc_rfc3339)})
-        })
-        .collect();
-    if rows.iter().any(|(_, u)| u.is_none()) {
-        ctx.notice("note: a machine's name and its recovery points' times are sealed with its keys; they are shown for this host's own machine and for those --passphrase-file opens (`?` otherwise: the count is then of the recovery point objects stored, soft-deleted ones included)");
-    }
-    ctx.output(&json!({"vault": url, "machines": list}), || {
-        let mut out = format!(
-            "{:<16}  {:<20}  {:<19}  {:>15}  last recovery point\n",
-            "id", "name", "registered", "recovery points"
-        );
-        for (m, u) in &rows {
-            let registered = m
-                .registered
-                .as_deref()
-                .map_or("?".into(), crate::ui::local_rfc3339);
-            let (name, count, last) = match u {
-                Some(u) => (
-                    u.name.clone(),
-                    u.points.to_string(),
-                    u.last
-                        .as_deref()
-                        .map_or("-".into(), crate::ui::local_rfc3339),
-                ),
-                None => (
-                    "?".into(),
-                    format!("{} stored", m.recovery_point_objects),
-                    "?".into(),
-                ),
-            };
-            out += &format!(
-                "{:<16}  {name:<20}  {registered:<19}  {count:>15}  {last}\n",
-                m.id
-            );
-        }
-        out + &format!("{} machine(s)", rows.len())
-    })?;
-    Ok(0)
-}
-
 fn write_credentials(path: &Path, creds: &VaultCredentials) -> Result<()> {
     write_atomic(path, creds.to_json().as_bytes(), 0o600)
 }
@@ -319,7 +219,7 @@ fn save_local_keys(path: &Path, machine: &str, vault_id: &str, keys: &MasterKeys
     write_atomic(path, text.as_bytes(), 0o600)
 }
 
-fn load_local_keys(path: &Path) -> Result<MasterKeys> {
+pub fn load_local_keys(path: &Path) -> Result<MasterKeys> {
     let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
         format!("cannot read the machine key file {} (it lets scheduled runs work without the passphrase): restore it from your backup of the config dir, or re-register", path.display())
     })?);
