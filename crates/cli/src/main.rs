@@ -171,8 +171,8 @@ pub enum VaultCmd {
         valid_for: String,
     },
     /// List the machines registered in the vault: id, registration time and recovery point
-    /// count; with a passphrase (or on a registered machine, for itself) also name, host and
-    /// the last recovery point's time.
+    /// count; with a passphrase (or on a registered machine, for itself) also the name and the
+    /// last recovery point's time.
     Machines {
         url: String,
         /// Unlock every machine this passphrase opens, to show its name and recovery points.

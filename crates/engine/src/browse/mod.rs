@@ -342,8 +342,9 @@ impl Repository {
         })
     }
 
-    /// Every entry matching `pattern` (see [`Pattern`]: a glob on names, or on the absolute
-    /// path when it holds a `/`) in the recovery points `opts` names.
+    /// Every entry matching `pattern` in the recovery points `opts` names. The pattern is a
+    /// glob on names, or on the whole absolute path when it holds a `/` (`**` spans folders),
+    /// as a backup's excludes are; an invalid one is [`EngineError::BadPattern`].
     pub async fn find(&self, pattern: &str, opts: &FindOptions) -> Result<FindReport> {
         let pattern = Pattern::new(pattern)?;
         let mut points = if opts.recovery_points.is_empty() {
