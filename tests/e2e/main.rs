@@ -4,6 +4,7 @@ mod admin;
 mod agent;
 mod append_only;
 mod append_only_cloud;
+mod browse;
 mod cloud;
 mod credentials;
 mod damage;

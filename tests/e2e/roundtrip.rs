@@ -184,7 +184,19 @@ fn chosen_paths_restore_alone() {
             .join("empty_file")
             .exists()
     );
-    // A path that is not in the recovery point is a clear error.
+    // A path that is not in the recovery point is a clear error; `latest` with a path no
+    // backup's sources hold says so instead.
+    let missing = src.join("no/such/path");
+    let out = a.run(&[
+        "restore",
+        "latest",
+        missing.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    let want = format!("{} is not in this recovery point", missing.display());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&want));
     let out = a.run(&[
         "restore",
         "latest",
@@ -195,7 +207,7 @@ fn chosen_paths_restore_alone() {
     assert_eq!(code(&out), 1);
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("/no/such/path is not in this recovery point")
+            .contains("no recovery point of this machine holds /no/such/path")
     );
 }
 

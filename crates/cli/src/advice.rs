@@ -135,9 +135,9 @@ pub fn advice(e: &EngineError) -> Option<String> {
             "use `rbackup vault credentials` for new credentials".into()
         }
         EngineError::UnsupportedFormat { .. } => "upgrade rbackup".into(),
-        EngineError::MachineNotFound { .. } => {
-            "check the id with `rbackup recovery-points` on that machine, or register it".into()
-        }
+        EngineError::MachineNotFound { vault, .. } => format!(
+            "list the machines registered there with `rbackup vault machines {vault}`, or register this one"
+        ),
         EngineError::InvalidCredentials {
             problem: CredentialsProblem::NotCredentials(_),
         } => "download it again with `rbackup vault credentials`".into(),
@@ -160,7 +160,16 @@ pub fn advice(e: &EngineError) -> Option<String> {
         EngineError::AmbiguousRecoveryPoint { .. } => "give more digits".into(),
         EngineError::NoRecoveryPoints => "run `rbackup backup` first".into(),
         EngineError::PathNotInRecoveryPoint { .. } => {
-            "give absolute paths as they were when backed up".into()
+            "give absolute paths as they were when backed up (`rbackup ls` lists them, `rbackup find` searches every recovery point)".into()
+        }
+        EngineError::NoRecoveryPointHolds { .. } => {
+            "list the recovery points and their paths with `rbackup recovery-points`, or search by name with `rbackup find`".into()
+        }
+        EngineError::NotAFile { .. } => {
+            "`rbackup dump` writes one file; list a folder with `rbackup ls`, or bring it back with `rbackup restore`".into()
+        }
+        EngineError::BadPattern { .. } => {
+            "use a glob such as `*.pdf`, or `/home/*/notes.txt` to match whole paths".into()
         }
         EngineError::SourceTooLarge { .. } => "split them into several jobs".into(),
         EngineError::TooManyRecoveryPoints { .. } => {

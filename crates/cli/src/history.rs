@@ -248,7 +248,7 @@ pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
             out += &format!(
                 "{:<8} {}  {:<8} {:<9} {:<12} {:>6.1}s  files {} new / {} changed / {} unchanged, {} read, {} added\n",
                 r.id,
-                crate::ui::local_time(&r.started),
+                crate::ui::local_rfc3339(&r.started),
                 r.kind,
                 r.status,
                 r.job.as_deref().unwrap_or("-"),

@@ -2,6 +2,7 @@
 //! config, progress bars, output and exit codes.
 
 mod advice;
+mod browse;
 mod freshness;
 mod history;
 mod interrupt;
@@ -73,7 +74,21 @@ pub enum Command {
         /// may reclaim them.
         #[arg(long)]
         deleted: bool,
+        /// Only the recovery points that hold this absolute path (one of their sources, or
+        /// beneath one); repeatable: all of them.
+        #[arg(long, value_name = "PATH", conflicts_with = "deleted")]
+        path: Vec<PathBuf>,
     },
+    /// List the files and folders of a recovery point.
+    Ls(browse::LsArgs),
+    /// Search recovery points for files by name or path.
+    Find(browse::FindArgs),
+    /// Write one backed-up file's bytes to standard output.
+    Dump(browse::DumpArgs),
+    /// Show what changed between two recovery points.
+    Diff(browse::DiffArgs),
+    /// Sizes of recovery points: logical, what each alone stores, and the dedup ratio.
+    Stats(browse::StatsArgs),
     /// Bring back a soft-deleted recovery point (removes its tombstone: needs credentials that
     /// can delete).
     Undelete {
@@ -176,6 +191,16 @@ pub enum VaultCmd {
         /// How long the PIN stays valid, e.g. 5m, 1h.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = usage::duration)]
         valid_for: String,
+    },
+    /// List the machines registered in the vault: id, registration time and recovery point
+    /// count; with a passphrase (or on a registered machine, for itself) also the name and the
+    /// last recovery point's time.
+    Machines {
+        /// The vault's URL.
+        url: String,
+        /// Unlock every machine this passphrase opens, to show its name and recovery points.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Set the soft-delete window: how many days a forgotten recovery point stays restorable
     /// before a prune may reclaim it. Shortening it needs the security PIN.
@@ -334,8 +359,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Passphrase(cmd) => setup::passphrase(&ctx, cmd).await,
         Command::Key(cmd) => keys::key(&ctx, cmd).await,
         Command::Backup(args) => ops::backup(&ctx, args).await,
-        Command::RecoveryPoints { deleted: false } => ops::recovery_points(&ctx).await,
-        Command::RecoveryPoints { deleted: true } => retention::deleted_points(&ctx).await,
+        Command::RecoveryPoints {
+            deleted: false,
+            path,
+        } => ops::recovery_points(&ctx, &path).await,
+        Command::RecoveryPoints { deleted: true, .. } => retention::deleted_points(&ctx).await,
+        Command::Ls(args) => browse::ls(&ctx, args).await,
+        Command::Find(args) => browse::find(&ctx, args).await,
+        Command::Dump(args) => browse::dump(&ctx, args).await,
+        Command::Diff(args) => browse::diff(&ctx, args).await,
+        Command::Stats(args) => browse::stats(&ctx, args).await,
         Command::Undelete { recovery_point } => retention::undelete(&ctx, &recovery_point).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,
         Command::Check { read_data } => ops::check(&ctx, read_data).await,

@@ -133,7 +133,7 @@ pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
     )
 }
 
-pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
+pub async fn recovery_points(ctx: &Ctx, paths: &[std::path::PathBuf]) -> Result<u8> {
     let (cfg, repo) = open_configured(ctx).await?;
     let listing = repo.recovery_point_listing().await?;
     for w in &listing.unreadable_tombstones {
@@ -149,6 +149,17 @@ pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
     }
     mark.observe(rps);
     crate::freshness::save(ctx, &cfg, &mark);
+    // `--path` narrows what is shown; the freshness checks above saw every point.
+    let paths: Vec<_> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let held: Vec<_> = rps
+        .iter()
+        .filter(|(_, rp)| paths.iter().all(|p| rp.holds(p)))
+        .cloned()
+        .collect();
+    let rps = &held;
     let list: Vec<_> = rps
         .iter()
         .map(|(id, rp)| {
@@ -167,7 +178,7 @@ pub async fn recovery_points(ctx: &Ctx) -> Result<u8> {
             out += &format!(
                 "{:<10} {:<19} {:>10} {:>8}  {}\n",
                 id.short(),
-                crate::ui::local_time(&rp.time),
+                crate::ui::local_rfc3339(&rp.time),
                 HumanBytes(rp.bytes),
                 rp.files,
                 rp.paths.join(" ")
@@ -222,9 +233,9 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
             "note: recovery point {} is soft-deleted (deleted {} by {}); it can be restored or \
              brought back with `rbackup undelete` until {}",
             d.id.get(..8).unwrap_or(&d.id),
-            crate::ui::local_time(&d.deleted_at),
+            crate::ui::local_rfc3339(&d.deleted_at),
             d.deleted_by,
-            crate::ui::local_time(&d.purge_after)
+            crate::ui::local_rfc3339(&d.purge_after)
         ));
     }
     for w in &report.warnings {

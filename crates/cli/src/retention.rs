@@ -23,7 +23,7 @@ use crate::config::{AgentConfig, JobConfig};
 use crate::history::JobRecord;
 use crate::keys::MachineArgs;
 use crate::setup::open_configured;
-use crate::ui::{Ctx, local_time, parse_duration};
+use crate::ui::{Ctx, local_rfc3339, parse_duration};
 
 /// The `--keep-*` options, shared by `rbackup forget` and `rbackup job add`.
 #[derive(Args, Debug, Clone, Default)]
@@ -331,8 +331,8 @@ pub async fn deleted_points(ctx: &Ctx) -> Result<u8> {
             out += &format!(
                 "{:<10} {:<19} {:<19} {:>9}  {}, {}\n",
                 d.id.get(..8).unwrap_or(&d.id),
-                local_time(&d.time),
-                local_time(&d.deleted_at),
+                local_rfc3339(&d.time),
+                local_rfc3339(&d.deleted_at),
                 d.days_left(now),
                 d.deleted_by,
                 d.reason
@@ -400,11 +400,11 @@ fn group_text(g: &ForgetGroup) -> String {
                 let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
                 format!(
                     "  keep    {short}  {}  {}\n",
-                    local_time(&p.time),
+                    local_rfc3339(&p.time),
                     why.join(", ")
                 )
             }
-            Verdict::Forget => format!("  forget  {short}  {}\n", local_time(&p.time)),
+            Verdict::Forget => format!("  forget  {short}  {}\n", local_rfc3339(&p.time)),
         };
     }
     out
@@ -423,7 +423,7 @@ fn prune_text(r: &PruneReport) -> String {
         r.soft_deleted_kept,
         r.next_purge_after
             .as_deref()
-            .map(|t| format!(" (the first may go after {})", local_time(t)))
+            .map(|t| format!(" (the first may go after {})", local_rfc3339(t)))
             .unwrap_or_default()
     );
     out += &format!(

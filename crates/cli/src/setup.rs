@@ -13,13 +13,13 @@ use zeroize::Zeroizing;
 
 use crate::config::{self, AgentConfig, Throttle, write_atomic, write_new};
 use crate::secret::{self, Ask, Source};
-use crate::ui::{Ctx, local_time, parse_duration};
+use crate::ui::{Ctx, local_rfc3339, parse_duration};
 use crate::{PassphraseCmd, RegisterArgs, VaultCmd};
 
 const LOST_PASSPHRASE: &str = "Keep a copy of it somewhere safe, away from this machine: it is needed to recover your data on another machine, and a lost passphrase means lost backups (nobody, including rbackup, can recover it).";
 
 /// Canonical URL (a plain path becomes file:///abs).
-fn canonical_url(url: &str) -> Result<String> {
+pub fn canonical_url(url: &str) -> Result<String> {
     Ok(VaultUrl::parse(url)?.to_url_string())
 }
 
@@ -77,7 +77,7 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             write_credentials(&credentials_out, &creds)?;
             ctx.output(
                 &json!({"vault": url, "vault_id": vault.id(), "credentials": credentials_out, "expires_at": creds.expires_at}),
-                || format!("Created vault {url}\nCredentials written to {} (valid until {}); use them with `rbackup register --vault-credentials {}`.", credentials_out.display(), local_time(&creds.expires_at), credentials_out.display()),
+                || format!("Created vault {url}\nCredentials written to {} (valid until {}); use them with `rbackup register --vault-credentials {}`.", credentials_out.display(), local_rfc3339(&creds.expires_at), credentials_out.display()),
             )?;
         }
         VaultCmd::Credentials {
@@ -91,7 +91,7 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             write_credentials(&out, &creds)?;
             ctx.output(
                 &json!({"vault": url, "credentials": out, "generation": creds.generation, "expires_at": creds.expires_at}),
-                || format!("New credentials written to {} (valid until {}); every older credentials file for this vault is now invalid.", out.display(), local_time(&creds.expires_at)),
+                || format!("New credentials written to {} (valid until {}); every older credentials file for this vault is now invalid.", out.display(), local_rfc3339(&creds.expires_at)),
             )?;
         }
         VaultCmd::Pin { url, valid_for } => {
@@ -100,9 +100,13 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             let (pin, expires) = vault.issue_pin(parse_duration(&valid_for)?).await?;
             ctx.output(
                 &json!({"vault": url, "pin": pin, "expires_at": expires}),
-                || format!("Security PIN: {pin}\nValid until {}, for one critical operation (shortening the soft-delete window, purging deleted recovery points at once); it is shown only now, and any older PIN no longer works.", local_time(&expires)),
+                || format!("Security PIN: {pin}\nValid until {}, for one critical operation (shortening the soft-delete window, purging deleted recovery points at once); it is shown only now, and any older PIN no longer works.", local_rfc3339(&expires)),
             )?;
         }
+        VaultCmd::Machines {
+            url,
+            passphrase_file,
+        } => return crate::browse::vault_machines(ctx, &url, passphrase_file.as_deref()).await,
         VaultCmd::SetSoftDelete { url, days, pin } => {
             return set_soft_delete(ctx, &url, days, &pin).await;
         }
@@ -205,7 +209,7 @@ fn save_local_keys(path: &Path, machine: &str, vault_id: &str, keys: &MasterKeys
     write_atomic(path, text.as_bytes(), 0o600)
 }
 
-fn load_local_keys(path: &Path) -> Result<MasterKeys> {
+pub fn load_local_keys(path: &Path) -> Result<MasterKeys> {
     let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
         format!("cannot read the machine key file {} (it lets scheduled runs work without the passphrase): restore it from your backup of the config dir, or re-register", path.display())
     })?);

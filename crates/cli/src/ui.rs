@@ -123,23 +123,6 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
-/// A time from the vault or the job history (RFC 3339, UTC, nanoseconds) as people read it:
-/// local time to the second, `2026-12-01 19:27:23`. The `--json` documents keep the exact UTC
-/// text. A text that is not a timestamp is shown as it is, cut to 40 characters.
-pub fn local_time(rfc3339: &str) -> String {
-    match rfc3339.parse::<jiff::Timestamp>() {
-        Ok(t) => local(t),
-        Err(_) => rfc3339.chars().take(40).collect(),
-    }
-}
-
-/// `t` in the local time zone, to the second.
-pub fn local(t: jiff::Timestamp) -> String {
-    t.to_zoned(jiff::tz::TimeZone::system())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
 /// Parses `48h`, `30m`, `2d`, `90s`, `1h 30m` (humantime's syntax). A bare number is hours, as
 /// the command line has always documented for `--valid-for` and `--grace`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -155,6 +138,48 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     }
     humantime::parse_duration(s)
         .map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}): use e.g. 48h, 30m, 2d, 1h 30m"))
+}
+
+/// A time for people: local time to the second (`2026-12-01 18:20:05`).
+pub fn local_time(ts: jiff::Timestamp) -> String {
+    ts.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// A time for programs: UTC, RFC 3339, always nine fractional digits.
+pub fn utc_time(ts: jiff::Timestamp) -> String {
+    let ns = ts.as_nanosecond();
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let secs = ts.as_second() - i64::from(ts.subsec_nanosecond() < 0);
+    let whole = jiff::Timestamp::from_second(secs).unwrap_or(ts);
+    format!("{}.{nanos:09}Z", whole.strftime("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// Nanoseconds since the epoch (a file's modification time) as a timestamp; out of range
+/// (only a crafted tree) clamps to the nearest end.
+pub fn from_ns(ns: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(if ns < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    })
+}
+
+/// A recorded time (RFC 3339, UTC: a recovery point's, the job history's, an expiry) as
+/// people read it, in local time to the second (`2026-12-01 19:27:23`); a text that does not
+/// parse is shown as recorded, cut to 40 characters.
+pub fn local_rfc3339(recorded: &str) -> String {
+    recorded
+        .parse()
+        .map_or_else(|_| recorded.chars().take(40).collect(), local_time)
+}
+
+/// A recovery point's recorded time as [`utc_time`], or as recorded if it does not parse.
+pub fn utc_rfc3339(recorded: &str) -> String {
+    recorded
+        .parse()
+        .map_or_else(|_| recorded.to_string(), utc_time)
 }
 
 #[cfg(test)]
@@ -180,13 +205,35 @@ mod tests {
     fn times_are_shown_in_local_time_to_the_second() {
         // Under TZ=UTC (the tests' default here) local time is UTC; the zone itself is jiff's.
         let t = "2026-12-01T18:27:23.119262584Z";
-        let shown = local_time(t);
+        let shown = local_rfc3339(t);
         assert_eq!(shown.len(), "2026-12-01 18:27:23".len(), "{shown}");
         let zone = jiff::tz::TimeZone::system();
         let want = t.parse::<jiff::Timestamp>().unwrap().to_zoned(zone);
         assert_eq!(shown, want.strftime("%Y-%m-%d %H:%M:%S").to_string());
         assert!(!shown.contains('.') && !shown.ends_with('Z'), "{shown}");
-        assert_eq!(local_time("not a time"), "not a time");
+        assert_eq!(local_rfc3339("not a time"), "not a time");
+    }
+
+    #[test]
+    fn times_for_programs_keep_nanoseconds_in_utc() {
+        assert_eq!(
+            utc_time(from_ns(1_700_000_000_123_456_789)),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        assert_eq!(
+            utc_time(from_ns(1_700_000_000_000_000_000)),
+            "2023-11-14T22:13:20.000000000Z"
+        );
+        assert_eq!(utc_time(from_ns(-1)), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            utc_rfc3339("2023-11-14T22:13:20.5Z"),
+            "2023-11-14T22:13:20.500000000Z"
+        );
+        assert_eq!(utc_rfc3339("not a time"), "not a time");
+        // Local time is to the second, whatever the zone.
+        let local = local_time(from_ns(1_700_000_000_999_000_000));
+        assert_eq!(local.len(), "2023-11-14 22:13:20".len());
+        assert!(local.ends_with(":20"), "{local}");
     }
 
     #[test]

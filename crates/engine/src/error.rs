@@ -193,6 +193,31 @@ pub enum EngineError {
         path: PathBuf,
     },
 
+    /// `latest` asked for with paths, and no recovery point holds them all.
+    #[error("no recovery point of this machine holds {}", path.display())]
+    NoRecoveryPointHolds {
+        /// The first path none holds.
+        path: PathBuf,
+    },
+
+    /// A file's bytes asked for, and the recovery point has something else at that path.
+    #[error("{} is not a file in this recovery point (it is a {kind})", path.display())]
+    NotAFile {
+        /// The absolute path asked for.
+        path: PathBuf,
+        /// What it is (`dir`, ...).
+        kind: String,
+    },
+
+    /// A search pattern that is not a valid glob.
+    #[error("bad pattern {pattern:?}: {source}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// The glob parser's complaint.
+        source: globset::Error,
+    },
+
     /// MARS: the sources of one backup exceed the size of a data source
     /// ([`MAX_SOURCE_BYTES`](crate::MAX_SOURCE_BYTES)).
     #[error("the sources hold {bytes} bytes, over the limit of {max} bytes per data source")]
@@ -551,6 +576,12 @@ pub enum CorruptReason {
         /// The machine id inside.
         found: String,
     },
+    /// A file node listing more content than its size (or its data segments) holds.
+    #[error("it lists more content than the file's size")]
+    ContentPastSize,
+    /// A sparse file whose data segments overlap or are not in order.
+    #[error("its data segments overlap or are out of order")]
+    SegmentsOutOfOrder,
     /// A recovery point whose trees hold far more entries than it records: subtrees shared
     /// so often that walking them would not end (a crafted tree, not a backup).
     #[error("its trees hold more than {max} entries, far more than it records")]

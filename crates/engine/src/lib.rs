@@ -39,6 +39,7 @@
 //! See `examples/embed.rs` for a runnable version, and ARCHITECTURE.md for the format.
 
 mod backup;
+mod browse;
 mod cache;
 mod check;
 pub mod classify;
@@ -72,6 +73,10 @@ mod vault;
 mod workdir;
 
 pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
+pub use browse::{
+    Change, DiffEntry, DiffReport, DiffSummary, Entry, FileReader, FindHit, FindOptions,
+    FindReport, Listing, MachineSummary, PointStats, StatsReport,
+};
 pub use classify::{LinkMode, SkipRule};
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{

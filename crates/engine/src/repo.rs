@@ -310,6 +310,34 @@ impl Repository {
     /// `latest` (never a soft-deleted point), or a unique hex prefix of a recovery point id
     /// (soft-deleted ones included).
     pub async fn find_recovery_point(&self, spec: &str) -> Result<(Id, RecoveryPoint)> {
+        self.find_recovery_point_holding(spec, &[] as &[&Path])
+            .await
+    }
+
+    /// As [`find_recovery_point`](Self::find_recovery_point), but `latest` is the newest
+    /// point that [holds](RecoveryPoint::holds) every one of `paths` (restic's `--path`): a
+    /// restore of `/home/a/x` from `latest` then finds the last backup of that folder, not the
+    /// last backup of another one. An id prefix is taken as it is, whatever it holds.
+    pub async fn find_recovery_point_holding<P: AsRef<Path>>(
+        &self,
+        spec: &str,
+        paths: &[P],
+    ) -> Result<(Id, RecoveryPoint)> {
+        if spec == "latest" && !paths.is_empty() {
+            let live = self.recovery_points().await?;
+            if live.is_empty() {
+                return Err(EngineError::NoRecoveryPoints);
+            }
+            let holds_all = |rp: &RecoveryPoint| paths.iter().all(|p| rp.holds(p.as_ref()));
+            if let Some(hit) = live.iter().rev().find(|(_, rp)| holds_all(rp)) {
+                return Ok(hit.clone());
+            }
+            let missing = paths
+                .iter()
+                .find(|p| !live.iter().any(|(_, rp)| rp.holds(p.as_ref())));
+            let path = missing.unwrap_or(&paths[0]).as_ref().to_path_buf();
+            return Err(EngineError::NoRecoveryPointHolds { path });
+        }
         if spec == "latest" {
             let mut live = self.recovery_points().await?;
             return live.pop().ok_or(EngineError::NoRecoveryPoints);

@@ -43,6 +43,15 @@ pub struct RecoveryPoint {
     pub predecessors: Vec<Id>,
 }
 
+impl RecoveryPoint {
+    /// Whether `path` (absolute) is one of its source paths or beneath one: what `latest`
+    /// filtered by path looks for (as restic's `--path`). Compared by components, so
+    /// `/home/ab` is not beneath `/home/a`.
+    pub fn holds(&self, path: &std::path::Path) -> bool {
+        self.paths.iter().any(|p| path.starts_with(p))
+    }
+}
+
 pub(crate) fn seal(keys: &MasterKeys, id: &Id, rp: &RecoveryPoint) -> Vec<u8> {
     codec::seal_meta(keys, KIND, &id.to_hex(), rp)
 }

@@ -335,14 +335,16 @@ impl Repository {
         Ok(id)
     }
 
-    /// The point a restore asks for: `latest` among the points not deleted, or an id prefix
+    /// The point a restore asks for: `latest` among the points not deleted (the newest that
+    /// holds `paths` when some are given), or an id prefix
     /// among all stored points, with its deletion if it is soft-deleted. An id whose point was
     /// purged says so.
     pub(crate) async fn find_restorable(
         &self,
         spec: &str,
+        paths: &[std::path::PathBuf],
     ) -> Result<(Id, RecoveryPoint, Option<DeletedPoint>)> {
-        let found = self.find_recovery_point(spec).await;
+        let found = self.find_recovery_point_holding(spec, paths).await;
         if spec == "latest" {
             let (id, rp) = found?;
             return Ok((id, rp, None));

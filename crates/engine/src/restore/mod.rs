@@ -86,7 +86,9 @@ impl Repository {
         // Real elapsed time for the report, whatever the vault's clock says.
         let started = Instant::now();
         // `latest` is never a deleted point; one named by id is restored in its window.
-        let (rp_id, rp, deleted) = self.find_restorable(&opts.recovery_point).await?;
+        let (rp_id, rp, deleted) = self
+            .find_restorable(&opts.recovery_point, &opts.paths)
+            .await?;
         let index = Arc::new(self.load_index().await?);
         let load = async |id: &BlobId| self.load_tree(&index, id).await;
         let max_entries = plan::max_entries(&rp);
