@@ -197,6 +197,8 @@ fn compare(x: &Node, y: &Node) -> Option<Change> {
         ctime_ns: 0,
         ino: 0,
         subtree: None,
+        // Group numbers are assigned per backup run: the same links may be numbered anew.
+        link_group: None,
         ..n.clone()
     };
     let content = !dir && strip(x) != strip(y);
@@ -276,6 +278,8 @@ mod tests {
             segments: Vec::new(),
             subtree: None,
             class: None,
+            target: None,
+            link_group: None,
         }
     }
 
