@@ -37,10 +37,12 @@ mod dir;
 mod error;
 mod meta;
 mod name;
+mod tree;
 mod walk;
 
 pub use dir::{Access, Dir, Replace, STAGED_FILE_MODE, TmpFile};
 pub use error::{Error, Result};
 pub use meta::{FileKind, Meta, metadata, set_mode, set_owner, set_times};
 pub use name::{Name, NameError, RelPath, RelPathError};
+pub use tree::{MAX_TREE_DEPTH, Space, TreeCount};
 pub use walk::Resolve;

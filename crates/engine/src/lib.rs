@@ -91,8 +91,11 @@ pub use policy::PublishedPolicies;
 pub use progress::{NoProgress, Progress};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport, STALE_STAGING};
 pub use repo::{Repository, Unlock};
-pub use report::{BackupReport, CheckOptions, CheckReport, RestoreReport, Skipped};
-pub use restore::RestoreOptions;
+pub use report::{
+    BackupReport, CheckOptions, CheckReport, FailureCause, NotRestored, RestoreReport, RestoreStop,
+    Skipped, StopCause,
+};
+pub use restore::{Overwrite, RestoreOptions};
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
 pub use tombstone::{Actor, DeletedPoint, RecoveryPointListing};

@@ -14,8 +14,10 @@ use std::os::unix::fs::FileExt;
 use rbackup_beneath::{Access, Dir, Error as FsError, Name, RelPath, Replace};
 use rustix::fd::AsFd;
 
+use super::decide::Decision;
 use super::plan::{Meta, Plan};
-use crate::report::Skipped;
+use super::stop::{Stop, fs_cause};
+use crate::report::NotRestored;
 
 /// The mode of directories a restore creates before their metadata is applied (and of the
 /// parents of a file restored without its directory, which get no other).
@@ -27,7 +29,9 @@ pub(crate) struct Moved {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
-    pub failed: Vec<Skipped>,
+    /// Of `files`, those written over something.
+    pub overwritten: u64,
+    pub failed: Vec<NotRestored>,
 }
 
 /// The name of file number `i` of the plan in the staging folder. Files are staged flat, by
@@ -53,24 +57,30 @@ pub(crate) fn open_staged(stage: &Dir, i: usize, size: u64) -> Result<File, FsEr
     Ok(file)
 }
 
-/// Creates the planned directories, moves verified files into `target` (skipping the `bad`
-/// ones) on `threads` threads, then sets directory metadata deepest first, so that adding
-/// files does not disturb a directory's mtime after it was set. An entry that cannot be
-/// placed is reported in `failed` and skipped.
-pub(crate) fn move_into_target(
-    plan: &Plan,
-    stage: &Dir,
-    target: &Dir,
-    bad: &[bool],
-    threads: usize,
-) -> Moved {
+/// What [`move_into_target`] works from besides the plan.
+pub(crate) struct Apply<'a> {
+    pub stage: &'a Dir,
+    pub target: &'a Dir,
+    /// Files whose data could not be staged.
+    pub bad: &'a [bool],
+    /// Files to write (the others stay as the target has them).
+    pub decisions: &'a [Decision],
+    pub stop: &'a Stop,
+}
+
+/// Creates the planned directories, moves verified files into the target (skipping the
+/// `bad` and the kept ones) on `threads` threads, then sets directory metadata deepest first,
+/// so that adding files does not disturb a directory's mtime after it was set. An entry that
+/// cannot be placed is reported in `failed` and skipped; a full target stops the moves.
+pub(crate) fn move_into_target(plan: &Plan, how: &Apply<'_>, threads: usize) -> Moved {
+    let target = how.target;
     let root = rustix::process::geteuid().is_root();
     let mut moved = Moved::default();
     let mut created = vec![false; plan.dirs.len()];
     for (d, ok) in plan.dirs.iter().zip(&mut created) {
         match target.create_dir_all(&plan.path(d), NEW_DIR_MODE) {
             Ok(_) => *ok = true,
-            Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
+            Err(e) => moved.failed.push(not_restored(&plan.shown(d), &e)),
         }
     }
     // Each file is a handful of system calls on its own names, independent of the others:
@@ -79,7 +89,7 @@ pub(crate) fn move_into_target(
     let results: Vec<Moved> = std::thread::scope(|s| {
         let workers: Vec<_> = runs
             .iter()
-            .map(|run| s.spawn(|| move_files(plan, run.clone(), stage, target, bad, root)))
+            .map(|run| s.spawn(|| move_files(plan, run.clone(), how, root)))
             .collect();
         workers
             .into_iter()
@@ -89,6 +99,7 @@ pub(crate) fn move_into_target(
     for r in results {
         moved.files += r.files;
         moved.bytes += r.bytes;
+        moved.overwritten += r.overwritten;
         moved.failed.extend(r.failed);
     }
     let mut dirs: Vec<_> = plan
@@ -107,7 +118,7 @@ pub(crate) fn move_into_target(
         });
         match result {
             Ok(()) => moved.dirs += 1,
-            Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
+            Err(e) => moved.failed.push(not_restored(&plan.shown(d), &e)),
         }
     }
     moved
@@ -133,21 +144,18 @@ fn split_runs(plan: &Plan, threads: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Moves the files numbered `run` into the target (see [`move_into_target`]).
-fn move_files(
-    plan: &Plan,
-    run: std::ops::Range<usize>,
-    stage: &Dir,
-    target: &Dir,
-    bad: &[bool],
-    root: bool,
-) -> Moved {
+fn move_files(plan: &Plan, run: std::ops::Range<usize>, how: &Apply<'_>, root: bool) -> Moved {
+    let (stage, target) = (how.stage, how.target);
     let mut moved = Moved::default();
     // Files come in tree order, so consecutive ones mostly share a parent: keep it open.
     let mut parent: Option<(Option<usize>, Dir)> = None;
     for i in run {
         let f = &plan.files[i];
-        if bad[i] {
+        if how.bad[i] || !how.decisions[i].writes() {
             continue;
+        }
+        if how.stop.is_set() {
+            break;
         }
         let result = match &parent {
             Some((p, dir)) if *p == f.parent => Ok(dir),
@@ -158,17 +166,22 @@ fn move_files(
             Ok(()) => {
                 moved.files += 1;
                 moved.bytes += f.meta.size;
+                moved.overwritten += u64::from(how.decisions[i] == Decision::Overwrite);
             }
-            Err(e) => moved.failed.push(skipped(&plan.shown(f), &e)),
+            Err(e) => {
+                how.stop.note(fs_cause(&e), target.label());
+                moved.failed.push(not_restored(&plan.shown(f), &e));
+            }
         }
     }
     moved
 }
 
-fn skipped(path: &str, e: &FsError) -> Skipped {
-    Skipped {
+fn not_restored(path: &str, e: &FsError) -> NotRestored {
+    NotRestored {
         path: path.to_string(),
         reason: format!("not restored: {e}"),
+        cause: fs_cause(e),
     }
 }
 

@@ -1,0 +1,144 @@
+//! What a restore does with what the target already holds, decided before anything is read
+//! or staged: each file is new, overwrites what is there, or leaves it ([`Overwrite`]). Only
+//! what will be written is fetched, staged and counted against the target's free space.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rbackup_beneath::{Dir, Error as FsError, FileKind, RelPath};
+
+use super::plan::Plan;
+use crate::error::{EngineError, Result, SpacePlace};
+
+/// What a restore does with a file that already exists in the target (restic's choices).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it (the default, as restic's). A directory where a file goes is still left
+    /// alone and reported.
+    #[default]
+    Always,
+    /// Replace it unless it is a regular file of the same size and modification time as the
+    /// backed-up one: the test a backup uses to reuse a file without reading it.
+    IfChanged,
+    /// Leave whatever is there.
+    Never,
+}
+
+/// The decision for one file of the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nothing is at its name: written.
+    New,
+    /// Something is: written over it.
+    Overwrite,
+    /// Something is and stays: nothing is written.
+    Keep,
+}
+
+impl Decision {
+    pub(crate) fn writes(self) -> bool {
+        self != Decision::Keep
+    }
+}
+
+/// Decides every file of `plan` against `target` (`None`: it does not exist yet, so every
+/// file is new). A name that cannot be looked at (a symlink or a file in the way of its
+/// directory) is decided `New`: placing it reports what stands in the way.
+pub(crate) fn decide(plan: &Plan, target: Option<&Dir>, how: Overwrite) -> Vec<Decision> {
+    let Some(target) = target else {
+        return vec![Decision::New; plan.files.len()];
+    };
+    // Files come in tree order: keep the current parent open (or known missing).
+    let mut parent: Option<(Option<usize>, Option<Dir>)> = None;
+    plan.files
+        .iter()
+        .map(|f| {
+            if parent.as_ref().is_none_or(|(p, _)| *p != f.parent) {
+                let rel = f
+                    .parent
+                    .map_or_else(RelPath::new, |d| plan.path(&plan.dirs[d]));
+                parent = Some((f.parent, target.open_dir(&rel).ok()));
+            }
+            let Some((_, Some(dir))) = &parent else {
+                return Decision::New;
+            };
+            match dir.stat(&RelPath::from(f.name.clone())) {
+                Err(_) => Decision::New,
+                Ok(_) if how == Overwrite::Never => Decision::Keep,
+                Ok(has)
+                    if how == Overwrite::IfChanged
+                        && has.kind == FileKind::File
+                        && (has.size, has.mtime_ns) == (f.meta.size, f.meta.mtime_ns) =>
+                {
+                    Decision::Keep
+                }
+                Ok(_) => Decision::Overwrite,
+            }
+        })
+        .collect()
+}
+
+/// Bytes each file of the plan will be given from the vault (holes take none).
+pub(crate) fn data_per_file(plan: &Plan) -> Vec<u64> {
+    let mut bytes = vec![0u64; plan.files.len()];
+    for read in plan.packs.values().flatten() {
+        for t in &read.targets {
+            bytes[t.file] += u64::from(read.raw_len);
+        }
+    }
+    bytes
+}
+
+/// Refuses a restore whose files will not fit in the target, when the target is on another
+/// file system than the recovery folder (on the same one, files are moved by rename and the
+/// recovery folder's check covers them). `data` is [`data_per_file`] of the files that will be
+/// written; each is counted in whole blocks. `target` is the target if it exists; else the
+/// nearest existing folder above it is looked at, which is where it will be made.
+pub(crate) fn check_target_space(
+    target_path: &Path,
+    target: Option<&Dir>,
+    recovery_dir: &Path,
+    data: impl Iterator<Item = u64>,
+) -> Result<()> {
+    let existing = target_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .map_err(|e| EngineError::io(p, e))
+    };
+    if dev(existing)? == dev(recovery_dir)? {
+        return Ok(());
+    }
+    let space = match target {
+        Some(dir) => dir.space()?,
+        None => Dir::open(existing)?.space()?,
+    };
+    let block = space.block_size;
+    let needed = data
+        .map(|b| b.div_ceil(block).saturating_mul(block))
+        .sum::<u64>();
+    if needed > space.free {
+        return Err(EngineError::NoSpace {
+            place: SpacePlace::Target,
+            path: target_path.to_path_buf(),
+            needed,
+            available: space.free,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the case collisions the plan found matter: only on a target whose names fold
+/// case. A target that does not exist yet, or cannot be probed, is assumed to (the warning
+/// is then given rather than missed).
+pub(crate) fn folds_case(target: Option<&Dir>) -> bool {
+    target.is_none_or(|t| {
+        t.is_case_insensitive()
+            .inspect_err(|e: &FsError| tracing::debug!("case probe: {e}"))
+            .unwrap_or(true)
+    })
+}
