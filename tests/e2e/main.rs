@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod jobs;
 mod keys;
+mod restore_target;
 mod resume;
 mod roundtrip;
 mod soft_delete;
