@@ -130,30 +130,60 @@ impl Dir {
     }
 
     /// Whether names in this directory are matched without regard to case (vfat, exFAT,
-    /// NTFS, SMB shares, ext4 and f2fs directories with the casefold attribute). Probed, as
-    /// no flag says it for every file system: a file with a mixed-case name is created, its
-    /// case-swapped spelling looked up, and the file removed.
-    pub fn is_case_insensitive(&self) -> Result<bool> {
+    /// NTFS, SMB shares, ext4 and f2fs directories with the casefold attribute). No flag says
+    /// it for every file system, so it is probed: an entry with a letter in its name is looked
+    /// up in the other case (same object: folds; not found: does not). An empty directory is
+    /// probed, with `may_write`, by creating a mixed-case file and removing it again; without,
+    /// the answer is `None` (unknown).
+    pub fn folds_case(&self, may_write: bool) -> Result<Option<bool>> {
+        let err = |e: Errno| Error::io("list directory", self.label().to_path_buf(), e);
+        for entry in rustix::fs::Dir::read_from(self.as_fd()).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let bytes = entry.file_name().to_bytes();
+            if !bytes.iter().any(u8::is_ascii_alphabetic) {
+                continue;
+            }
+            let Ok(name) = Name::new(OsStr::from_bytes(bytes)) else {
+                continue;
+            };
+            let swapped = swap_case(bytes);
+            let Ok(other) = Name::new(OsStr::from_bytes(&swapped)) else {
+                continue;
+            };
+            let here = self.stat(&RelPath::from(name))?;
+            return match self.stat(&RelPath::from(other)) {
+                Ok(there) => Ok(Some((there.dev, there.ino) == (here.dev, here.ino))),
+                Err(Error::NotFound { .. }) => Ok(Some(false)),
+                Err(e) => Err(e),
+            };
+        }
+        if !may_write {
+            return Ok(None);
+        }
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let probe = format!(".Case-Probe-{}-{stamp:x}", std::process::id());
-        let swapped: String = probe
-            .chars()
-            .map(|c| match c {
-                c if c.is_ascii_lowercase() => c.to_ascii_uppercase(),
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
-        let name = |s: &str| RelPath::from(Name::try_from(s).expect("a plain ASCII name"));
-        let (probe, swapped) = (name(&probe), name(&swapped));
+        let name =
+            |s: &[u8]| RelPath::from(Name::new(OsStr::from_bytes(s)).expect("an ASCII name"));
+        let (probe, swapped) = (name(probe.as_bytes()), name(&swap_case(probe.as_bytes())));
         drop(self.create_file(&probe)?);
         let found = match self.stat(&swapped) {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound { .. }) => Ok(false),
+            Ok(_) => Ok(Some(true)),
+            Err(Error::NotFound { .. }) => Ok(Some(false)),
             Err(e) => Err(e),
         };
         self.remove_file(&probe)?;
         found
     }
+}
+
+/// `name` with ASCII letters in the other case.
+fn swap_case(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .map(|&c| match c {
+            c if c.is_ascii_lowercase() => c.to_ascii_uppercase(),
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rbackup_beneath::{Dir, Error as FsError, FileKind, RelPath};
+use rbackup_beneath::{Dir, FileKind, RelPath};
 
 use super::plan::Plan;
 use crate::error::{EngineError, Result, SpacePlace};
@@ -133,12 +133,19 @@ pub(crate) fn check_target_space(
 }
 
 /// Whether the case collisions the plan found matter: only on a target whose names fold
-/// case. A target that does not exist yet, or cannot be probed, is assumed to (the warning
-/// is then given rather than missed).
-pub(crate) fn folds_case(target: Option<&Dir>) -> bool {
-    target.is_none_or(|t| {
-        t.is_case_insensitive()
-            .inspect_err(|e: &FsError| tracing::debug!("case probe: {e}"))
-            .unwrap_or(true)
-    })
+/// case. A dry run probes without writing (`may_write` false). A target that does not exist
+/// yet, or cannot be probed, is assumed to fold (the warning is then given rather than
+/// missed).
+pub(crate) fn folds_case(target: Option<&Dir>, may_write: bool) -> bool {
+    let Some(target) = target else {
+        return true;
+    };
+    match target.folds_case(may_write) {
+        Ok(Some(folds)) => folds,
+        Ok(None) => true,
+        Err(e) => {
+            tracing::debug!("case probe: {e}");
+            true
+        }
+    }
 }

@@ -186,7 +186,7 @@ impl Repository {
         // The operator's path is followed and made as given; beneath it nothing is followed.
         std::fs::create_dir_all(&opts.target).map_err(|e| EngineError::io(&opts.target, e))?;
         let target = Dir::open(&opts.target)?;
-        if decide::folds_case(Some(&target)) {
+        if decide::folds_case(Some(&target), true) {
             report.warnings.extend(plan.case_collisions.iter().cloned());
         }
         let plan = Arc::new(plan);
@@ -295,7 +295,7 @@ fn dry_run(
     };
     let overwrites = decisions.iter().filter(|d| **d == Decision::Overwrite);
     report.files_overwritten = overwrites.count() as u64;
-    if decide::folds_case(Some(target)) {
+    if decide::folds_case(Some(target), false) {
         report.warnings.extend(plan.case_collisions.iter().cloned());
     }
     if opts.delete {
