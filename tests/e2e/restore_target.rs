@@ -368,3 +368,63 @@ fn the_case_warning_is_given_on_a_casefolding_target() {
     );
     assert!(e.contains("differ only in case"), "{}", text(&out));
 }
+
+#[test]
+fn ctrl_c_stops_a_restore_cleanly_and_says_how_far_it_got() {
+    let a = Agent::registered();
+    backed_up(&a, 40, 200_000);
+    // Paced restore reads (the same rate at any hour), so that the restore is still fetching
+    // when interrupted.
+    let rate = ["--work-rate", "1MiB", "--non-work-rate", "1MiB"];
+    a.ok(&[&["throttle", "set"][..], &rate[..]].concat());
+    let cfg = fs::read_to_string(a.config()).unwrap();
+    fs::write(
+        a.config(),
+        cfg.replace("restores = false", "restores = true"),
+    )
+    .unwrap();
+    let (target, rec) = (a.p("out"), a.p("rec"));
+    let child = a
+        .cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .args(["--recovery-dir", rec.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("stopping: finishing the file being placed"),
+        "{e}"
+    );
+    assert!(
+        e.contains("restore stopped on request (wrote 0 of 40 files"),
+        "{e}"
+    );
+    assert!(e.contains("--overwrite if-changed"), "{e}");
+    // A fetch that was stopped moves nothing: no regular file in the target.
+    let files: Vec<String> = rbackup_testenv::listing(&target)
+        .into_iter()
+        .filter(|l| {
+            l.split(' ')
+                .nth(1)
+                .is_some_and(|mode| mode.starts_with("100"))
+        })
+        .collect();
+    assert_eq!(files, Vec::<String>::new());
+    assert!(
+        fs::read_dir(&rec).map_or(true, |d| d.count() == 0),
+        "staging removed"
+    );
+}

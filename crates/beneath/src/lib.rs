@@ -10,7 +10,10 @@
 //! (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600) or unnamed (`O_TMPFILE`) and linked into
 //! place; renames either never replace (`RENAME_NOREPLACE`) or replace only non-directories
 //! (the link itself, never its target); owner, mode and times are set on open fds
-//! ([`set_owner`], [`set_mode`], [`set_times`]), never by path.
+//! ([`set_owner`], [`set_mode`], [`set_times`]), never by path. Whole directories are listed
+//! ([`Dir::entries`]), removed or measured as trees ([`Dir::remove_tree`], a symlink removed as
+//! the link), and asked for free space ([`Dir::space`]) and case folding ([`Dir::folds_case`])
+//! through their fds.
 //!
 //! # The one design choice: fd-relative, never path-based
 //!

@@ -453,6 +453,69 @@ mod tests {
         );
     }
 
+    fn not_restored(path: &str, cause: FailureCause) -> rbackup_engine::NotRestored {
+        rbackup_engine::NotRestored {
+            path: path.into(),
+            reason: format!("not restored: {cause:?}"),
+            cause,
+        }
+    }
+
+    #[test]
+    fn a_full_target_is_one_line_with_the_counts_and_no_vault_check() {
+        let mut r = RestoreReport {
+            files: 12,
+            files_planned: 200,
+            bytes: 4 << 20,
+            bytes_planned: 3 << 30,
+            stopped: Some(rbackup_engine::RestoreStop {
+                cause: StopCause::NoSpace,
+                path: "/x".into(),
+            }),
+            ..RestoreReport::default()
+        };
+        r.failed = (0..3)
+            .map(|i| not_restored(&format!("/a/{i}"), FailureCause::NoSpace))
+            .collect();
+        let lines = restore_problems(&r, std::path::Path::new("/var/lib/rbackup/recovery"));
+        assert_eq!(
+            lines,
+            [
+                "restore stopped: no space left on device in /x (wrote 12 of 200 files, 4.00 MiB of \
+              3.00 GiB); free space or choose another --target"
+            ]
+        );
+        r.stopped.as_mut().unwrap().path = "/var/lib/rbackup/recovery/rbackup-restore/1-ab".into();
+        let lines = restore_problems(&r, std::path::Path::new("/var/lib/rbackup/recovery"));
+        assert!(
+            lines[0].ends_with("choose another --recovery-dir"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn failures_are_one_line_per_cause_and_only_damage_names_check() {
+        let r = RestoreReport {
+            failed: vec![
+                not_restored("/a", FailureCause::PermissionDenied),
+                not_restored("/b", FailureCause::PermissionDenied),
+                not_restored("/c", FailureCause::VaultData),
+                not_restored("/d", FailureCause::InTheWay),
+            ],
+            ..RestoreReport::default()
+        };
+        let lines = restore_problems(&r, std::path::Path::new("/rec"));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("1 file not restored: the vault's data"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("check --read-data"));
+        assert!(lines[1].starts_with("2 files not restored: permission denied (first: /a: "));
+        assert!(lines[2].contains("something in the target is in the way"));
+        assert!(lines[1..].iter().all(|l| !l.contains("check")), "{lines:?}");
+    }
+
     #[test]
     fn errors_without_advice_are_printed_as_they_are() {
         let e = anyhow::anyhow!("no job named \"x\"");

@@ -76,6 +76,14 @@ async fn watch(
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    eprintln!("\nrbackup: quit at once; the next backup reuses every pack that was fully uploaded");
+    if RESTORING.load(Ordering::Relaxed) {
+        eprintln!(
+            "\nrbackup: quit at once; the next restore removes the staging folder left behind"
+        );
+    } else {
+        eprintln!(
+            "\nrbackup: quit at once; the next backup reuses every pack that was fully uploaded"
+        );
+    }
     std::process::exit(EXIT_INTERRUPTED);
 }

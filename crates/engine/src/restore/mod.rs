@@ -4,6 +4,12 @@
 //! Staging follows the MARS recovery folder: nothing appears in the target until its content
 //! has been decrypted and checked against its blob ids, and the staging area is removed
 //! afterwards whatever happened (a killed restore's leftovers are removed by the next one).
+//!
+//! Before anything is read, each file is decided against what the target holds
+//! ([`Overwrite`]); only the files to write are fetched and counted against free space (the
+//! recovery folder's, and the target's when it is on another file system). A full file system
+//! or a [`Cancel`] stops the restore (`stop.rs`); `delete` then removes what the recovery
+//! point lacks beneath the restored paths; a dry run stops after deciding and counting.
 
 mod apply;
 mod decide;
