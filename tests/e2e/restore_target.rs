@@ -125,11 +125,11 @@ fn a_target_that_fills_mid_way_stops_with_one_error_and_no_temporary_files() {
 }
 
 /// A restored tree where `a` was changed in size, `b` in content only (same size and
-/// mtime), `c` removed; `d` untouched.
+/// mtime), `c` removed, `d` in mtime only, `e` in content and mtime (same size).
 fn changed_target(a: &Agent) -> (PathBuf, PathBuf) {
     let src = a.p("src");
     fs::create_dir_all(&src).unwrap();
-    for (name, seed) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+    for (name, seed) in [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)] {
         fs::write(src.join(name), Rng(seed).bytes(5000)).unwrap();
         set_mtime(&src.join(name), 1_700_000_000, 5);
     }
@@ -141,6 +141,8 @@ fn changed_target(a: &Agent) -> (PathBuf, PathBuf) {
     fs::write(r.join("b"), Rng(99).bytes(5000)).unwrap();
     set_mtime(&r.join("b"), 1_700_000_000, 5);
     fs::remove_file(r.join("c")).unwrap();
+    set_mtime(&r.join("d"), 1_650_000_000, 0);
+    fs::write(r.join("e"), Rng(98).bytes(5000)).unwrap();
     (src, target)
 }
 
@@ -152,7 +154,7 @@ fn overwrite_always_replaces_every_existing_file() {
     assert_eq!(c, 0, "{r}");
     assert_eq!(
         (r["files"].as_u64(), r["files_overwritten"].as_u64()),
-        (Some(4), Some(3))
+        (Some(5), Some(4))
     );
     assert_eq!(r["files_kept"], 0);
     assert_same_tree(&src, &target);
@@ -166,7 +168,7 @@ fn overwrite_never_keeps_what_is_there_and_restores_what_is_missing() {
     assert_eq!(c, 0, "{r}");
     assert_eq!(
         (r["files"].as_u64(), r["files_kept"].as_u64()),
-        (Some(1), Some(3))
+        (Some(1), Some(4))
     );
     let out = restored(&target, &src);
     assert_eq!(fs::read(out.join("a")).unwrap(), b"local edit");
@@ -177,16 +179,17 @@ fn overwrite_never_keeps_what_is_there_and_restores_what_is_missing() {
 }
 
 #[test]
-fn overwrite_if_changed_replaces_files_whose_size_or_mtime_differs() {
+fn overwrite_if_changed_replaces_files_whose_content_differs() {
     let a = Agent::registered();
     let (src, target) = changed_target(&a);
     let (c, r) = restore(&a, &target, &["--overwrite", "if-changed"]);
     assert_eq!(c, 0, "{r}");
-    // a (size differs) and c (missing) are written; b (same size and mtime) and d are kept.
-    assert_eq!(r["files"], 2, "{r}");
+    // Written: a (size differs), c (missing), e (read and found different). Kept: b (same
+    // size and mtime, not read) and d (read and found the same; its mtime is set back).
+    assert_eq!(r["files"], 3, "{r}");
     assert_eq!(
         (r["files_overwritten"].as_u64(), r["files_kept"].as_u64()),
-        (Some(1), Some(2))
+        (Some(2), Some(2))
     );
     let out = restored(&target, &src);
     assert_eq!(
@@ -198,6 +201,15 @@ fn overwrite_if_changed_replaces_files_whose_size_or_mtime_differs() {
         Rng(99).bytes(5000),
         "kept by the heuristic"
     );
+    for name in ["d", "e"] {
+        assert_eq!(
+            fs::read(out.join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap()
+        );
+        let mtime = fs::metadata(out.join(name)).unwrap().modified().unwrap();
+        let want = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        assert_eq!(mtime, want, "{name}'s mtime");
+    }
 }
 
 /// A restored tree with extras beneath the restored path (a file, a folder, a symlink to a

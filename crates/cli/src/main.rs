@@ -226,7 +226,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub recovery_dir: Option<PathBuf>,
     /// What to do with a file already in the target: replace it (always), replace it unless
-    /// its size and modification time match (if-changed), or leave it (never).
+    /// it holds the backed-up content (if-changed), or leave it (never).
     #[arg(long, value_enum, default_value_t = OverwriteArg::Always)]
     pub overwrite: OverwriteArg,
     /// Remove files and folders beneath the restored paths that the recovery point lacks.

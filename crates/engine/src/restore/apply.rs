@@ -151,17 +151,24 @@ fn move_files(plan: &Plan, run: std::ops::Range<usize>, how: &Apply<'_>, root: b
     let mut parent: Option<(Option<usize>, Dir)> = None;
     for i in run {
         let f = &plan.files[i];
-        if how.bad[i] || !how.decisions[i].writes() {
+        let decision = how.decisions[i];
+        if how.bad[i] || !(decision.writes() || decision == Decision::Refresh) {
             continue;
         }
         if how.stop.is_set() {
             break;
         }
-        let result = match &parent {
+        let dir = match &parent {
             Some((p, dir)) if *p == f.parent => Ok(dir),
             _ => open_parent(plan, target, f.parent).map(|dir| &parent.insert((f.parent, dir)).1),
+        };
+        if decision == Decision::Refresh {
+            if let Err(e) = dir.and_then(|dir| refresh(dir, &f.name, &f.meta, root)) {
+                moved.failed.push(not_restored(&plan.shown(f), &e));
+            }
+            continue;
         }
-        .and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
+        let result = dir.and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
         match result {
             Ok(()) => {
                 moved.files += 1;
@@ -194,6 +201,14 @@ fn open_parent(plan: &Plan, target: &Dir, dir: Option<usize>) -> Result<Dir, FsE
         Err(FsError::NotFound { .. }) => target.create_dir_all(&rel, NEW_DIR_MODE),
         other => other,
     }
+}
+
+/// Gives the file `name` already in `parent`, whose content is the backed-up one, the
+/// backed-up metadata, on the file it opened (never following a symlink).
+fn refresh(parent: &Dir, name: &Name, meta: &Meta, root: bool) -> Result<(), FsError> {
+    let rel = RelPath::from(name.clone());
+    let file = parent.open_file(&rel, Access::Read)?;
+    apply_metadata(&file, None, meta, root).map_err(|e| io_at("set metadata", parent, &rel, e))
 }
 
 /// Gives the staged file `i` its metadata and renames it to `name` in `parent`. A file,

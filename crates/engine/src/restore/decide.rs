@@ -2,10 +2,12 @@
 //! or staged: each file is new, overwrites what is there, or leaves it ([`Overwrite`]). Only
 //! what will be written is fetched, staged and counted against the target's free space.
 
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use rbackup_beneath::{Dir, FileKind, RelPath};
+use rbackup_beneath::{Access, Dir, FileKind, RelPath};
+use rbackup_crypto::{BlobId, MasterKeys};
 
 use super::plan::Plan;
 use crate::error::{EngineError, Result, SpacePlace};
@@ -18,8 +20,10 @@ pub enum Overwrite {
     /// alone and reported.
     #[default]
     Always,
-    /// Replace it unless it is a regular file of the same size and modification time as the
-    /// backed-up one: the test a backup uses to reuse a file without reading it.
+    /// Replace it unless it is a regular file with the backed-up content. Of the same size
+    /// and modification time, it is taken as unchanged without reading (the test a backup
+    /// uses to reuse a file); of the same size only, it is read and each stretch compared with
+    /// its blob id, and when all match only its metadata is set (restic's `if-changed`).
     IfChanged,
     /// Leave whatever is there.
     Never,
@@ -34,11 +38,20 @@ pub(crate) enum Decision {
     Overwrite,
     /// Something is and stays: nothing is written.
     Keep,
+    /// A file with the same content is there: only its metadata is set.
+    Refresh,
+    /// Of the same size but another mtime: its content is to be compared
+    /// ([`compare_contents`] turns it into `Refresh` or `Overwrite`).
+    Compare,
 }
 
 impl Decision {
+    /// Whether the file's data is fetched and written.
     pub(crate) fn writes(self) -> bool {
-        self != Decision::Keep
+        matches!(
+            self,
+            Decision::New | Decision::Overwrite | Decision::Compare
+        )
     }
 }
 
@@ -69,14 +82,79 @@ pub(crate) fn decide(plan: &Plan, target: Option<&Dir>, how: Overwrite) -> Vec<D
                 Ok(has)
                     if how == Overwrite::IfChanged
                         && has.kind == FileKind::File
-                        && (has.size, has.mtime_ns) == (f.meta.size, f.meta.mtime_ns) =>
+                        && has.size == f.meta.size =>
                 {
-                    Decision::Keep
+                    match has.mtime_ns == f.meta.mtime_ns {
+                        true => Decision::Keep,
+                        false => Decision::Compare,
+                    }
                 }
                 Ok(_) => Decision::Overwrite,
             }
         })
         .collect()
+}
+
+/// Reads every file decided [`Decision::Compare`] in `target` and checks each stretch of it
+/// against the id of the blob the recovery point has there: all the same, it is `Refresh`ed,
+/// else `Overwrite`n. Only files the blobs cover without gaps are compared (a sparse file's
+/// holes would need reading as well); the others are overwritten.
+pub(crate) fn compare_contents(
+    plan: &Plan,
+    target: &Dir,
+    keys: &MasterKeys,
+    decisions: &mut [Decision],
+) {
+    let mut blobs: HashMap<usize, Vec<(u64, u32, BlobId)>> = HashMap::new();
+    for read in plan.packs.values().flatten() {
+        for t in read
+            .targets
+            .iter()
+            .filter(|t| decisions[t.file] == Decision::Compare)
+        {
+            blobs
+                .entry(t.file)
+                .or_default()
+                .push((t.offset, read.raw_len, read.id));
+        }
+    }
+    for (f, d) in decisions.iter_mut().enumerate() {
+        if *d == Decision::Compare {
+            let stretches = blobs.remove(&f).unwrap_or_default();
+            *d = match same_content(plan, f, target, keys, stretches) {
+                true => Decision::Refresh,
+                false => Decision::Overwrite,
+            };
+        }
+    }
+}
+
+fn same_content(
+    plan: &Plan,
+    f: usize,
+    target: &Dir,
+    keys: &MasterKeys,
+    mut stretches: Vec<(u64, u32, BlobId)>,
+) -> bool {
+    stretches.sort_by_key(|s| s.0);
+    let mut end = 0;
+    for &(offset, len, _) in &stretches {
+        if offset != end {
+            return false;
+        }
+        end += u64::from(len);
+    }
+    if end != plan.files[f].meta.size {
+        return false;
+    }
+    let Ok(file) = target.open_file(&plan.path(&plan.files[f]), Access::Read) else {
+        return false;
+    };
+    let mut buf = Vec::new();
+    stretches.into_iter().all(|(offset, len, id)| {
+        buf.resize(len as usize, 0);
+        file.read_exact_at(&mut buf, offset).is_ok() && keys.blob_id(&buf) == id
+    })
 }
 
 /// Bytes each file of the plan will be given from the vault (holes take none).

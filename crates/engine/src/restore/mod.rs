@@ -130,7 +130,10 @@ impl Repository {
         );
         plan.finish();
         let existing = open_existing(&opts.target)?;
-        let decisions = decide::decide(&plan, existing.as_ref(), opts.overwrite);
+        let mut decisions = decide::decide(&plan, existing.as_ref(), opts.overwrite);
+        if let Some(target) = &existing {
+            decide::compare_contents(&plan, target, &self.keys, &mut decisions);
+        }
         plan.only_files(|f| decisions[f].writes());
         let mut report = tally(&plan, &decisions);
         report.recovery_point = rp_id.to_hex();
