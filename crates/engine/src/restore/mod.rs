@@ -138,24 +138,20 @@ impl Repository {
         let mut report = tally(&plan, &decisions);
         report.recovery_point = rp_id.to_hex();
         report.soft_deleted = deleted;
-        let roots: Vec<PathBuf> = match opts.paths.is_empty() {
+        let roots = match opts.paths.is_empty() {
             true => rp.paths.iter().map(PathBuf::from).collect(),
             false => opts.paths.clone(),
         };
+        let decided = Decided {
+            plan,
+            decisions,
+            existing,
+            roots,
+        };
         if opts.dry_run {
-            let target = existing.as_ref();
-            dry_run(&plan, &decisions, target, &roots, &opts, &mut report);
+            dry_run(&decided, &opts, &mut report);
         } else {
-            self.write(
-                index,
-                plan,
-                &decisions,
-                existing,
-                &roots,
-                &opts,
-                &mut report,
-            )
-            .await?;
+            self.write(index, decided, &opts, &mut report).await?;
         }
         report.failed.sort_by(|a, b| a.path.cmp(&b.path));
         report.duration_s = started.elapsed().as_secs_f64();
@@ -163,17 +159,19 @@ impl Repository {
     }
 
     /// Stages, moves into the target and (with `delete`) removes extras; fills `report`.
-    #[allow(clippy::too_many_arguments)]
     async fn write(
         &self,
         index: Arc<crate::index::Index>,
-        plan: Plan,
-        decisions: &[Decision],
-        existing: Option<Dir>,
-        roots: &[PathBuf],
+        decided: Decided,
         opts: &RestoreOptions,
         report: &mut RestoreReport,
     ) -> Result<()> {
+        let Decided {
+            plan,
+            decisions,
+            existing,
+            roots,
+        } = decided;
         let started = Instant::now();
         opts.progress.total(report.files_planned, plan.data_bytes);
         let work = WorkDir::create(
@@ -184,9 +182,8 @@ impl Repository {
         )?;
         if opts.check_space {
             work.check_space()?;
-            let data = decide::data_per_file(&plan);
-            let target = existing.as_ref();
-            decide::check_target_space(&opts.target, target, &opts.recovery_dir, data.into_iter())?;
+            let data = decide::data_per_file(&plan).into_iter();
+            decide::check_target_space(&opts.target, existing.as_ref(), &opts.recovery_dir, data)?;
         }
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -201,45 +198,33 @@ impl Repository {
         let plan = Arc::new(plan);
         let stage = Arc::new(work.dir().try_clone()?);
         let stop = Arc::new(Stop::new(opts.cancel.clone()));
-        let failures = {
-            let fetch = fetch::Fetch {
-                repo: self.clone(),
-                handle: Handle::current(),
-                index,
-                plan: plan.clone(),
-                stage: stage.clone(),
-                throttle: opts.throttle.clone(),
-                progress: opts.progress.clone(),
-                stop: stop.clone(),
-            };
-            tokio::task::spawn_blocking(move || {
-                let failures = fetch.run(threads);
-                tracing::info!("restore data fetched: {:?}", started.elapsed());
-                failures
-            })
-            .await
-            .map_err(|e| EngineError::join("restore fetch", e))?
+        let fetch = fetch::Fetch {
+            repo: self.clone(),
+            handle: Handle::current(),
+            index,
+            plan: plan.clone(),
+            stage: stage.clone(),
+            throttle: opts.throttle.clone(),
+            progress: opts.progress.clone(),
+            stop: stop.clone(),
         };
+        let failures = tokio::task::spawn_blocking(move || fetch.run(threads))
+            .await
+            .map_err(|e| EngineError::join("restore fetch", e))?;
+        tracing::info!("restore data fetched: {:?}", started.elapsed());
         let (failed, bad) = failed_files(&plan, failures);
         report.failed = failed;
         // A fetch that stopped leaves files half staged: none of them is moved.
         if !stop.is_set() {
-            let decisions = decisions.to_vec();
-            let (on_plan, on_stop) = (plan.clone(), stop.clone());
-            let moved = tokio::task::spawn_blocking(move || {
-                let how = apply::Apply {
-                    stage: &stage,
-                    target: &target,
-                    bad: &bad,
-                    decisions: &decisions,
-                    stop: &on_stop,
-                };
-                let moved = apply::move_into_target(&on_plan, &how, threads);
-                (moved, target)
-            })
-            .await
-            .map_err(|e| EngineError::join("restore apply", e))?;
-            let (moved, target) = moved;
+            let placing = Placing {
+                plan: plan.clone(),
+                stage,
+                target,
+                bad,
+                decisions,
+                stop: stop.clone(),
+            };
+            let (moved, target) = placing.run(threads).await?;
             tracing::info!("restore moved into target: {:?}", started.elapsed());
             report.files = moved.files;
             report.dirs = moved.dirs;
@@ -247,14 +232,51 @@ impl Repository {
             report.files_overwritten = moved.overwritten;
             report.failed.extend(moved.failed);
             if opts.delete && !stop.is_set() {
-                let deleted = delete::extras(&plan, &target, roots, false);
-                note_deleted(report, deleted);
+                note_deleted(report, delete::extras(&plan, &target, &roots, false));
             }
         }
         report.stopped = stop.outcome();
         drop(work);
         tracing::info!("restore staging removed: {:?}", started.elapsed());
         Ok(())
+    }
+}
+
+/// What is decided before anything is written: the plan (holding only the reads of the files
+/// to write), the decision per file, the target if it exists, and the restored paths.
+struct Decided {
+    plan: Plan,
+    decisions: Vec<Decision>,
+    existing: Option<Dir>,
+    roots: Vec<PathBuf>,
+}
+
+/// What moving the staged files into the target takes, owned for its blocking task.
+struct Placing {
+    plan: Arc<Plan>,
+    stage: Arc<Dir>,
+    target: Dir,
+    bad: Vec<bool>,
+    decisions: Vec<Decision>,
+    stop: Arc<Stop>,
+}
+
+impl Placing {
+    /// Moves the files on `threads` threads; returns what was moved, and the target.
+    async fn run(self, threads: usize) -> Result<(apply::Moved, Dir)> {
+        tokio::task::spawn_blocking(move || {
+            let how = apply::Apply {
+                stage: &self.stage,
+                target: &self.target,
+                bad: &self.bad,
+                decisions: &self.decisions,
+                stop: &self.stop,
+            };
+            let moved = apply::move_into_target(&self.plan, &how, threads);
+            (moved, self.target)
+        })
+        .await
+        .map_err(|e| EngineError::join("restore apply", e))
     }
 }
 
@@ -285,20 +307,19 @@ fn tally(plan: &Plan, decisions: &[Decision]) -> RestoreReport {
 
 /// Fills `report` with what a restore would do, touching nothing: the files it would write
 /// (and of them, those it would write over), and what `delete` would remove.
-fn dry_run(
-    plan: &Plan,
-    decisions: &[Decision],
-    existing: Option<&Dir>,
-    roots: &[PathBuf],
-    opts: &RestoreOptions,
-    report: &mut RestoreReport,
-) {
+fn dry_run(decided: &Decided, opts: &RestoreOptions, report: &mut RestoreReport) {
+    let Decided {
+        plan,
+        decisions,
+        existing,
+        roots,
+    } = decided;
     report.dry_run = true;
     report.files = report.files_planned;
     report.bytes = report.bytes_planned;
     report.dirs = plan.dirs.len() as u64;
     report.failed = failed_files(plan, HashMap::new()).0;
-    let Some(target) = existing else {
+    let Some(target) = existing.as_ref() else {
         report.warnings.extend(plan.case_collisions.iter().cloned());
         return;
     };
