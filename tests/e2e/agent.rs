@@ -6,7 +6,11 @@ use crate::harness::*;
 
 /// A tmpfs of `size` at `at`, unmounted on drop; `None` when we cannot mount one (the test is
 /// then skipped, or fails under `RBACKUP_REQUIRE_ALL=1`).
-fn tmpfs(at: &std::path::Path, size: &str, test: &str) -> Option<rbackup_testenv::LoopMount> {
+pub(crate) fn tmpfs(
+    at: &std::path::Path,
+    size: &str,
+    test: &str,
+) -> Option<rbackup_testenv::LoopMount> {
     if !rbackup_testenv::need_root(test, "to mount a small tmpfs") {
         return None;
     }

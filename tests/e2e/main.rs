@@ -16,6 +16,7 @@ mod jobs;
 mod keys;
 mod links;
 mod passphrase;
+mod restore_target;
 mod resume;
 mod roundtrip;
 mod soft_delete;

@@ -40,7 +40,8 @@ pub struct PipTool {
 
 /// What the tests need beyond the Rust toolchain: `faketime` moves the clock for the
 /// scheduled-job tests, e2fsprogs (`e4crypt`) and btrfs-progs build the loop-mounted file
-/// systems of the file-type rules, Azurite and moto are the real Azure Blob and S3 servers.
+/// systems of the file-type rules, exfatprogs and exfat-fuse a case-insensitive one (FUSE) for
+/// restore's case probe, Azurite and moto are the real Azure Blob and S3 servers.
 const APT_TOOLS: &[AptTool] = &[
     AptTool {
         package: "faketime",
@@ -57,6 +58,14 @@ const APT_TOOLS: &[AptTool] = &[
     AptTool {
         package: "util-linux",
         command: "setpriv",
+    },
+    AptTool {
+        package: "exfatprogs",
+        command: "mkfs.exfat",
+    },
+    AptTool {
+        package: "exfat-fuse",
+        command: "mount.exfat-fuse",
     },
 ];
 const NPM_TOOLS: &[NpmTool] = &[NpmTool {

@@ -10,7 +10,10 @@
 //! (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600) or unnamed (`O_TMPFILE`) and linked into
 //! place; renames either never replace (`RENAME_NOREPLACE`) or replace only non-directories
 //! (the link itself, never its target); owner, mode and times are set on open fds
-//! ([`set_owner`], [`set_mode`], [`set_times`]), never by path.
+//! ([`set_owner`], [`set_mode`], [`set_times`]), never by path. Whole directories are listed
+//! ([`Dir::entries`]), removed or measured as trees ([`Dir::remove_tree`], a symlink removed as
+//! the link), and asked for free space ([`Dir::space`]) and case folding ([`Dir::folds_case`])
+//! through their fds.
 //!
 //! # The one design choice: fd-relative, never path-based
 //!
@@ -37,10 +40,12 @@ mod dir;
 mod error;
 mod meta;
 mod name;
+mod tree;
 mod walk;
 
 pub use dir::{Access, Dir, Replace, STAGED_FILE_MODE, TmpFile};
 pub use error::{Error, Result};
 pub use meta::{FileKind, Meta, metadata, set_mode, set_owner, set_times};
 pub use name::{Name, NameError, RelPath, RelPathError};
+pub use tree::{MAX_TREE_DEPTH, Space, TreeCount};
 pub use walk::Resolve;

@@ -27,7 +27,11 @@ pub enum FileKind {
 
 impl FileKind {
     pub(crate) fn from_mode(mode: u32) -> FileKind {
-        match FileType::from_raw_mode(mode) {
+        FileKind::from_file_type(FileType::from_raw_mode(mode))
+    }
+
+    pub(crate) fn from_file_type(t: FileType) -> FileKind {
+        match t {
             FileType::RegularFile => FileKind::File,
             FileType::Directory => FileKind::Dir,
             FileType::Symlink => FileKind::Symlink,

@@ -6,8 +6,8 @@
 use indicatif::{HumanBytes, HumanCount};
 use rbackup_engine::crypto::{CryptoError, Malformed};
 use rbackup_engine::{
-    CACHE_PERCENT, CorruptReason, CredentialsProblem, EngineError, PinProblem, ScratchFolder,
-    SpacePlace,
+    CACHE_PERCENT, CorruptReason, CredentialsProblem, EngineError, FailureCause, PinProblem,
+    RestoreReport, ScratchFolder, SpacePlace, StopCause,
 };
 
 /// The whole error for the terminal: each cause once, engine figures readable, then advice.
@@ -95,6 +95,18 @@ fn message(e: &EngineError) -> Option<String> {
             },
             HumanBytes(*needed),
         ),
+        EngineError::NoSpace {
+            place: SpacePlace::Target,
+            path,
+            needed,
+            available,
+        } => format!(
+            "the restore target {} has {} free but this restore writes {} there (nothing was \
+             written)",
+            path.display(),
+            HumanBytes(*available),
+            HumanBytes(*needed),
+        ),
         _ => return None,
     })
 }
@@ -179,6 +191,12 @@ pub fn advice(e: &EngineError) -> Option<String> {
             place: SpacePlace::Cache { .. },
             ..
         } => "free space there or choose another cache dir (`--cache-dir`)".into(),
+        EngineError::NoSpace {
+            place: SpacePlace::Target,
+            ..
+        } => "free space there, choose another --target, or restore less (name PATHs, or \
+              `--overwrite if-changed` to keep what is already there)"
+            .into(),
         EngineError::NoSpace { .. } => {
             "free space there or choose another folder with --recovery-dir".into()
         }
@@ -232,6 +250,97 @@ pub fn advice(e: &EngineError) -> Option<String> {
         _ => return None,
     };
     Some(text)
+}
+
+/// The lines for a restore that did not write everything: one if it stopped early, then one
+/// per kind of failure, with how many, the first file and advice that fits the cause (the
+/// full list is the report's `failed`). `recovery_dir` tells a full recovery folder from a
+/// full target.
+pub fn restore_problems(r: &RestoreReport, recovery_dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let done = format!(
+        "wrote {} of {} files, {} of {}",
+        r.files,
+        r.files_planned,
+        HumanBytes(r.bytes),
+        HumanBytes(r.bytes_planned)
+    );
+    let stopped = r.stopped.as_ref().map(|s| s.cause);
+    match &r.stopped {
+        Some(s) if s.cause == StopCause::NoSpace => {
+            let option = match std::path::Path::new(&s.path).starts_with(recovery_dir) {
+                true => "--recovery-dir",
+                false => "--target",
+            };
+            lines.push(format!(
+                "restore stopped: no space left on device in {} ({done}); free space or choose \
+                 another {option}",
+                s.path
+            ));
+        }
+        Some(_) => lines.push(format!(
+            "restore stopped on request ({done}); what was written is in place and the staging \
+             folder is removed: run the same restore with `--overwrite if-changed` to finish it"
+        )),
+        None => {}
+    }
+    let mut causes: Vec<FailureCause> = r.failed.iter().map(|f| f.cause).collect();
+    causes.sort();
+    causes.dedup();
+    for cause in causes {
+        if cause == FailureCause::NoSpace && stopped == Some(StopCause::NoSpace) {
+            continue;
+        }
+        let of: Vec<_> = r.failed.iter().filter(|f| f.cause == cause).collect();
+        let (what, advice) = failure_words(cause);
+        lines.push(format!(
+            "{} not restored: {what} (first: {}: {}); {advice}",
+            match of.len() {
+                1 => "1 file".to_string(),
+                n => format!("{n} files"),
+            },
+            of[0].path,
+            of[0].reason
+        ));
+    }
+    lines
+}
+
+/// What a kind of restore failure is, and what to do about it.
+fn failure_words(cause: FailureCause) -> (&'static str, &'static str) {
+    match cause {
+        FailureCause::VaultData => (
+            "the vault's data for them is damaged or missing",
+            CHECK_DATA,
+        ),
+        FailureCause::VaultUnreadable => (
+            "the vault could not be read",
+            "check that the vault is reachable, then run the same restore with `--overwrite \
+             if-changed` to fetch only what is missing",
+        ),
+        FailureCause::NoSpace => (
+            "no space left on device",
+            "free space or choose another --target",
+        ),
+        FailureCause::PermissionDenied => (
+            "permission denied",
+            "restore as a user who may write there (as root to restore owners), or choose \
+             another --target",
+        ),
+        FailureCause::ReadOnly => (
+            "the file system is read-only",
+            "remount it read-write or choose another --target",
+        ),
+        FailureCause::InTheWay => (
+            "something in the target is in the way (a symbolic link, a file where a folder \
+             goes, or a folder where a file goes); it was left alone",
+            "move it aside, or restore into an empty --target",
+        ),
+        _ => (
+            "an I/O error",
+            "the reasons are in `--json` output and `rbackup jobs`; the disk may be failing",
+        ),
+    }
 }
 
 /// What the user can do about a crypto error.
@@ -351,6 +460,69 @@ mod tests {
             render(&e),
             "backup failed: cannot back up /nope: No such file or directory"
         );
+    }
+
+    fn not_restored(path: &str, cause: FailureCause) -> rbackup_engine::NotRestored {
+        rbackup_engine::NotRestored {
+            path: path.into(),
+            reason: format!("not restored: {cause:?}"),
+            cause,
+        }
+    }
+
+    #[test]
+    fn a_full_target_is_one_line_with_the_counts_and_no_vault_check() {
+        let mut r = RestoreReport {
+            files: 12,
+            files_planned: 200,
+            bytes: 4 << 20,
+            bytes_planned: 3 << 30,
+            stopped: Some(rbackup_engine::RestoreStop {
+                cause: StopCause::NoSpace,
+                path: "/x".into(),
+            }),
+            ..RestoreReport::default()
+        };
+        r.failed = (0..3)
+            .map(|i| not_restored(&format!("/a/{i}"), FailureCause::NoSpace))
+            .collect();
+        let lines = restore_problems(&r, std::path::Path::new("/var/lib/rbackup/recovery"));
+        assert_eq!(
+            lines,
+            [
+                "restore stopped: no space left on device in /x (wrote 12 of 200 files, 4.00 MiB of \
+              3.00 GiB); free space or choose another --target"
+            ]
+        );
+        r.stopped.as_mut().unwrap().path = "/var/lib/rbackup/recovery/rbackup-restore/1-ab".into();
+        let lines = restore_problems(&r, std::path::Path::new("/var/lib/rbackup/recovery"));
+        assert!(
+            lines[0].ends_with("choose another --recovery-dir"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn failures_are_one_line_per_cause_and_only_damage_names_check() {
+        let r = RestoreReport {
+            failed: vec![
+                not_restored("/a", FailureCause::PermissionDenied),
+                not_restored("/b", FailureCause::PermissionDenied),
+                not_restored("/c", FailureCause::VaultData),
+                not_restored("/d", FailureCause::InTheWay),
+            ],
+            ..RestoreReport::default()
+        };
+        let lines = restore_problems(&r, std::path::Path::new("/rec"));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("1 file not restored: the vault's data"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("check --read-data"));
+        assert!(lines[1].starts_with("2 files not restored: permission denied (first: /a: "));
+        assert!(lines[2].contains("something in the target is in the way"));
+        assert!(lines[1..].iter().all(|l| !l.contains("check")), "{lines:?}");
     }
 
     #[test]

@@ -244,20 +244,38 @@ pub fn list(ctx: &Ctx, last: usize) -> Result<u8> {
         let mut out = String::new();
         for r in shown {
             let rep = r.report.as_ref();
-            let num = |k: &str| rep.and_then(|v| v.get(k)).and_then(Value::as_u64).unwrap_or(0);
+            let num = |k: &str| {
+                rep.and_then(|v| v.get(k))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            let counts = if r.kind == "restore" {
+                format!(
+                    "restored {} files, {} ({} overwritten, {} kept, {} deleted)",
+                    num("files"),
+                    HumanBytes(num("bytes")),
+                    num("files_overwritten"),
+                    num("files_kept"),
+                    num("files_deleted"),
+                )
+            } else {
+                format!(
+                    "files {} new / {} changed / {} unchanged, {} read, {} added",
+                    num("files_new"),
+                    num("files_changed"),
+                    num("files_unchanged"),
+                    HumanBytes(num("bytes_read")),
+                    HumanBytes(num("bytes_added")),
+                )
+            };
             out += &format!(
-                "{:<8} {}  {:<8} {:<9} {:<12} {:>6.1}s  files {} new / {} changed / {} unchanged, {} read, {} added\n",
+                "{:<8} {}  {:<8} {:<9} {:<12} {:>6.1}s  {counts}\n",
                 r.id,
                 crate::ui::local_rfc3339(&r.started),
                 r.kind,
                 r.status,
                 r.job.as_deref().unwrap_or("-"),
                 r.duration_s,
-                num("files_new"),
-                num("files_changed"),
-                num("files_unchanged"),
-                HumanBytes(num("bytes_read")),
-                HumanBytes(num("bytes_added")),
             );
             if let (Some(by), Some(what)) = (&r.by, &r.what) {
                 out += &format!("    critical operation by {by}: {what}\n");

@@ -1,9 +1,12 @@
 //! Ctrl-C and SIGTERM during a backup. The first asks the engine to stop cleanly (it finishes
 //! the packs in flight, writes their index, releases its lease and removes its staging
 //! folder, then the command reports what was kept and exits 1); a second exits at once with
-//! 130, leaving only what a killed run leaves, which the next backup adopts.
+//! 130, leaving only what a killed run leaves, which the next backup adopts. During a restore
+//! the first stops fetching and moving (the file being placed is finished, the staging folder
+//! removed, and the command says how far it got).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rbackup_engine::Cancel;
 use tokio::signal::unix::{SignalKind, signal};
@@ -12,6 +15,15 @@ use crate::ui::Ctx;
 
 /// Exit status of a second interrupt: the shell's for a process ended by SIGINT.
 const EXIT_INTERRUPTED: i32 = 130;
+
+/// Set when the stop handle is a restore's, for the words printed on the first interrupt.
+static RESTORING: AtomicBool = AtomicBool::new(false);
+
+/// [`stop_on_signals`] for a restore.
+pub fn stop_restore_on_signals(ctx: &Ctx) -> Cancel {
+    RESTORING.store(true, Ordering::Relaxed);
+    stop_on_signals(ctx)
+}
 
 /// The process's one stop handle, with the signal handlers installed on first use (so
 /// commands that never back up keep the default signal behaviour). Every backup of a `run`
@@ -48,7 +60,12 @@ async fn watch(
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    if !quiet {
+    if !quiet && RESTORING.load(Ordering::Relaxed) {
+        eprintln!(
+            "\nrbackup: stopping: finishing the file being placed and removing the staging \
+             folder (press Ctrl-C again to quit at once)"
+        );
+    } else if !quiet {
         eprintln!(
             "\nrbackup: stopping: finishing the packs being uploaded and writing their index \
              (press Ctrl-C again to quit at once)"
@@ -59,6 +76,14 @@ async fn watch(
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    eprintln!("\nrbackup: quit at once; the next backup reuses every pack that was fully uploaded");
+    if RESTORING.load(Ordering::Relaxed) {
+        eprintln!(
+            "\nrbackup: quit at once; the next restore removes the staging folder left behind"
+        );
+    } else {
+        eprintln!(
+            "\nrbackup: quit at once; the next backup reuses every pack that was fully uploaded"
+        );
+    }
     std::process::exit(EXIT_INTERRUPTED);
 }

@@ -291,8 +291,36 @@ pub struct RestoreArgs {
     /// Staging folder for this restore (default: the configured one).
     #[arg(long)]
     pub recovery_dir: Option<PathBuf>,
+    /// What to do with a file already in the target: replace it (always), replace it unless
+    /// it holds the backed-up content (if-changed), or leave it (never).
+    #[arg(long, value_enum, default_value_t = OverwriteArg::Always)]
+    pub overwrite: OverwriteArg,
+    /// Remove files and folders beneath the restored paths that the recovery point lacks.
+    #[arg(long)]
+    pub delete: bool,
+    /// Show what would be written, overwritten, kept and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub other: keys::MachineArgs,
+}
+
+/// `restore --overwrite` (restic's names).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
+}
+
+impl From<OverwriteArg> for rbackup_engine::Overwrite {
+    fn from(a: OverwriteArg) -> Self {
+        match a {
+            OverwriteArg::Always => rbackup_engine::Overwrite::Always,
+            OverwriteArg::IfChanged => rbackup_engine::Overwrite::IfChanged,
+            OverwriteArg::Never => rbackup_engine::Overwrite::Never,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

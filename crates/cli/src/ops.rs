@@ -196,22 +196,26 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     })?;
     let started = jiff::Timestamp::now();
     let (progress, bar) = ctx.progress("restore");
+    let recovery_dir = args
+        .recovery_dir
+        .clone()
+        .unwrap_or_else(|| cfg.recovery_dir.clone());
     let result = async {
         let repo = match args.other.open_other(ctx, &cfg).await? {
             Some(repo) => repo,
             None => open_with_config(&cfg).await?,
         };
-        let recovery_dir = args
-            .recovery_dir
-            .clone()
-            .unwrap_or_else(|| cfg.recovery_dir.clone());
-        let mut opts = RestoreOptions::new(&args.recovery_point, &args.target, recovery_dir);
+        let mut opts = RestoreOptions::new(&args.recovery_point, &args.target, &recovery_dir);
         opts.paths = args
             .paths
             .iter()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .collect();
         opts.progress = progress;
+        opts.overwrite = args.overwrite.into();
+        opts.delete = args.delete;
+        opts.dry_run = args.dry_run;
+        opts.cancel = Some(crate::interrupt::stop_restore_on_signals(ctx));
         if cfg.throttle.restores {
             opts.throttle = crate::config::throttle(&cfg.throttle)?;
         }
@@ -221,12 +225,15 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let failed = |r: &rbackup_engine::RestoreReport| !r.failed.is_empty();
-    history::record(
-        ctx,
-        &cfg,
-        &JobRecord::new("restore", None, started, &result, failed),
-    );
+    let incomplete =
+        |r: &rbackup_engine::RestoreReport| !r.failed.is_empty() || r.stopped.is_some();
+    if !args.dry_run {
+        history::record(
+            ctx,
+            &cfg,
+            &JobRecord::new("restore", None, started, &result, incomplete),
+        );
+    }
     let report = result?;
     if let Some(d) = &report.soft_deleted {
         ctx.notice(&format!(
@@ -241,28 +248,58 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     for w in &report.warnings {
         ctx.notice(&format!("warning: {w}"));
     }
-    for f in &report.failed {
-        ctx.notice(&format!("NOT restored {}: {}", f.path, f.reason));
+    let problems = crate::advice::restore_problems(&report, &recovery_dir);
+    for line in &problems {
+        ctx.notice(line);
     }
-    ctx.output(&report, || {
+    ctx.output(&report, || restore_summary(&report, &args.target))?;
+    Ok(if incomplete(&report) { 1 } else { 0 })
+}
+
+/// The human summary of a restore (or of what a dry run would do).
+fn restore_summary(r: &rbackup_engine::RestoreReport, target: &std::path::Path) -> String {
+    let mut out = if r.dry_run {
         format!(
-            "restored {} files, {} dirs, {} from recovery point {} into {} in {:.1}s",
-            report.files,
-            report.dirs,
-            HumanBytes(report.bytes),
-            &report.recovery_point[..8],
-            args.target.display(),
-            report.duration_s
+            "dry run, nothing was changed: would write {} files ({} over existing ones), {} \
+             dirs, {} from recovery point {} into {}",
+            r.files,
+            r.files_overwritten,
+            r.dirs,
+            HumanBytes(r.bytes),
+            &r.recovery_point[..8],
+            target.display()
         )
-    })?;
-    if !report.failed.is_empty() {
-        ctx.notice(&format!(
-            "{} file(s) could not be restored; run `rbackup check --read-data` for details",
-            report.failed.len()
-        ));
-        return Ok(1);
+    } else {
+        format!(
+            "restored {} files ({} over existing ones), {} dirs, {} from recovery point {} into \
+             {} in {:.1}s",
+            r.files,
+            r.files_overwritten,
+            r.dirs,
+            HumanBytes(r.bytes),
+            &r.recovery_point[..8],
+            target.display(),
+            r.duration_s
+        )
+    };
+    let would = if r.dry_run { "would keep" } else { "kept" };
+    if r.files_kept > 0 {
+        out += &format!(
+            "; {would} {} files already there ({})",
+            r.files_kept,
+            HumanBytes(r.bytes_kept)
+        );
     }
-    Ok(0)
+    if r.files_deleted + r.dirs_deleted > 0 {
+        out += &format!(
+            "; {} {} files and {} dirs ({}) the recovery point does not have",
+            if r.dry_run { "would delete" } else { "deleted" },
+            r.files_deleted,
+            r.dirs_deleted,
+            HumanBytes(r.bytes_deleted)
+        );
+    }
+    out
 }
 
 pub async fn check(ctx: &Ctx, read_data: bool) -> Result<u8> {

@@ -422,6 +422,11 @@ pub enum SpacePlace {
         /// Of those, bytes reserved by other restores in progress.
         reserved_by_others: u64,
     },
+    /// The restore target, when it is on another file system than the recovery folder (on
+    /// the same one, files move by rename and the recovery folder's check covers it).
+    /// `needed` is what will be written there, after the overwrite decision, each file
+    /// rounded up to the file system's block size.
+    Target,
 }
 
 impl std::fmt::Display for SpacePlace {
@@ -429,6 +434,7 @@ impl std::fmt::Display for SpacePlace {
         f.write_str(match self {
             SpacePlace::Cache { .. } => "the cache dir",
             SpacePlace::RecoveryFolder { .. } => "the recovery folder",
+            SpacePlace::Target => "the restore target",
         })
     }
 }

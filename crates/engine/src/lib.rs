@@ -98,9 +98,10 @@ pub use progress::{NoProgress, Progress};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport, STALE_STAGING};
 pub use repo::{Repository, Unlock};
 pub use report::{
-    BackupReport, CheckOptions, CheckReport, RestoreReport, SkipKind, Skipped, rule_counts,
+    BackupReport, CheckOptions, CheckReport, FailureCause, NotRestored, RestoreReport, RestoreStop,
+    SkipKind, Skipped, StopCause, rule_counts,
 };
-pub use restore::RestoreOptions;
+pub use restore::{Overwrite, RestoreOptions};
 pub use retention::{ForgetReport, KeepReason, RetentionPolicy, Verdict};
 pub use snapshot::RecoveryPoint;
 pub use tombstone::{Actor, DeletedPoint, RecoveryPointListing};

@@ -153,16 +153,19 @@ pub fn rule_counts(skipped: &[Skipped]) -> Vec<(SkipRule, u64)> {
         .collect()
 }
 
-/// The result of a restore.
+/// The result of a restore (or, with `dry_run`, what a restore would do).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RestoreReport {
     /// The recovery point restored.
     pub recovery_point: String,
-    /// Files restored.
+    /// Nothing was written: the counts say what the restore would have done.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Files restored (written into the target).
     pub files: u64,
     /// Directories restored.
     pub dirs: u64,
-    /// Bytes written.
+    /// Bytes written (the files' sizes).
     pub bytes: u64,
     /// Symbolic links created.
     #[serde(default)]
@@ -170,8 +173,38 @@ pub struct RestoreReport {
     /// Of `files`, those restored as a further hard link to one restored before them.
     #[serde(default)]
     pub hard_links: u64,
+    /// Files the restore set out to write, after the overwrite decision...
+    #[serde(default)]
+    pub files_planned: u64,
+    /// ...and their bytes.
+    #[serde(default)]
+    pub bytes_planned: u64,
+    /// Of `files`, those that replaced a file already in the target.
+    #[serde(default)]
+    pub files_overwritten: u64,
+    /// Files already in the target that were left as they were (`Overwrite::Never`, or
+    /// `Overwrite::IfChanged` and unchanged)...
+    #[serde(default)]
+    pub files_kept: u64,
+    /// ...and their bytes.
+    #[serde(default)]
+    pub bytes_kept: u64,
+    /// Non-directories removed from beneath the restored paths because the recovery point
+    /// does not have them (`delete`)...
+    #[serde(default)]
+    pub files_deleted: u64,
+    /// ...directories...
+    #[serde(default)]
+    pub dirs_deleted: u64,
+    /// ...and the bytes of the regular files among them.
+    #[serde(default)]
+    pub bytes_deleted: u64,
     /// Files that could not be restored, with reasons.
-    pub failed: Vec<Skipped>,
+    pub failed: Vec<NotRestored>,
+    /// Set when the restore stopped before trying every file: the files not tried are in
+    /// neither `files` nor `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<RestoreStop>,
     /// Notes (e.g. names that collide on a case-insensitive target).
     pub warnings: Vec<String>,
     /// The point was soft-deleted (and restored within its window): who deleted it, when,
@@ -180,6 +213,60 @@ pub struct RestoreReport {
     pub soft_deleted: Option<crate::DeletedPoint>,
     /// Wall time.
     pub duration_s: f64,
+}
+
+/// A file or directory that was not restored: where, why in words, and the kind of cause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotRestored {
+    /// The path, as it was backed up.
+    pub path: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The kind of cause, for grouping and advice.
+    pub cause: FailureCause,
+}
+
+/// The kind of cause of a [`NotRestored`] entry.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The vault's data for it is damaged or missing, or the recovery point refers to it
+    /// unsoundly: a check of the vault says more.
+    VaultData,
+    /// The vault could not be read (the store failed).
+    VaultUnreadable,
+    /// The file system (the target or the recovery folder) is full (or over quota).
+    NoSpace,
+    /// The target refused this process (permissions, an immutable file).
+    PermissionDenied,
+    /// The target is on a read-only file system.
+    ReadOnly,
+    /// Something in the target stands in the way (a symlink, a directory where a file goes,
+    /// a non-directory where a directory goes); it was left alone.
+    InTheWay,
+    /// Any other local I/O error.
+    Io,
+}
+
+/// Why a restore stopped early.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreStop {
+    /// What stopped it.
+    pub cause: StopCause,
+    /// Where: the file system that ran out of space (the target, or the recovery folder).
+    pub path: String,
+}
+
+/// What stopped a restore early ([`RestoreStop`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// A file system ran out of space: going on would only fail again for every file.
+    NoSpace,
+    /// The embedder asked it to stop ([`crate::Cancel`]).
+    Cancelled,
 }
 
 /// The result of `check`.

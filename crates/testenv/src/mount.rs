@@ -56,6 +56,29 @@ impl LoopMount {
         at: &Path,
         options: &str,
     ) -> Result<Self, String> {
+        Self::mount(image, size, mkfs, at, options, None)
+    }
+
+    /// [`new`](Self::new) for a file system mount(8) does not detect by itself, such as a FUSE
+    /// one: mounted with `-t fstype` (`exfat-fuse` runs `mount.exfat-fuse`).
+    pub fn of_type(
+        image: &Path,
+        size: &str,
+        mkfs: &[&str],
+        at: &Path,
+        fstype: &str,
+    ) -> Result<Self, String> {
+        Self::mount(image, size, mkfs, at, "", Some(fstype))
+    }
+
+    fn mount(
+        image: &Path,
+        size: &str,
+        mkfs: &[&str],
+        at: &Path,
+        options: &str,
+        fstype: Option<&str>,
+    ) -> Result<Self, String> {
         let (program, mkfs_args) = mkfs.split_first().ok_or("no mkfs program given")?;
         let img = utf8(image)?;
         let dir = prepare(at)?;
@@ -68,7 +91,11 @@ impl LoopMount {
         } else {
             format!("loop,{options}")
         };
-        sh("mount", &["-o", &options, img, dir])?;
+        let mut args = vec!["-o", &options, img, dir];
+        if let Some(t) = fstype {
+            args.splice(0..0, ["-t", t]);
+        }
+        sh("mount", &args)?;
         Ok(Self { at: at.into() })
     }
 

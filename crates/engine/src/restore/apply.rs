@@ -14,8 +14,10 @@ use std::os::unix::fs::FileExt;
 use rbackup_beneath::{Access, Dir, Error as FsError, Name, RelPath, Replace};
 use rustix::fd::AsFd;
 
+use super::decide::Decision;
 use super::plan::{Meta, Plan};
-use crate::report::Skipped;
+use super::stop::{Stop, fs_cause};
+use crate::report::NotRestored;
 
 /// The mode of directories a restore creates before their metadata is applied (and of the
 /// parents of a file restored without its directory, which get no other).
@@ -29,7 +31,9 @@ pub(crate) struct Moved {
     pub bytes: u64,
     pub symlinks: u64,
     pub hard_links: u64,
-    pub failed: Vec<Skipped>,
+    /// Of `files`, those written over something.
+    pub overwritten: u64,
+    pub failed: Vec<NotRestored>,
     pub warnings: Vec<String>,
 }
 
@@ -56,24 +60,32 @@ pub(crate) fn open_staged(stage: &Dir, i: usize, size: u64) -> Result<File, FsEr
     Ok(file)
 }
 
-/// Creates the planned directories, moves verified files into `target` (skipping the `bad`
-/// ones) on `threads` threads, then sets directory metadata deepest first, so that adding
-/// files does not disturb a directory's mtime after it was set. An entry that cannot be
-/// placed is reported in `failed` and skipped.
-pub(crate) fn move_into_target(
-    plan: &Plan,
-    stage: &Dir,
-    target: &Dir,
-    bad: &[bool],
-    threads: usize,
-) -> Moved {
+/// What [`move_into_target`] works from besides the plan.
+pub(crate) struct Apply<'a> {
+    pub stage: &'a Dir,
+    pub target: &'a Dir,
+    /// Files whose data could not be staged.
+    pub bad: &'a [bool],
+    /// Files to write (the others stay as the target has them).
+    pub decisions: &'a [Decision],
+    /// `Overwrite::Never`: a symlink is not made where the target has something already.
+    pub keep_existing: bool,
+    pub stop: &'a Stop,
+}
+
+/// Creates the planned directories, moves verified files into the target (skipping the
+/// `bad` and the kept ones) on `threads` threads, then sets directory metadata deepest first,
+/// so that adding files does not disturb a directory's mtime after it was set. An entry that
+/// cannot be placed is reported in `failed` and skipped; a full target stops the moves.
+pub(crate) fn move_into_target(plan: &Plan, how: &Apply<'_>, threads: usize) -> Moved {
+    let target = how.target;
     let root = rustix::process::geteuid().is_root();
     let mut moved = Moved::default();
     let mut created = vec![false; plan.dirs.len()];
     for (d, ok) in plan.dirs.iter().zip(&mut created) {
         match target.create_dir_all(&plan.path(d), NEW_DIR_MODE) {
             Ok(_) => *ok = true,
-            Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
+            Err(e) => moved.failed.push(not_restored(&plan.shown(d), &e)),
         }
     }
     // Each file is a handful of system calls on its own names, independent of the others:
@@ -82,7 +94,7 @@ pub(crate) fn move_into_target(
     let results: Vec<Moved> = std::thread::scope(|s| {
         let workers: Vec<_> = runs
             .iter()
-            .map(|run| s.spawn(|| move_files(plan, run.clone(), stage, target, bad, root)))
+            .map(|run| s.spawn(|| move_files(plan, run.clone(), how, root)))
             .collect();
         workers
             .into_iter()
@@ -92,10 +104,14 @@ pub(crate) fn move_into_target(
     for r in results {
         moved.files += r.files;
         moved.bytes += r.bytes;
+        moved.overwritten += r.overwritten;
         moved.failed.extend(r.failed);
+        moved.warnings.extend(r.warnings);
     }
     // Links and symlinks, before directory metadata: making them moves a directory's mtime.
-    super::links::place(plan, stage, target, bad, root, &mut moved);
+    if !how.stop.is_set() {
+        super::links::place(plan, how, root, &mut moved);
+    }
     let mut dirs: Vec<_> = plan
         .dirs
         .iter()
@@ -112,7 +128,7 @@ pub(crate) fn move_into_target(
         });
         match result {
             Ok(()) => moved.dirs += 1,
-            Err(e) => moved.failed.push(skipped(&plan.shown(d), &e)),
+            Err(e) => moved.failed.push(not_restored(&plan.shown(d), &e)),
         }
     }
     moved
@@ -138,41 +154,56 @@ fn split_runs(plan: &Plan, threads: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Moves the files numbered `run` into the target (see [`move_into_target`]).
-fn move_files(
-    plan: &Plan,
-    run: std::ops::Range<usize>,
-    stage: &Dir,
-    target: &Dir,
-    bad: &[bool],
-    root: bool,
-) -> Moved {
+fn move_files(plan: &Plan, run: std::ops::Range<usize>, how: &Apply<'_>, root: bool) -> Moved {
+    let (stage, target) = (how.stage, how.target);
     let mut moved = Moved::default();
     // Files come in tree order, so consecutive ones mostly share a parent: keep it open.
     let mut parent: Option<(Option<usize>, Dir)> = None;
     for i in run {
         let f = &plan.files[i];
+        let decision = how.decisions[i];
         // Later links of a hard-link group are placed after every file (`links.rs`).
-        if bad[i] || plan.links.members.contains_key(&i) {
+        if how.bad[i]
+            || plan.links.members.contains_key(&i)
+            || !(decision.writes() || decision == Decision::Refresh)
+        {
             continue;
         }
-        let result = match &parent {
+        if how.stop.is_set() {
+            break;
+        }
+        let dir = match &parent {
             Some((p, dir)) if *p == f.parent => Ok(dir),
             _ => open_parent(plan, target, f.parent).map(|dir| &parent.insert((f.parent, dir)).1),
+        };
+        if decision == Decision::Refresh {
+            if let Err(e) = dir.and_then(|dir| refresh(dir, &f.name, &f.meta, root)) {
+                moved.failed.push(not_restored(&plan.shown(f), &e));
+            }
+            continue;
         }
-        .and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
+        let result = dir.and_then(|dir| move_file(stage, i, dir, &f.name, &f.meta, root));
         match result {
             Ok(()) => {
                 moved.files += 1;
                 moved.bytes += f.meta.size;
+                moved.overwritten += u64::from(how.decisions[i] == Decision::Overwrite);
             }
-            Err(e) => moved.failed.push(skipped(&plan.shown(f), &e)),
+            Err(e) => {
+                how.stop.note(fs_cause(&e), target.label());
+                moved.failed.push(not_restored(&plan.shown(f), &e));
+            }
         }
     }
     moved
 }
 
-pub(super) fn skipped(path: &str, e: &FsError) -> Skipped {
-    Skipped::error(path, format!("not restored: {e}"))
+pub(super) fn not_restored(path: &str, e: &FsError) -> NotRestored {
+    NotRestored {
+        path: path.to_string(),
+        reason: format!("not restored: {e}"),
+        cause: fs_cause(e),
+    }
 }
 
 /// The directory a file goes into: the plan's directory number `dir`, or the target itself.
@@ -184,6 +215,14 @@ pub(super) fn open_parent(plan: &Plan, target: &Dir, dir: Option<usize>) -> Resu
         Err(FsError::NotFound { .. }) => target.create_dir_all(&rel, NEW_DIR_MODE),
         other => other,
     }
+}
+
+/// Gives the file `name` already in `parent`, whose content is the backed-up one, the
+/// backed-up metadata, on the file it opened (never following a symlink).
+fn refresh(parent: &Dir, name: &Name, meta: &Meta, root: bool) -> Result<(), FsError> {
+    let rel = RelPath::from(name.clone());
+    let file = parent.open_file(&rel, Access::Read)?;
+    apply_metadata(&file, None, meta, root).map_err(|e| io_at("set metadata", parent, &rel, e))
 }
 
 /// Gives the staged file `i` its metadata and renames it to `name` in `parent`. A file,

@@ -10,11 +10,13 @@ use rbackup_beneath::Dir;
 use tokio::runtime::Handle;
 
 use super::plan::{BlobRead, Plan};
+use super::stop::{Stop, fs_cause, io_cause};
 use crate::index::Index;
 use crate::layout::pack_rel;
 use crate::pack::{self, BlobKind};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::report::FailureCause;
 
 /// Reads of neighbouring blobs are merged when the gap is at most this...
 const MERGE_GAP: u64 = 256 << 10;
@@ -30,18 +32,23 @@ pub(crate) struct Fetch {
     pub stage: Arc<Dir>,
     pub throttle: Option<rbackup_throttle::Throttle>,
     pub progress: Arc<dyn Progress>,
+    pub stop: Arc<Stop>,
 }
 
+/// Why a file's data could not be staged, in words and by kind.
+pub(crate) type Failure = (String, FailureCause);
+
 impl Fetch {
-    /// Fetches every pack's blobs on `threads` threads; returns the files that failed, with why.
-    pub(crate) fn run(&self, threads: usize) -> HashMap<usize, String> {
+    /// Fetches every pack's blobs on `threads` threads, until done or [`Stop`]ped; returns
+    /// the files that failed, with why.
+    pub(crate) fn run(&self, threads: usize) -> HashMap<usize, Failure> {
         let failures = Mutex::new(HashMap::new());
         let queue = Mutex::new(self.plan.packs.iter());
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
                     let mut files = OpenFiles::default();
-                    loop {
+                    while !self.stop.is_set() {
                         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
                         let Some((&pack, reads)) = next else { break };
                         for (file, reason) in self.pack(pack, reads, &mut files) {
@@ -59,12 +66,15 @@ impl Fetch {
     }
 
     /// Reads one pack's blobs in merged ranges and writes them to the staged files.
-    fn pack(&self, pack: u32, reads: &[BlobRead], files: &mut OpenFiles) -> Vec<(usize, String)> {
+    fn pack(&self, pack: u32, reads: &[BlobRead], files: &mut OpenFiles) -> Vec<(usize, Failure)> {
         let pack_id = self.index.pack_id(pack);
         let key = self.repo.keys.pack_key(&pack_id.0);
         let path = self.repo.path(&pack_rel(&pack_id));
         let mut failed = Vec::new();
         for group in merge_reads(reads) {
+            if self.stop.is_set() {
+                break;
+            }
             let start = group[0].offset;
             let end = group
                 .iter()
@@ -80,7 +90,10 @@ impl Fetch {
             {
                 Ok(b) => b,
                 Err(e) => {
-                    let reason = format!("cannot read pack {}: {e}", pack_id.to_hex());
+                    let reason = (
+                        format!("cannot read pack {}: {e}", pack_id.to_hex()),
+                        FailureCause::VaultUnreadable,
+                    );
                     failed.extend(
                         group
                             .iter()
@@ -100,7 +113,10 @@ impl Fetch {
                     r.raw_len,
                     sealed,
                 )
-                .map_err(|e| format!("blob {} in pack {} is damaged: {e}", r.id, pack_id.to_hex()))
+                .map_err(|e| {
+                    let why = format!("blob {} in pack {} is damaged: {e}", r.id, pack_id.to_hex());
+                    (why, FailureCause::VaultData)
+                })
                 .and_then(|content| {
                     for t in &r.targets {
                         files.write_at(
@@ -116,6 +132,7 @@ impl Fetch {
                 match result {
                     Ok(n) => self.progress.bytes(n),
                     Err(reason) => {
+                        self.stop.note(reason.1, self.stage.label());
                         failed.extend(r.targets.iter().map(|t| (t.file, reason.clone())))
                     }
                 }
@@ -142,12 +159,12 @@ impl OpenFiles {
         size: u64,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let pos = match self.open.iter().position(|(f, _)| *f == file) {
             Some(p) => p,
             None => {
                 let f = super::apply::open_staged(stage, file, size)
-                    .map_err(|e| format!("cannot stage: {e}"))?;
+                    .map_err(|e| (format!("cannot stage: {e}"), fs_cause(&e)))?;
                 if self.open.len() == Self::KEEP {
                     self.open.remove(0);
                 }
@@ -161,7 +178,10 @@ impl OpenFiles {
             // The path is only built for an error message: this runs once per blob written.
             .map_err(|e| {
                 let path = stage.label().join(file.to_string());
-                format!("cannot write {}: {e}", path.display())
+                (
+                    format!("cannot write {}: {e}", path.display()),
+                    io_cause(&e),
+                )
             })
     }
 }

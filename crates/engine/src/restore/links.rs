@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStringExt;
 use rbackup_beneath::{Dir, Error as FsError, FileKind, Name, RelPath, Replace};
 use rbackup_crypto::BlobId;
 
-use super::apply::{Moved, move_file, open_parent, skipped};
+use super::apply::{Apply, Moved, move_file, not_restored, open_parent};
 use super::plan::{Entry, Meta, Plan};
 use crate::tree::{MAX_SYMLINK_TARGET, Node};
 
@@ -93,33 +93,39 @@ impl Groups {
 }
 
 /// Places the later members of hard-link groups, then the symlinks (see the module docs).
-pub(crate) fn place(
-    plan: &Plan,
-    stage: &Dir,
-    target: &Dir,
-    bad: &[bool],
-    root: bool,
-    moved: &mut Moved,
-) {
+///
+/// A member the overwrite decision keeps (the target's file stays) is left alone; a member
+/// whose first link was not written by this restore (failed, or kept as the target had it) is
+/// restored as a copy of its own, since what the target holds there may differ.
+pub(crate) fn place(plan: &Plan, how: &Apply<'_>, root: bool, moved: &mut Moved) {
+    let (stage, target) = (how.stage, how.target);
     for (&member, &leader) in &plan.links.members {
-        if !bad[member] {
+        if !how.bad[member] && how.decisions[member].writes() {
+            let leader_missing = how.bad[leader] || !how.decisions[leader].writes();
             place_member(
                 plan,
                 stage,
                 target,
                 (member, leader),
-                bad[leader],
+                leader_missing,
                 root,
                 moved,
             );
         }
     }
+    let replace = if how.keep_existing {
+        Replace::Never
+    } else {
+        Replace::NonDirectory
+    };
     for s in &plan.symlinks {
         let made = open_parent(plan, target, s.entry.parent)
-            .and_then(|dir| make_symlink(&dir, &s.entry, &s.target, root));
+            .and_then(|dir| make_symlink(&dir, &s.entry, &s.target, root, replace));
         match made {
             Ok(()) => moved.symlinks += 1,
-            Err(e) => moved.failed.push(skipped(&plan.shown(&s.entry), &e)),
+            // `--overwrite never`: what the target has there stays.
+            Err(FsError::Exists { .. }) if how.keep_existing => {}
+            Err(e) => moved.failed.push(not_restored(&plan.shown(&s.entry), &e)),
         }
     }
 }
@@ -137,7 +143,7 @@ fn place_member(
 ) {
     let f = &plan.files[member];
     let Ok(dir) = open_parent(plan, target, f.parent)
-        .inspect_err(|e| moved.failed.push(skipped(&plan.shown(f), e)))
+        .inspect_err(|e| moved.failed.push(not_restored(&plan.shown(f), e)))
     else {
         return;
     };
@@ -164,7 +170,7 @@ fn place_member(
                     moved.files += 1;
                     moved.bytes += f.meta.size;
                 }
-                Err(e) => moved.failed.push(skipped(&plan.shown(f), &e)),
+                Err(e) => moved.failed.push(not_restored(&plan.shown(f), &e)),
             }
         }
     }
@@ -188,11 +194,17 @@ fn link_to(
     }
     let tmp = tmp_name();
     target.hard_link(&from, dir, &tmp)?;
-    replace_with(dir, &tmp, name)
+    replace_with(dir, &tmp, name, Replace::NonDirectory)
 }
 
 /// Creates the symlink `e` in `dir` with its owner (as root) and time.
-fn make_symlink(dir: &Dir, e: &Entry, to: &OsString, root: bool) -> Result<(), FsError> {
+fn make_symlink(
+    dir: &Dir,
+    e: &Entry,
+    to: &OsString,
+    root: bool,
+    replace: Replace,
+) -> Result<(), FsError> {
     let tmp = tmp_name();
     dir.symlink(to, &tmp)?;
     let owner = root.then_some((e.meta.uid, e.meta.gid));
@@ -200,13 +212,14 @@ fn make_symlink(dir: &Dir, e: &Entry, to: &OsString, root: bool) -> Result<(), F
         let _ = dir.remove_file(&tmp);
         return Err(err);
     }
-    replace_with(dir, &tmp, &e.name)
+    replace_with(dir, &tmp, &e.name, replace)
 }
 
-/// Renames the fresh `tmp` over `name` (replacing a non-directory), removing `tmp` on failure.
-fn replace_with(dir: &Dir, tmp: &RelPath, name: &Name) -> Result<(), FsError> {
+/// Renames the fresh `tmp` over `name` (replacing a non-directory, or with `Replace::Never`
+/// nothing), removing `tmp` on failure.
+fn replace_with(dir: &Dir, tmp: &RelPath, name: &Name, replace: Replace) -> Result<(), FsError> {
     let dest = RelPath::from(name.clone());
-    dir.rename(tmp, dir, &dest, Replace::NonDirectory)
+    dir.rename(tmp, dir, &dest, replace)
         .inspect_err(|_| {
             let _ = dir.remove_file(tmp);
         })

@@ -109,7 +109,9 @@ pub(crate) struct Plan {
     pub links: Groups,
     /// Bytes that will be written into the staging area.
     pub data_bytes: u64,
-    pub warnings: Vec<String>,
+    /// Names of one directory that differ only in case: a warning only for a target whose
+    /// names fold case.
+    pub case_collisions: Vec<String>,
 }
 
 /// A directory whose tree is still to be read.
@@ -335,6 +337,20 @@ impl Plan {
         }
     }
 
+    /// Drops the reads for the files `write` says are not written (kept as the target has
+    /// them), and counts only the rest in [`Plan::data_bytes`].
+    pub(crate) fn only_files(&mut self, write: impl Fn(usize) -> bool) {
+        self.data_bytes = 0;
+        for reads in self.packs.values_mut() {
+            for r in reads.iter_mut() {
+                r.targets.retain(|t| write(t.file));
+                self.data_bytes += u64::from(r.raw_len) * r.targets.len() as u64;
+            }
+            reads.retain(|r| !r.targets.is_empty());
+        }
+        self.packs.retain(|_, reads| !reads.is_empty());
+    }
+
     /// rbackup keeps Linux's case-sensitive names; restoring to a case-insensitive target
     /// would merge these, so say so.
     fn note_case_collisions(&mut self, dir: &Path, tree: &Tree) {
@@ -342,7 +358,7 @@ impl Plan {
         for n in &tree.nodes {
             let lower = String::from_utf8_lossy(&n.name).to_lowercase();
             if let Some(prev) = seen.insert(lower, &n.name) {
-                self.warnings.push(format!(
+                self.case_collisions.push(format!(
                     "{} and {} differ only in case: on a case-insensitive target one would overwrite the other",
                     Path::new("/").join(dir).join(String::from_utf8_lossy(prev).as_ref()).display(),
                     Path::new("/").join(dir).join(n.name_os()).display(),
