@@ -223,3 +223,34 @@ fn the_config_and_job_settings_for_links_are_honoured() {
         "{err}"
     );
 }
+
+#[test]
+fn overwrite_never_keeps_what_the_target_has_where_a_link_goes() {
+    let a = Agent::registered();
+    let src = linked_source(&a);
+    a.ok(&["backup", "--links", "store", src.to_str().unwrap()]);
+    let target = a.p("out");
+    let back = target.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(back.join("sub")).unwrap();
+    // What the user has in the target where a symlink and a hard link's second name go.
+    fs::write(back.join("link-00"), b"mine").unwrap();
+    fs::write(back.join("sub/hard-b"), b"mine too").unwrap();
+    let t = target.to_str().unwrap();
+    let (c, rep) = a.json(&["restore", "latest", "--target", t, "--overwrite", "never"]);
+    assert_eq!(c, 0, "{rep}");
+    assert!(!back.join("link-00").is_symlink());
+    assert_eq!(fs::read(back.join("link-00")).unwrap(), b"mine");
+    assert_eq!(fs::read(back.join("sub/hard-b")).unwrap(), b"mine too");
+    // What was missing is restored, links included.
+    assert_eq!(
+        fs::read_link(back.join("link-01")).unwrap(),
+        Path::new("plain.txt")
+    );
+    assert_eq!(fs::read(back.join("hard-a")).unwrap(), b"shared");
+    // The default (always) replaces both.
+    let (c, rep) = a.json(&["restore", "latest", "--target", t]);
+    assert_eq!(c, 0, "{rep}");
+    assert!(back.join("link-00").is_symlink());
+    let ino = |n: &str| back.join(n).metadata().unwrap().ino();
+    assert_eq!(ino("hard-a"), ino("sub/hard-b"));
+}

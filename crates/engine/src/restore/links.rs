@@ -219,10 +219,9 @@ fn make_symlink(
 /// nothing), removing `tmp` on failure.
 fn replace_with(dir: &Dir, tmp: &RelPath, name: &Name, replace: Replace) -> Result<(), FsError> {
     let dest = RelPath::from(name.clone());
-    dir.rename(tmp, dir, &dest, replace)
-        .inspect_err(|_| {
-            let _ = dir.remove_file(tmp);
-        })
+    dir.rename(tmp, dir, &dest, replace).inspect_err(|_| {
+        let _ = dir.remove_file(tmp);
+    })
 }
 
 fn tmp_name() -> RelPath {
