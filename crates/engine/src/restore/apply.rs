@@ -201,7 +201,7 @@ fn move_files(plan: &Plan, run: std::ops::Range<usize>, how: &Apply<'_>, root: b
 pub(super) fn not_restored(path: &str, e: &FsError) -> NotRestored {
     NotRestored {
         path: path.to_string(),
-        reason: format!("not restored: {e}"),
+        reason: e.to_string(),
         cause: fs_cause(e),
     }
 }
