@@ -409,6 +409,19 @@ fn vault_machines_lists_both_machines_and_names_the_ones_that_open() {
             .any(|l| l.starts_with(&theirs) && l.contains("photos-box")),
         "{human}"
     );
+    // The same passphrase from the environment, with stdin not a terminal: no prompt.
+    let out = stranger
+        .cmd()
+        .args(["vault", "machines", &url])
+        .env(
+            "RBACKUP_PASSPHRASE_COMMAND",
+            format!("cat {}", pass.display()),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("photos-box"), "{}", text(&out));
 }
 
 #[test]

@@ -150,6 +150,11 @@ fn an_unreadable_file_still_exits_3_and_is_named_beside_the_rule_count() {
 fn assert_links_restored(a: &Agent, src: &Path, target: &Path) {
     let out = a.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("2 symlinks, 1 hard link)"),
+        "{}",
+        text(&out)
+    );
     let back = target.join(src.strip_prefix("/").unwrap());
     assert_eq!(
         fs::read_link(back.join("link-00")).unwrap(),

@@ -361,7 +361,7 @@ pub async fn vault_machines(ctx: &Ctx, url: &str, passphrase_file: Option<&Path>
         .flatten()
         .filter(|c| canonical_url(&c.vault).is_ok_and(|u| u == url));
     let vault = open_vault(&url, cfg.as_ref().and_then(|c| c.proxy.as_deref())).await?;
-    let pass = passphrase_file.map(crate::secret::read_file).transpose()?;
+    let pass = crate::secret::optional(passphrase_file)?;
     let mut rows = Vec::new();
     for m in vault.machine_summaries().await? {
         let unlock = match (&cfg, &pass) {
@@ -406,7 +406,7 @@ pub async fn vault_machines(ctx: &Ctx, url: &str, passphrase_file: Option<&Path>
         })
         .collect();
     if rows.iter().any(|(_, u)| u.is_none()) {
-        ctx.notice("note: a machine's name and its recovery points' times are sealed with its keys; they are shown for this host's own machine and for those --passphrase-file opens (`?` otherwise: the count is then of the recovery point objects stored, soft-deleted ones included)");
+        ctx.notice("note: a machine's name and its recovery points' times are sealed with its keys; they are shown for this host's own machine and for those --passphrase-file (or RBACKUP_PASSPHRASE_FILE/_COMMAND) opens (`?` otherwise: the count is then of the recovery point objects stored, soft-deleted ones included)");
     }
     ctx.output(&json!({"vault": url, "machines": list}), || {
         let mut out = format!(

@@ -198,7 +198,8 @@ pub enum VaultCmd {
     Machines {
         /// The vault's URL.
         url: String,
-        /// Unlock every machine this passphrase opens, to show its name and recovery points.
+        /// Unlock every machine this passphrase opens, to show its name and recovery points
+        /// (or RBACKUP_PASSPHRASE_FILE/_COMMAND; never asked for).
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },

@@ -111,13 +111,22 @@ pub fn links_word(l: rbackup_engine::LinkMode) -> &'static str {
     }
 }
 
+/// ", 3 symlinks, 1 hard link" for `--links store` runs; empty when there were none.
+fn links_words(symlinks: u64, hard_links: u64) -> String {
+    if symlinks + hard_links == 0 {
+        return String::new();
+    }
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        ", {}, {}",
+        plural(symlinks, "symlink", "symlinks"),
+        plural(hard_links, "hard link", "hard links")
+    )
+}
+
 /// The human summary of a backup, shared by `backup` and `run`.
 pub fn backup_summary(r: &rbackup_engine::BackupReport) -> String {
-    let links = if r.symlinks + r.hard_links > 0 {
-        format!(", {} symlinks, {} hard links", r.symlinks, r.hard_links)
-    } else {
-        String::new()
-    };
+    let links = links_words(r.symlinks, r.hard_links);
     let by_rule: u64 = r.rule_counts().iter().map(|(_, n)| n).sum();
     format!(
         "recovery point {}; files {} new, {} changed, {} unchanged{links}, {} skipped by rule, {} not backed up; read {}, added {} in {:.1}s",
@@ -171,12 +180,12 @@ pub async fn recovery_points(ctx: &Ctx, paths: &[std::path::PathBuf]) -> Result<
         .collect();
     ctx.output(&list, || {
         let mut out = format!(
-            "{:<10} {:<19} {:>10} {:>8}  paths\n",
+            "{:<10} {:<19}  {:>10} {:>8}  paths\n",
             "id", "time", "size", "files"
         );
         for (id, rp) in rps {
             out += &format!(
-                "{:<10} {:<19} {:>10} {:>8}  {}\n",
+                "{:<10} {:<19}  {:>10} {:>8}  {}\n",
                 id.short(),
                 crate::ui::local_rfc3339(&rp.time),
                 HumanBytes(rp.bytes),
@@ -271,10 +280,11 @@ fn restore_summary(r: &rbackup_engine::RestoreReport, target: &std::path::Path) 
         )
     } else {
         format!(
-            "restored {} files ({} over existing ones), {} dirs, {} from recovery point {} into \
-             {} in {:.1}s",
+            "restored {} files ({} over existing ones{}), {} dirs, {} from recovery point {} \
+             into {} in {:.1}s",
             r.files,
             r.files_overwritten,
+            links_words(r.symlinks, r.hard_links),
             r.dirs,
             HumanBytes(r.bytes),
             &r.recovery_point[..8],

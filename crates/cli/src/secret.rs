@@ -76,6 +76,21 @@ pub fn obtain(explicit: Option<&Path>, ask: Ask, flag: &str) -> Result<(Passphra
     }
 }
 
+/// A passphrase only if one was given (`explicit`, or one of the two variables): for commands
+/// where it is optional and a prompt would be in the way (`vault machines`).
+pub fn optional(explicit: Option<&Path>) -> Result<Option<Passphrase>> {
+    let given = explicit.is_some()
+        || std::env::var_os(ENV_FILE).is_some_and(|v| !v.is_empty())
+        || std::env::var_os(ENV_COMMAND).is_some_and(|v| !v.is_empty());
+    if !given {
+        return Ok(None);
+    }
+    // With something given, stdin is never read: the prompt is only reached with nothing set.
+    Ok(Some(
+        obtain(explicit, Ask::Existing, "--passphrase-file")?.0,
+    ))
+}
+
 /// Reads a passphrase file: one trailing newline (as `echo` writes) is not part of it.
 pub fn read_file(path: &Path) -> Result<Passphrase> {
     let mut text = Zeroizing::new(String::new());
