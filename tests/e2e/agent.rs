@@ -336,7 +336,10 @@ fn uploads_follow_the_throttle_and_the_report_says_how_long_they_waited() {
     let rate = added / secs / (4.0 * 1048576.0);
     // 12 MiB at 4 MiB/s: about 3 s; never much faster than the limit.
     assert!(rate < 1.25, "uploaded at {rate:.2}x the limit: {rep}");
-    assert!(rep["throttle_wait_s"].as_f64().unwrap() > 1.0, "{rep}");
+    // The uploads waited on the throttle (unthrottled, the wait is 0). How much of the ~3 s is
+    // waiting depends on how long reading and sealing took on a loaded machine (1.0 s has been
+    // seen as 0.99 s), so only a clear part of it is required.
+    assert!(rep["throttle_wait_s"].as_f64().unwrap() > 0.5, "{rep}");
     // Changed later with `throttle set`; bad values are usage errors that say what is accepted.
     a.ok(&[
         "throttle",
