@@ -3,9 +3,23 @@
 
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{EngineError, Result};
+
+/// One pattern as excludes (and `find`, so the pattern that left a file out is the one that
+/// finds it) read it: `*` stops at `/`, a trailing `/` is ignored. With a `/` it is matched
+/// against the whole absolute path, without against names ([`on_path`]).
+pub(crate) fn glob(pattern: &str) -> std::result::Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern.trim_end_matches('/'))
+        .literal_separator(true)
+        .build()
+}
+
+/// Whether `pattern` is matched against whole paths rather than names.
+pub(crate) fn on_path(pattern: &str) -> bool {
+    pattern.contains('/')
+}
 
 /// Compiled exclude patterns.
 #[derive(Debug, Clone, Default)]
@@ -20,14 +34,11 @@ impl Excludes {
         let mut by_name = GlobSetBuilder::new();
         let (mut np, mut nn) = (0, 0);
         for p in patterns {
-            let glob = GlobBuilder::new(p.trim_end_matches('/'))
-                .literal_separator(true)
-                .build()
-                .map_err(|source| EngineError::BadExclude {
-                    pattern: Some(p.clone()),
-                    source,
-                })?;
-            if p.contains('/') {
+            let glob = glob(p).map_err(|source| EngineError::BadExclude {
+                pattern: Some(p.clone()),
+                source,
+            })?;
+            if on_path(p) {
                 by_path.add(glob);
                 np += 1;
             } else {

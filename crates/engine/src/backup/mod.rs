@@ -13,7 +13,7 @@
 mod adopt;
 pub(crate) use adopt::check_tiling;
 mod commit;
-mod excludes;
+pub(crate) mod excludes;
 mod links;
 mod open;
 mod packer;
