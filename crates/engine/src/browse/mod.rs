@@ -17,7 +17,7 @@ mod stats;
 
 use std::path::{Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use rbackup_beneath::Name;
 use rbackup_crypto::BlobId;
 
@@ -26,6 +26,7 @@ pub use dump::FileReader;
 pub use machines::MachineSummary;
 pub use stats::{PointStats, StatsReport};
 
+use crate::backup::excludes;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::index::Index;
 use crate::repo::Repository;
@@ -121,16 +122,13 @@ pub(crate) struct Pattern {
 
 impl Pattern {
     pub(crate) fn new(pattern: &str) -> Result<Pattern> {
-        let glob = GlobBuilder::new(pattern.trim_end_matches('/'))
-            .literal_separator(true)
-            .build()
-            .map_err(|source| EngineError::BadPattern {
-                pattern: pattern.into(),
-                source,
-            })?;
+        let glob = excludes::glob(pattern).map_err(|source| EngineError::BadPattern {
+            pattern: pattern.into(),
+            source,
+        })?;
         Ok(Pattern {
             glob: glob.compile_matcher(),
-            on_path: pattern.contains('/'),
+            on_path: excludes::on_path(pattern),
         })
     }
 
@@ -142,16 +140,28 @@ impl Pattern {
     }
 }
 
+/// Trees already read by one command that walks several recovery points (`find`, `stats`):
+/// successive points share most of their trees, and each read is a pack read, a decryption and
+/// a decode. Keyed by blob id, so a tree is the same wherever it is met; it holds at most the
+/// distinct trees of the points walked, which is the size of their metadata.
+pub(crate) type TreeMemo = std::sync::Mutex<std::collections::HashMap<BlobId, Tree>>;
+
 /// A bounded walk over one recovery point's trees.
 pub(crate) struct Walker<'a> {
     repo: &'a Repository,
     index: &'a Index,
+    memo: Option<&'a TreeMemo>,
     /// Entries the walk may still see (see the module docs).
     budget: u64,
     max: u64,
     root: BlobId,
     /// Entries passed over, with why.
     pub refused: Vec<String>,
+}
+
+/// The memo's map; a panic elsewhere cannot leave it half-written (inserts are whole).
+fn lock(m: &TreeMemo) -> std::sync::MutexGuard<'_, std::collections::HashMap<BlobId, Tree>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A directory still to be listed: its path, tree and the trees above it.
@@ -167,6 +177,7 @@ impl<'a> Walker<'a> {
         Walker {
             repo,
             index,
+            memo: None,
             budget: max,
             max,
             root: rp.tree,
@@ -174,9 +185,26 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Loads a tree, charging its entries to the budget.
+    /// Shares the trees read with other walkers of the same command (see [`TreeMemo`]).
+    pub(crate) fn with_memo(mut self, memo: &'a TreeMemo) -> Self {
+        self.memo = Some(memo);
+        self
+    }
+
+    /// Loads a tree (from the memo when another point's walk read it), charging its entries to
+    /// this walk's budget either way.
     pub(crate) async fn tree(&mut self, id: &BlobId) -> Result<Tree> {
-        let tree = self.repo.load_tree(self.index, id).await?;
+        let known = self.memo.and_then(|m| lock(m).get(id).cloned());
+        let tree = match known {
+            Some(t) => t,
+            None => {
+                let t = self.repo.load_tree(self.index, id).await?;
+                if let Some(m) = self.memo {
+                    lock(m).insert(*id, t.clone());
+                }
+                t
+            }
+        };
         let n = tree.nodes.len() as u64;
         if n > self.budget {
             let reason = CorruptReason::TreeLargerThanRecorded { max: self.max };
@@ -364,9 +392,10 @@ impl Repository {
             points.drain(..points.len().saturating_sub(n));
         }
         let index = self.load_index().await?;
+        let memo = TreeMemo::default();
         let (mut hits, mut refused) = (Vec::new(), Vec::new());
         for (id, rp) in &points {
-            let mut walker = Walker::new(self, &index, rp);
+            let mut walker = Walker::new(self, &index, rp).with_memo(&memo);
             let mut found = Vec::new();
             walker
                 .walk(Path::new("/"), rp.tree, true, |p, n| {

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use rbackup_crypto::BlobId;
 
-use super::Walker;
+use super::{TreeMemo, Walker};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::Index;
@@ -69,8 +69,9 @@ impl Repository {
         // Blob -> (how many points reference it, the last one that did).
         let mut refs: HashMap<BlobId, (u32, usize)> = HashMap::new();
         let mut counts = Vec::with_capacity(stored.len());
+        let memo = TreeMemo::default();
         for (n, (_, rp)) in stored.iter().enumerate() {
-            let blobs = self.blobs_of(&index, rp).await?;
+            let blobs = self.blobs_of(&index, rp, &memo).await?;
             counts.push(blobs.len() as u64);
             for b in blobs {
                 let e = refs.entry(b).or_insert((0, n));
@@ -112,10 +113,16 @@ impl Repository {
         })
     }
 
-    /// Every blob `rp` references: its trees and their files' content. A tree is read once
-    /// per point however often it is shared, which also ends a tree that contains itself.
-    async fn blobs_of(&self, index: &Index, rp: &RecoveryPoint) -> Result<HashSet<BlobId>> {
-        let mut walker = Walker::new(self, index, rp);
+    /// Every blob `rp` references: its trees and their files' content. A tree is visited once
+    /// per point however often it is shared, which also ends a tree that contains itself, and
+    /// read once per command (`memo`).
+    async fn blobs_of(
+        &self,
+        index: &Index,
+        rp: &RecoveryPoint,
+        memo: &TreeMemo,
+    ) -> Result<HashSet<BlobId>> {
+        let mut walker = Walker::new(self, index, rp).with_memo(memo);
         let mut blobs = HashSet::new();
         let mut stack = vec![rp.tree];
         while let Some(id) = stack.pop() {
