@@ -99,7 +99,7 @@ pub fn read_file(path: &Path) -> Result<Passphrase> {
         .with_context(|| format!("cannot read passphrase file {}", path.display()))?;
     if text.len() as u64 > MAX_PASSPHRASE_BYTES {
         bail!(
-            "passphrase file {} is larger than {MAX_PASSPHRASE_BYTES} bytes: is it the right file?",
+            "passphrase file {} is larger than {MAX_PASSPHRASE_BYTES} bytes: give the file that holds only the passphrase",
             path.display()
         );
     }
