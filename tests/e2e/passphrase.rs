@@ -83,7 +83,20 @@ impl Pty {
         }
     }
 
+    /// Types `line` once the terminal no longer echoes: the prompt is shown a moment before
+    /// echo is turned off, and what arrives in between would be echoed by the terminal, not
+    /// by the agent (a person does not type that fast; a test does).
     fn type_line(&mut self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The pseudo-terminal's master reports the settings of its terminal side.
+            let t = rustix::termios::tcgetattr(&self.master).unwrap();
+            if !t.local_modes.contains(rustix::termios::LocalModes::ECHO) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "echo never turned off");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.master.write_all(line.as_bytes()).unwrap();
         self.master.write_all(b"\n").unwrap();
     }
