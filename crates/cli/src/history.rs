@@ -155,7 +155,7 @@ fn skipped_of(r: &JobRecord) -> Vec<Skipped> {
         r.report
             .as_ref()
             .and_then(|v| v.get(key))
-            .and_then(|v| serde_json::from_value::<Vec<Skipped>>(v.clone()).ok())
+            .and_then(|v| Vec::<Skipped>::deserialize(v).ok())
             .unwrap_or_default()
     };
     [list("skipped"), list("failed")].concat()
@@ -224,7 +224,7 @@ pub fn list_skipped(ctx: &Ctx, id: &str) -> Result<u8> {
             skipped.len(),
             rec.id,
             rec.kind,
-            rec.started
+            crate::ui::local_rfc3339(&rec.started)
         );
         out
     })?;
