@@ -16,7 +16,7 @@ use crate::id::Id;
 use crate::index::{self, Index};
 use crate::keyfiles::KeyFileState;
 use crate::layout::{self, FORMAT_VERSION, MachineMarker, get_bounded, limits, pack_rel};
-use crate::pack::{self, BlobKind};
+use crate::pack;
 use crate::repo::Repository;
 use crate::report::{CheckOptions, CheckReport};
 use crate::snapshot::RecoveryPoint;
@@ -240,16 +240,13 @@ impl Repository {
     }
 }
 
-type PackBlobs = Vec<(BlobId, BlobKind, u32, u64, u32)>;
+type PackBlobs = Vec<(BlobId, pack::Slot)>;
 
 fn group_by_pack(index: &Index) -> Vec<(Id, PackBlobs)> {
     let mut by_pack: HashMap<u32, PackBlobs> = HashMap::new();
     for id in index.blob_ids() {
         if let Some(l) = index.get(id) {
-            by_pack
-                .entry(l.pack)
-                .or_default()
-                .push((*id, l.kind, l.len, l.offset, l.raw_len));
+            by_pack.entry(l.pack).or_default().push((*id, l.slot()));
         }
     }
     by_pack
@@ -284,7 +281,7 @@ fn verify_pack(
             let in_header: HashSet<(BlobId, u64)> =
                 header.iter().map(|e| (e.id, e.offset)).collect();
             for b in blobs {
-                if !in_header.contains(&(b.0, b.3)) {
+                if !in_header.contains(&(b.0, b.1.offset)) {
                     problems.push((
                         None,
                         format!(
@@ -299,11 +296,33 @@ fn verify_pack(
     }
     let key = keys.pack_key(&pack.0);
     let mut read = 0;
-    for (id, kind, len, offset, raw_len) in blobs {
+    let mut sorted: Vec<&(BlobId, pack::Slot)> = blobs.iter().collect();
+    sorted.sort_by_key(|(_, at)| at.offset);
+    // A bundle is opened once for all its members, not once for each.
+    let mut opened: Option<(u64, std::result::Result<Vec<u8>, String>)> = None;
+    for (id, at) in sorted {
         let sealed = bytes
-            .get(*offset as usize..(*offset + u64::from(*len)) as usize)
+            .get(at.offset as usize..(at.offset + u64::from(at.len)) as usize)
             .unwrap_or_default();
-        match pack::open_blob(keys, &key, *kind, id, *raw_len, sealed) {
+        let result = match at.within {
+            None => pack::open_blob(keys, &key, id, at, sealed).map_err(|e| e.to_string()),
+            Some(within) => {
+                if opened.as_ref().is_none_or(|(o, _)| *o != at.offset) {
+                    let unit = crate::bundle::open_unit(&key, at.kind, at.offset, sealed)
+                        .map_err(|e| e.to_string());
+                    opened = Some((at.offset, unit));
+                }
+                match opened.as_ref().map(|(_, u)| u) {
+                    Some(Ok(content)) => {
+                        crate::bundle::member(keys, content, id, within, at.raw_len)
+                            .map_err(|e| e.to_string())
+                    }
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("not opened".into()),
+                }
+            }
+        };
+        match result {
             Ok(_) => read += 1,
             Err(e) => problems.push((Some(*id), format!("pack {name}: blob {id} is damaged: {e}"))),
         }

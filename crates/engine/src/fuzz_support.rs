@@ -161,14 +161,14 @@ fn blob_plain(keys: &MasterKeys, data: &[u8]) -> bool {
         .map(|content| keys.blob_id(&content))
         .unwrap_or(BlobId([0x11; 32]));
     let sealed = key.seal_blob(&id, BlobKind::Data.code(), frame);
-    shown(pack::open_blob(
-        keys,
-        &key,
-        BlobKind::Data,
-        &id,
+    let at = pack::Slot {
+        kind: BlobKind::Data,
+        offset: 0,
+        len: sealed.len() as u32,
         raw_len,
-        &sealed,
-    ))
+        within: None,
+    };
+    shown(pack::open_blob(keys, &key, &id, &at, &sealed))
 }
 
 /// `data` as the CBOR of a tree, then a restore plan of a recovery point whose every tree is
@@ -312,6 +312,7 @@ fn seed_entry(offset: u64, len: u32) -> pack::PackEntry {
         offset,
         len,
         raw_len: len.saturating_sub(40),
+        within: None,
     }
 }
 
@@ -332,6 +333,7 @@ fn seed_blobs(keys: &MasterKeys) -> (Vec<u8>, Vec<pack::PackEntry>) {
             offset: bytes.len() as u64,
             len: sealed.len() as u32,
             raw_len: content.len() as u32,
+            within: None,
         });
         bytes.extend_from_slice(&sealed);
     }

@@ -38,6 +38,21 @@ pub(crate) struct Location {
     pub offset: u64,
     pub len: u32,
     pub raw_len: u32,
+    /// For a bundle member, where its content starts in the unit's content.
+    pub within: Option<u32>,
+}
+
+impl Location {
+    /// Where the blob is within its pack.
+    pub(crate) fn slot(&self) -> crate::pack::Slot {
+        crate::pack::Slot {
+            kind: self.kind,
+            offset: self.offset,
+            len: self.len,
+            raw_len: self.raw_len,
+            within: self.within,
+        }
+    }
 }
 
 /// All index files of a machine, merged.
@@ -51,6 +66,9 @@ pub(crate) struct Index {
     /// Second copies of blobs (two runs racing, or blobs written again after their pack went
     /// missing): used when the first copy's pack is dropped. Empty in the common case.
     spare: HashMap<BlobId, Vec<Location>>,
+    /// The content bytes of each bundle unit, by pack and offset: what a member's share of
+    /// its unit is weighed against. One entry per bundle, not per blob.
+    unit_raw: HashMap<(u32, u64), u64>,
 }
 
 impl Index {
@@ -74,12 +92,16 @@ impl Index {
             if b.kind == BlobKind::Tree {
                 self.tree_packs.insert(number);
             }
+            if b.within.is_some() {
+                *self.unit_raw.entry((number, b.offset)).or_default() += u64::from(b.raw_len);
+            }
             let at = Location {
                 pack: number,
                 kind: b.kind,
                 offset: b.offset,
                 len: b.len,
                 raw_len: b.raw_len,
+                within: b.within,
             };
             // First writer wins; another copy is kept aside in case its pack is dropped.
             match self.blobs.entry(b.id) {
@@ -134,6 +156,16 @@ impl Index {
 
     pub(crate) fn get(&self, id: &BlobId) -> Option<&Location> {
         self.blobs.get(id)
+    }
+
+    /// The stored bytes that `at` accounts for: its unit's length, or for a bundle member its
+    /// part of the unit in proportion to its content.
+    pub(crate) fn stored_share(&self, at: &Location) -> u64 {
+        let len = u64::from(at.len);
+        match (at.within, self.unit_raw.get(&(at.pack, at.offset))) {
+            (Some(_), Some(&raw)) if raw > 0 => len * u64::from(at.raw_len) / raw,
+            _ => len,
+        }
     }
 
     pub(crate) fn contains(&self, id: &BlobId) -> bool {
@@ -191,6 +223,7 @@ mod tests {
             offset: u64::from(b) * 10,
             len: 10,
             raw_len: 10,
+            within: None,
         };
         IndexPack {
             id: Id([n; 32]),

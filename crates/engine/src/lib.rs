@@ -40,6 +40,7 @@
 
 mod backup;
 mod browse;
+mod bundle;
 mod cache;
 mod check;
 pub mod classify;

@@ -7,6 +7,9 @@
 //! header  = AES-256-GCM(pack subkey, ad = "rbackup pack header v1" | pack id, CBOR [PackEntry])
 //! ```
 //!
+//! Small blobs are not sealed alone but in bundles (see [`crate::bundle`]): one sealed unit
+//! holds several members, each listed in the header with the unit's place and its own.
+//!
 //! Each frame is padded with Padmé (at most 12% and typically 2-3% overhead) so that the length
 //! of a sealed blob does not reveal the exact length of its content. The header sits at the end
 //! so a pack can be written in one pass to the cache dir; the index duplicates it so that normal
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 use rbackup_crypto::{BlobId, MasterKeys, SealKey};
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::{self, Bundle};
 use crate::codec;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
@@ -58,6 +62,10 @@ pub(crate) struct PackEntry {
     pub len: u32,
     /// Length of the plaintext content (before compression and padding).
     pub raw_len: u32,
+    /// For a member of a bundle ([`crate::bundle`]): where its content starts in the unit's
+    /// decompressed content (`offset` and `len` are then the unit's, shared by its members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<u32>,
 }
 
 /// Padmé: rounds `len` up so that only O(log log len) bits of it are revealed.
@@ -159,6 +167,28 @@ pub(crate) fn unframe(
     }
 }
 
+/// Undoes [`Framer::frame`] for content of unknown length up to `max` bytes (a bundle): the
+/// buffer is sized by the length zstd recorded in its frame, after that is bounded.
+pub(crate) fn unframe_bounded(
+    frame: &[u8],
+    max: u64,
+) -> std::result::Result<Vec<u8>, CorruptReason> {
+    let declared = match frame.first() {
+        Some(&ENC_ZSTD) => {
+            let payload = frame.get(FRAME_HEADER..).unwrap_or_default();
+            match zstd::zstd_safe::get_frame_content_size(payload) {
+                Ok(Some(n)) => n,
+                _ => return Err(CorruptReason::FrameTooShort),
+            }
+        }
+        _ => frame.len().saturating_sub(FRAME_HEADER) as u64,
+    };
+    if declared > max {
+        return Err(CorruptReason::BlobTooLarge { len: declared, max });
+    }
+    unframe(frame, declared as usize)
+}
+
 /// Writes one pack into a file in the cache dir.
 pub(crate) struct PackWriter {
     id: Id,
@@ -236,9 +266,31 @@ impl PackWriter {
             offset: self.offset,
             len: sealed.len() as u32,
             raw_len,
+            within: None,
         });
         self.offset += sealed.len() as u64;
         Ok(sealed.len() as u64)
+    }
+
+    /// Seals `frame` (of `bundle.content`) as the bundle's unit.
+    pub(crate) fn add_bundle_frame(&mut self, bundle: &Bundle, frame: &[u8]) -> Result<u64> {
+        let sealed = self.key.seal(&bundle::ad(bundle.kind, self.offset), frame);
+        self.file
+            .write_all(&sealed)
+            .map_err(|e| EngineError::io(&self.path, e))?;
+        let len = sealed.len() as u32;
+        for &(id, within, raw_len) in &bundle.members {
+            self.entries.push(PackEntry {
+                kind: bundle.kind,
+                id,
+                offset: self.offset,
+                len,
+                raw_len,
+                within: Some(within),
+            });
+        }
+        self.offset += u64::from(len);
+        Ok(u64::from(len))
     }
 
     /// Writes the header and trailer and closes the file.
@@ -311,15 +363,36 @@ pub(crate) fn open_header(keys: &MasterKeys, pack: &Id, sealed: &[u8]) -> Result
 /// The bytes of the trailer at the end of every pack.
 pub(crate) const PACK_TRAILER_LEN: u64 = TRAILER_LEN as u64;
 
+/// The entries of a pack grouped by sealed unit, in order: a lone blob alone, the members of
+/// a bundle together (consecutive entries with the same offset, each with `within`).
+pub(crate) fn units(entries: &[PackEntry]) -> impl Iterator<Item = &[PackEntry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let n = match first.within {
+            None => 1,
+            Some(_) => rest
+                .iter()
+                .take_while(|e| e.within.is_some() && e.offset == first.offset)
+                .count(),
+        };
+        let (unit, tail) = rest.split_at(n);
+        rest = tail;
+        Some(unit)
+    })
+}
+
 /// Checks that every byte of a whole pack held in memory authenticated: its header, and each
-/// blob the header lists, which together must cover the pack. Used before a tree pack is kept
-/// in the cache, which must hold only authentic bytes.
+/// unit the header lists (every member of a bundle checked against its id), which together
+/// must cover the pack. Used before a tree pack is kept in the cache, which must hold only
+/// authentic bytes.
 pub(crate) fn authenticate(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result<()> {
     let what = format!("pack {}", pack.to_hex());
     let entries = read_header(keys, pack, bytes)?;
     let key = keys.pack_key(&pack.0);
     let mut covered = 0u64;
-    for e in &entries {
+    for unit in units(&entries) {
+        let e = &unit[0];
         let sealed = usize::try_from(e.offset)
             .ok()
             .and_then(|start| bytes.get(start..start.checked_add(e.len as usize)?))
@@ -327,30 +400,76 @@ pub(crate) fn authenticate(keys: &MasterKeys, pack: &Id, bytes: &[u8]) -> Result
                 let (offset, len, size) = (e.offset, u64::from(e.len), bytes.len() as u64);
                 EngineError::corrupt(&what, CorruptReason::OutOfRange { offset, len, size })
             })?;
-        if e.offset != covered {
+        if e.offset != covered || unit.iter().any(|m| m.len != e.len) {
             return Err(EngineError::corrupt(
                 &what,
                 CorruptReason::Gap { at: covered },
             ));
         }
-        key.open_blob(&e.id, e.kind.code(), sealed)
+        open_unit_members(keys, &key, unit, sealed)
             .map_err(|err| EngineError::corrupt(&what, err))?;
         covered += u64::from(e.len);
     }
     Ok(())
 }
 
-/// Opens one sealed blob and checks that its content hashes to its id.
+/// Opens one unit (`sealed`) and returns the content of each of its entries, verified.
+pub(crate) fn open_unit_members(
+    keys: &MasterKeys,
+    key: &SealKey,
+    unit: &[PackEntry],
+    sealed: &[u8],
+) -> std::result::Result<Vec<Vec<u8>>, CorruptReason> {
+    let e = &unit[0];
+    if e.within.is_none() {
+        return Ok(vec![open_blob(keys, key, &e.id, &e.slot(), sealed)?]);
+    }
+    let content = bundle::open_unit(key, e.kind, e.offset, sealed)?;
+    unit.iter()
+        .map(|m| bundle::member(keys, &content, &m.id, m.within.unwrap_or(0), m.raw_len))
+        .collect()
+}
+
+/// Where a blob's bytes are in its pack: its unit, and its place in the unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub kind: BlobKind,
+    /// The unit's offset and sealed length in the pack.
+    pub offset: u64,
+    pub len: u32,
+    /// The blob's content length.
+    pub raw_len: u32,
+    /// For a bundle member, where its content starts in the unit's content.
+    pub within: Option<u32>,
+}
+
+impl PackEntry {
+    pub(crate) fn slot(&self) -> Slot {
+        Slot {
+            kind: self.kind,
+            offset: self.offset,
+            len: self.len,
+            raw_len: self.raw_len,
+            within: self.within,
+        }
+    }
+}
+
+/// Opens one blob from `sealed`, the bytes of its unit, and checks that its content hashes to
+/// its id.
 pub(crate) fn open_blob(
     keys: &MasterKeys,
     key: &SealKey,
-    entry_kind: BlobKind,
     id: &BlobId,
-    raw_len: u32,
+    at: &Slot,
     sealed: &[u8],
 ) -> std::result::Result<Vec<u8>, CorruptReason> {
-    let frame = key.open_blob(id, entry_kind.code(), sealed)?;
-    let content = unframe(&frame, raw_len as usize)?;
+    if let Some(within) = at.within {
+        let content = bundle::open_unit(key, at.kind, at.offset, sealed)?;
+        return bundle::member(keys, &content, id, within, at.raw_len);
+    }
+    let frame = key.open_blob(id, at.kind.code(), sealed)?;
+    let content = unframe(&frame, at.raw_len as usize)?;
     if keys.blob_id(&content) != *id {
         return Err(CorruptReason::IdMismatch);
     }

@@ -53,6 +53,8 @@ pub struct Repository {
     pub(crate) append_only: bool,
     /// Key files passed over while unlocking (see `unlock.rs`).
     skipped_key_files: Arc<Vec<SkippedKeyFile>>,
+    /// Bundles opened lately by [`Repository::read_blob`].
+    units: Arc<crate::bundle::UnitCache>,
 }
 
 impl Repository {
@@ -127,6 +129,7 @@ impl Repository {
             clock: vault.clock().clone(),
             append_only: vault.is_append_only(),
             skipped_key_files: Arc::new(skipped),
+            units: Arc::default(),
         };
         // A lease whose holder is provably gone (killed on this host) would hold a prune's
         // deletions until it ran out: whatever opens the machine next clears it (append-only:
@@ -360,50 +363,77 @@ impl Repository {
             .get(id)
             .ok_or_else(|| EngineError::corrupt(format!("blob {id}"), CorruptReason::NotIndexed))?;
         let pack_id = index.pack_id(loc.pack);
-        let rel = pack_rel(&pack_id);
+        let what = || format!("blob {id} in pack {}", pack_id.to_hex());
+        if let Some(within) = loc.within
+            && let Some(content) = self.units.get(&pack_id, loc.offset)
+        {
+            return crate::bundle::member(&self.keys, &content, id, within, loc.raw_len)
+                .map_err(|detail| EngineError::corrupt(what(), detail));
+        }
         let key = self.keys.pack_key(&pack_id.0);
         let open = |sealed: &[u8]| {
-            pack::open_blob(&self.keys, &key, loc.kind, id, loc.raw_len, sealed).map_err(|detail| {
-                EngineError::corrupt(format!("blob {id} in pack {}", pack_id.to_hex()), detail)
-            })
+            let Some(within) = loc.within else {
+                return pack::open_blob(&self.keys, &key, id, &loc.slot(), sealed)
+                    .map_err(|detail| EngineError::corrupt(what(), detail));
+            };
+            let content = crate::bundle::open_unit(&key, loc.kind, loc.offset, sealed)
+                .map(Arc::new)
+                .map_err(|detail| EngineError::corrupt(what(), detail))?;
+            self.units.put(pack_id, loc.offset, content.clone());
+            crate::bundle::member(&self.keys, &content, id, within, loc.raw_len)
+                .map_err(|detail| EngineError::corrupt(what(), detail))
         };
+        let rel = pack_rel(&pack_id);
         let range = loc.offset..loc.offset + u64::from(loc.len);
         if let Some(c) = &self.cache
             && index.is_tree_pack(loc.pack)
         {
-            if let Some(b) = c.read_range(&rel, loc.offset, loc.len as usize) {
-                match open(&b) {
-                    Ok(content) => return Ok(content),
-                    Err(e) => {
-                        tracing::warn!("evicting cached {rel}, fetching it again: {e}");
-                        c.evict(&rel);
-                    }
-                }
-            }
-            // Tree packs are small and read again by every backup and restore: keep them whole,
-            // once every blob in them has authenticated.
-            let max = layout::limits(layout::PACKS).stored;
-            let whole = layout::get_bounded(&*self.store, &self.path(&rel), max).await?;
-            let slice = whole
-                .get(range.start as usize..range.end as usize)
-                .ok_or_else(|| {
-                    let (offset, len, size) = (range.start, range.end - range.start, whole.len());
-                    let reason = CorruptReason::OutOfRange {
-                        offset,
-                        len,
-                        size: size as u64,
-                    };
-                    EngineError::corrupt(format!("pack {rel}"), reason)
-                })?;
-            let content = open(slice)?;
-            match pack::authenticate(&self.keys, &pack_id, &whole) {
-                Ok(()) => c.write(&rel, &whole),
-                Err(e) => tracing::warn!("not caching pack {rel}: {e}"),
-            }
-            return Ok(content);
+            return self.read_tree_pack_blob(c, &pack_id, range, open).await;
         }
         let sealed = self.store.get_range(&self.path(&rel), Some(range)).await?;
         open(&sealed)
+    }
+
+    /// Reads a blob of a tree pack through the metadata cache: tree packs are small and read
+    /// again by every backup and restore, so they are kept whole, once every blob in them has
+    /// authenticated.
+    async fn read_tree_pack_blob(
+        &self,
+        c: &MetaCache,
+        pack_id: &Id,
+        range: std::ops::Range<u64>,
+        open: impl Fn(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let rel = pack_rel(pack_id);
+        let len = (range.end - range.start) as usize;
+        if let Some(b) = c.read_range(&rel, range.start, len) {
+            match open(&b) {
+                Ok(content) => return Ok(content),
+                Err(e) => {
+                    tracing::warn!("evicting cached {rel}, fetching it again: {e}");
+                    c.evict(&rel);
+                }
+            }
+        }
+        let max = layout::limits(layout::PACKS).stored;
+        let whole = layout::get_bounded(&*self.store, &self.path(&rel), max).await?;
+        let slice = whole
+            .get(range.start as usize..range.end as usize)
+            .ok_or_else(|| {
+                let (offset, len, size) = (range.start, range.end - range.start, whole.len());
+                let reason = CorruptReason::OutOfRange {
+                    offset,
+                    len,
+                    size: size as u64,
+                };
+                EngineError::corrupt(format!("pack {rel}"), reason)
+            })?;
+        let content = open(slice)?;
+        match pack::authenticate(&self.keys, pack_id, &whole) {
+            Ok(()) => c.write(&rel, &whole),
+            Err(e) => tracing::warn!("not caching pack {rel}: {e}"),
+        }
+        Ok(content)
     }
 
     /// Reads and decodes a tree blob.

@@ -165,16 +165,17 @@ impl Repository {
 /// the plain-length cap: the shape every pack the packer writes has.
 pub(crate) fn check_tiling(what: &str, entries: &[PackEntry], header_start: u64) -> Result<()> {
     let mut covered = 0u64;
-    for e in entries {
-        if e.offset != covered || e.len == 0 {
+    for unit in pack::units(entries) {
+        let e = &unit[0];
+        if e.offset != covered || e.len == 0 || unit.iter().any(|m| m.len != e.len) {
             return Err(EngineError::corrupt(
                 what,
                 CorruptReason::Gap { at: covered },
             ));
         }
         let max = crate::layout::MAX_BLOB_BYTES;
-        if u64::from(e.raw_len) > max {
-            let len = u64::from(e.raw_len);
+        if let Some(m) = unit.iter().find(|m| u64::from(m.raw_len) > max) {
+            let len = u64::from(m.raw_len);
             return Err(EngineError::corrupt(
                 what,
                 CorruptReason::BlobTooLarge { len, max },

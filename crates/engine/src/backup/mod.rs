@@ -119,6 +119,10 @@ impl std::fmt::Debug for BackupOptions {
     }
 }
 
+/// The zstd level a backup uses unless told otherwise (see [`BackupOptions::compression_level`]);
+/// prune's repack compresses new bundles at it too.
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: i32 = 4;
+
 impl BackupOptions {
     /// Defaults for backing up `paths`.
     pub fn new(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> BackupOptions {
@@ -127,7 +131,7 @@ impl BackupOptions {
             excludes: Vec::new(),
             job: None,
             cache_dir: None,
-            compression_level: 4,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
             threads: 0,
             pack_size: 32 << 20,
             cache_rule: true,

@@ -14,6 +14,7 @@ use rbackup_crypto::{BlobId, MasterKeys};
 use rbackup_store::PutMode;
 use tokio::runtime::Handle;
 
+use crate::bundle::Bundle;
 use crate::error::{EngineError, InternalFailure, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
@@ -93,51 +94,103 @@ pub(crate) struct PackerConfig {
     pub budget: Arc<Budget>,
 }
 
-/// Receives blobs until the channel closes; sends finished packs to the uploaders.
+/// Receives blobs until the channel closes; sends finished packs to the uploaders. Blobs
+/// shorter than [`crate::bundle::SMALL_BLOB`] are gathered into one open bundle per kind, sealed as
+/// one unit when it is full and before its pack is finished.
 pub(crate) fn worker(
     cfg: PackerConfig,
     rx: Receiver<BlobJob>,
     out: Sender<FinishedPack>,
 ) -> Result<()> {
-    let mut framer = Framer::new(cfg.level)?;
-    let mut open: [Option<PackWriter>; 2] = [None, None];
-    let send = |p: FinishedPack| {
-        out.send(p)
-            .map_err(|_| EngineError::internal("backup pack", InternalFailure::StageStopped))
+    let mut w = Worker {
+        framer: Framer::new(cfg.level)?,
+        open: [None, None],
+        bundles: [Bundle::new(BlobKind::Data), Bundle::new(BlobKind::Tree)],
+        cfg,
+        out,
     };
     for job in rx {
-        let frame = framer.frame(&job.data, true);
-        let need = (frame.len() + rbackup_crypto::SEAL_OVERHEAD) as u64;
         let slot = job.kind.code() as usize;
-        if !cfg.budget.try_acquire(need) {
-            // Out of budget: ship what we hold so the uploaders can free space, then wait.
-            for pack in open.iter_mut() {
-                if let Some(p) = pack.take_if(|p| !p.is_empty()) {
-                    send(p.finish()?)?;
-                }
+        if Bundle::takes(job.data.len()) {
+            w.bundles[slot].push(job.id, &job.data);
+            if w.bundles[slot].is_full() {
+                w.seal_bundle(slot)?;
             }
-            cfg.budget.acquire(need);
+            continue;
         }
-        if open[slot].is_none() {
-            open[slot] = Some(PackWriter::create(&cfg.keys, &cfg.staging)?);
-        }
-        let full = match open[slot].as_mut() {
-            Some(p) => {
-                p.add(job.kind, job.id, &frame, job.data.len() as u32)?;
-                p.len() >= cfg.pack_target
-            }
-            None => false,
-        };
-        if full && let Some(p) = open[slot].take() {
-            send(p.finish()?)?;
-        }
+        let frame = w.framer.frame(&job.data, true);
+        let raw_len = job.data.len() as u32;
+        w.put(slot, frame.len(), |p| {
+            p.add(job.kind, job.id, &frame, raw_len)
+        })?;
     }
-    for p in open.into_iter().flatten() {
+    for slot in 0..2 {
+        w.seal_bundle(slot)?;
+    }
+    for p in w.open.into_iter().flatten() {
         if !p.is_empty() {
-            send(p.finish()?)?;
+            send(&w.out, p.finish()?)?;
         }
     }
     Ok(())
+}
+
+fn send(out: &Sender<FinishedPack>, p: FinishedPack) -> Result<()> {
+    out.send(p)
+        .map_err(|_| EngineError::internal("backup pack", InternalFailure::StageStopped))
+}
+
+/// One worker's state: its compressor, its open pack and open bundle per blob kind.
+struct Worker {
+    framer: Framer,
+    open: [Option<PackWriter>; 2],
+    bundles: [Bundle; 2],
+    cfg: PackerConfig,
+    out: Sender<FinishedPack>,
+}
+
+impl Worker {
+    /// Seals the open bundle of `slot`, if it holds anything, into that slot's pack.
+    fn seal_bundle(&mut self, slot: usize) -> Result<()> {
+        if self.bundles[slot].is_empty() {
+            return Ok(());
+        }
+        let kind = self.bundles[slot].kind;
+        let bundle = std::mem::replace(&mut self.bundles[slot], Bundle::new(kind));
+        let frame = self.framer.frame(&bundle.content, true);
+        self.put(slot, frame.len(), |p| p.add_bundle_frame(&bundle, &frame))
+    }
+
+    /// Writes one unit of `frame_len` framed bytes with `add` into the pack of `slot`, within
+    /// the staging budget, and ships the pack when it is full.
+    fn put(
+        &mut self,
+        slot: usize,
+        frame_len: usize,
+        add: impl FnOnce(&mut PackWriter) -> Result<u64>,
+    ) -> Result<()> {
+        let need = (frame_len + rbackup_crypto::SEAL_OVERHEAD) as u64;
+        if !self.cfg.budget.try_acquire(need) {
+            // Out of budget: ship what we hold so the uploaders can free space, then wait.
+            for pack in self.open.iter_mut() {
+                if let Some(p) = pack.take_if(|p| !p.is_empty()) {
+                    send(&self.out, p.finish()?)?;
+                }
+            }
+            self.cfg.budget.acquire(need);
+        }
+        let pack = match &mut self.open[slot] {
+            Some(p) => p,
+            none => none.insert(PackWriter::create(&self.cfg.keys, &self.cfg.staging)?),
+        };
+        add(pack)?;
+        if pack.len() >= self.cfg.pack_target
+            && let Some(p) = self.open[slot].take()
+        {
+            send(&self.out, p.finish()?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Index entries of uploaded packs not yet written to an index file.
@@ -226,7 +279,11 @@ pub(crate) fn uploader(
         }
         let _ = std::fs::remove_file(&pack.path);
         // Release what the worker acquired: the sealed blobs (the header was never counted).
-        budget.release(pack.entries.iter().map(|e| u64::from(e.len)).sum());
+        budget.release(
+            crate::pack::units(&pack.entries)
+                .map(|u| u64::from(u[0].len))
+                .sum(),
+        );
         handle.block_on(async {
             let mut c = collector.lock().await;
             c.packs += 1;

@@ -85,16 +85,25 @@ fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
         .values()
         .filter(|p| !pending.contains(&p.id))
         .partition(|p| state.stored.contains_key(&p.id));
-    let total = |p: &IndexPack| p.blobs.iter().map(|b| u64::from(b.len)).sum::<u64>().max(1);
+    // A bundle member weighs its part of its unit: a bundle with one live member out of a
+    // hundred is mostly waste.
+    let shares: HashMap<Id, Vec<u64>> = candidates
+        .iter()
+        .map(|p| (p.id, crate::bundle::shares(&p.blobs)))
+        .collect();
+    let weighed = |p: &IndexPack, keep: &dyn Fn(&BlobId) -> bool| -> u64 {
+        p.blobs
+            .iter()
+            .zip(&shares[&p.id])
+            .filter(|(b, _)| keep(&b.id))
+            .map(|(_, s)| *s)
+            .sum()
+    };
+    let total = |p: &IndexPack| weighed(p, &|_| true).max(1);
     let fraction: HashMap<Id, f64> = candidates
         .iter()
         .map(|p| {
-            let used: u64 = p
-                .blobs
-                .iter()
-                .filter(|b| state.used.contains(&b.id))
-                .map(|b| u64::from(b.len))
-                .sum();
+            let used = weighed(p, &|id| state.used.contains(id));
             (p.id, used as f64 / total(p) as f64)
         })
         .collect();
@@ -119,12 +128,7 @@ fn plan(state: &State, pending: &HashSet<Id>, threshold: f64) -> Plan {
             .filter(|b| home.get(&b.id) == Some(&p.id))
             .map(|b| b.id)
             .collect();
-        let used: u64 = p
-            .blobs
-            .iter()
-            .filter(|b| mine.contains(&b.id))
-            .map(|b| u64::from(b.len))
-            .sum();
+        let used = weighed(p, &|id| mine.contains(id));
         if mine.is_empty() {
             out.unused.push(p.id);
         } else if 1.0 - used as f64 / total(p) as f64 > threshold {
@@ -154,6 +158,7 @@ mod tests {
                 offset: i as u64 * 100,
                 len: 100,
                 raw_len: 90,
+                within: None,
             })
             .collect();
         IndexPack {

@@ -1,6 +1,8 @@
 //! Repacking: copy the still-used blobs of wasteful packs into new packs, so the old packs can
 //! be doomed. Blobs are opened with the old pack's key, verified against their ids, and sealed
-//! again under the new pack's key; the frame (compressed, padded) is reused as it is.
+//! again under the new pack's key; a lone blob's frame (compressed, padded) is reused as it
+//! is, while the live members of bundles are gathered into new bundles (a bundle's dead
+//! members are what the repack drops).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,11 +11,12 @@ use rbackup_crypto::{BlobId, MasterKeys};
 use rbackup_store::{Bytes, PutMode};
 
 use super::{PruneOptions, State};
+use crate::bundle::{self, Bundle};
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
 use crate::index::{self, IndexFile, IndexPack};
 use crate::layout::{self, get_bounded, limits, pack_rel};
-use crate::pack::{self, BlobKind, FinishedPack, PackWriter};
+use crate::pack::{self, BlobKind, FinishedPack, Framer, PackWriter};
 use crate::repo::Repository;
 use crate::workdir::WorkDir;
 
@@ -27,8 +30,14 @@ pub(super) struct Repacked {
     pub bytes: u64,
 }
 
-/// One open pack per blob kind, as in a backup (data and tree blobs never share a pack).
-type Writers = [Option<PackWriter>; 2];
+/// One open pack and one open bundle per blob kind, as in a backup (data and tree blobs never
+/// share a pack).
+#[derive(Debug)]
+struct Writers {
+    packs: [Option<PackWriter>; 2],
+    bundles: [Bundle; 2],
+    framer: Framer,
+}
 
 impl Repository {
     /// Copies `blobs` out of each pack into new packs and indexes them in a new index file.
@@ -44,7 +53,11 @@ impl Repository {
             None => WorkDir::private_temp("staging", crate::error::ScratchFolder::Prune)?,
         };
         let dir = work.path().to_path_buf();
-        let mut writers: Writers = [None, None];
+        let mut writers = Writers {
+            packs: [None, None],
+            bundles: [Bundle::new(BlobKind::Data), Bundle::new(BlobKind::Tree)],
+            framer: Framer::new(crate::backup::DEFAULT_COMPRESSION_LEVEL)?,
+        };
         let mut copied: HashSet<BlobId> = HashSet::new();
         let mut done = Repacked::default();
         let mut new_packs = Vec::new();
@@ -72,7 +85,20 @@ impl Repository {
                 new_packs.push(self.upload_repacked(f, &mut done).await?);
             }
         }
-        for w in writers.into_iter().flatten() {
+        let (keys, dir2) = (self.keys.clone(), dir.clone());
+        let (writers, finished) = tokio::task::spawn_blocking(move || {
+            let mut finished = Vec::new();
+            for slot in 0..2 {
+                writers.seal_bundle(&keys, &dir2, slot, &mut finished)?;
+            }
+            Ok::<_, EngineError>((writers, finished))
+        })
+        .await
+        .map_err(|e| EngineError::join("repack", e))??;
+        for f in finished {
+            new_packs.push(self.upload_repacked(f, &mut done).await?);
+        }
+        for w in writers.packs.into_iter().flatten() {
             if !w.is_empty() {
                 let f = tokio::task::spawn_blocking(move || w.finish())
                     .await
@@ -124,6 +150,7 @@ fn copy_blobs(
     let key = keys.pack_key(&pack_id.0);
     let mut finished = Vec::new();
     let mut n = 0;
+    let mut unit: Option<(u64, Vec<u8>)> = None;
     for e in entries {
         let what = || format!("blob {} in pack {}", e.id, pack_id.to_hex());
         let sealed = bytes
@@ -132,6 +159,23 @@ fn copy_blobs(
                 let (offset, len, size) = (e.offset, u64::from(e.len), bytes.len() as u64);
                 EngineError::corrupt(what(), CorruptReason::OutOfRange { offset, len, size })
             })?;
+        let slot = e.kind.code() as usize;
+        n += 1;
+        if let Some(within) = e.within {
+            if unit.as_ref().is_none_or(|(at, _)| *at != e.offset) {
+                let content = bundle::open_unit(&key, e.kind, e.offset, sealed)
+                    .map_err(|err| EngineError::corrupt(what(), err))?;
+                unit = Some((e.offset, content));
+            }
+            let content = unit.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
+            let member = bundle::member(keys, content, &e.id, within, e.raw_len)
+                .map_err(|err| EngineError::corrupt(what(), err))?;
+            writers.bundles[slot].push(e.id, &member);
+            if writers.bundles[slot].is_full() {
+                writers.seal_bundle(keys, dir, slot, &mut finished)?;
+            }
+            continue;
+        }
         let frame = key
             .open_blob(&e.id, e.kind.code(), sealed)
             .map_err(|err| EngineError::corrupt(what(), err))?;
@@ -140,18 +184,52 @@ fn copy_blobs(
         if keys.blob_id(&content) != e.id {
             return Err(EngineError::corrupt(what(), CorruptReason::IdMismatch));
         }
-        let slot = e.kind.code() as usize;
-        let w = match &mut writers[slot] {
+        writers.add(keys, dir, slot, &mut finished, |w| {
+            w.add(e.kind, e.id, &frame, e.raw_len)
+        })?;
+    }
+    Ok((writers, finished, n))
+}
+
+impl Writers {
+    /// Seals the open bundle of `slot`, if any, into that slot's pack.
+    fn seal_bundle(
+        &mut self,
+        keys: &MasterKeys,
+        dir: &std::path::Path,
+        slot: usize,
+        finished: &mut Vec<FinishedPack>,
+    ) -> Result<()> {
+        if self.bundles[slot].is_empty() {
+            return Ok(());
+        }
+        let kind = self.bundles[slot].kind;
+        let b = std::mem::replace(&mut self.bundles[slot], Bundle::new(kind));
+        let frame = self.framer.frame(&b.content, true);
+        self.add(keys, dir, slot, finished, |w| {
+            w.add_bundle_frame(&b, &frame)
+        })
+    }
+
+    /// Adds one unit with `add` to the pack of `slot`, closing the pack when it is full.
+    fn add(
+        &mut self,
+        keys: &MasterKeys,
+        dir: &std::path::Path,
+        slot: usize,
+        finished: &mut Vec<FinishedPack>,
+        add: impl FnOnce(&mut PackWriter) -> Result<u64>,
+    ) -> Result<()> {
+        let w = match &mut self.packs[slot] {
             Some(w) => w,
             none => none.insert(PackWriter::create(keys, dir)?),
         };
-        w.add(e.kind, e.id, &frame, e.raw_len)?;
-        n += 1;
+        add(w)?;
         if w.len() >= REPACK_TARGET
-            && let Some(full) = writers[slot].take()
+            && let Some(full) = self.packs[slot].take()
         {
             finished.push(full.finish()?);
         }
+        Ok(())
     }
-    Ok((writers, finished, n))
 }

@@ -64,6 +64,8 @@ pub(crate) struct BlobRead {
     pub offset: u64,
     pub len: u32,
     pub raw_len: u32,
+    /// For a bundle member, where its content starts in the unit's content.
+    pub within: Option<u32>,
     pub targets: Vec<Target>,
 }
 
@@ -287,6 +289,7 @@ impl Plan {
                 offset: loc.offset,
                 len: loc.len,
                 raw_len: loc.raw_len,
+                within: loc.within,
                 targets: vec![Target {
                     file,
                     offset: start + used,
