@@ -34,7 +34,7 @@ impl Repository {
     pub async fn check_with(&self, opts: CheckOptions) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         self.check_plain_objects(&mut report).await?;
-        let index = self.check_index(&mut report).await?;
+        let (index, listed) = self.check_index(&mut report).await?;
         self.check_packs(&index, &mut report).await?;
         let rps = self.check_recovery_points(&mut report).await?;
         // Soft-deleted points are checked like the others (they are restorable); their
@@ -51,7 +51,8 @@ impl Repository {
         report.freshness_mark = mark;
         let roots: Vec<(Id, BlobId)> = rps.iter().map(|(id, rp)| (*id, rp.tree)).collect();
         let damaged: HashSet<BlobId> = if opts.read_data {
-            self.read_all_packs(&index, &mut report).await
+            self.read_all_packs(group_by_pack(&index, listed), &mut report)
+                .await
         } else {
             HashSet::new()
         };
@@ -100,22 +101,32 @@ impl Repository {
         Ok(())
     }
 
-    async fn check_index(&self, report: &mut CheckReport) -> Result<Index> {
+    /// Loads the index, and keeps what each index file lists with its full blob ids (the
+    /// in-memory index keeps a prefix only): what `--read-data` verifies.
+    async fn check_index(&self, report: &mut CheckReport) -> Result<(Index, Listed)> {
         let mut index = Index::default();
+        let mut listed = Listed::new();
         for id in self.list_ids(index::KIND).await? {
             let rel = format!("{}/{}", index::KIND, id.to_hex());
             let max = limits(index::KIND).stored;
             match get_bounded(&*self.store, &self.path(&rel), max).await {
                 Ok(bytes) => match index::open(&self.keys, &id, &bytes) {
-                    Ok(f) => index.add_file(f),
+                    Ok(f) => {
+                        for p in &f.packs {
+                            let blobs = listed.entry(p.id).or_default();
+                            blobs.extend(p.blobs.iter().map(|e| (e.id, e.slot())));
+                        }
+                        index.add_file(f)
+                    }
                     Err(e) => report.errors.push(format!("index file {rel}: {e}")),
                 },
                 Err(e) => report.errors.push(format!("index file {rel}: {e}")),
             }
         }
+        index.finish();
         report.packs = index.pack_count() as u64;
         report.blobs = index.blob_count() as u64;
-        Ok(index)
+        Ok((index, listed))
     }
 
     async fn check_packs(&self, index: &Index, report: &mut CheckReport) -> Result<()> {
@@ -212,8 +223,11 @@ impl Repository {
     }
 
     /// Reads every pack; returns the ids of damaged blobs.
-    async fn read_all_packs(&self, index: &Index, report: &mut CheckReport) -> HashSet<BlobId> {
-        let packs: Vec<(Id, PackBlobs)> = group_by_pack(index);
+    async fn read_all_packs(
+        &self,
+        packs: Vec<(Id, PackBlobs)>,
+        report: &mut CheckReport,
+    ) -> HashSet<BlobId> {
         let results: Vec<_> = futures::stream::iter(packs)
             .map(|(pack, blobs)| async move {
                 let (path, max) = (self.path(&pack_rel(&pack)), limits(layout::PACKS).stored);
@@ -242,16 +256,24 @@ impl Repository {
 
 type PackBlobs = Vec<(BlobId, pack::Slot)>;
 
-fn group_by_pack(index: &Index) -> Vec<(Id, PackBlobs)> {
-    let mut by_pack: HashMap<u32, PackBlobs> = HashMap::new();
-    for id in index.blob_ids() {
-        if let Some(l) = index.get(id) {
-            by_pack.entry(l.pack).or_default().push((*id, l.slot()));
-        }
-    }
-    by_pack
+/// Full entries of each pack, as the index files list them.
+type Listed = HashMap<Id, PackBlobs>;
+
+/// The blobs to verify in each pack: each blob where the index reads it from (a second copy
+/// elsewhere is not what a restore reads, so its damage is not the blob's).
+fn group_by_pack(index: &Index, listed: Listed) -> Vec<(Id, PackBlobs)> {
+    listed
         .into_iter()
-        .map(|(n, v)| (index.pack_id(n), v))
+        .filter_map(|(pack, mut blobs)| {
+            blobs.retain(|(id, at)| {
+                index
+                    .get(id)
+                    .is_some_and(|l| index.pack_id(l.pack) == pack && l.offset == at.offset)
+            });
+            blobs.sort_by_key(|(id, at)| (at.offset, *id));
+            blobs.dedup();
+            (!blobs.is_empty()).then_some((pack, blobs))
+        })
         .collect()
 }
 

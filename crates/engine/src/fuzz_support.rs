@@ -78,7 +78,9 @@ pub fn run(name: &str, data: &[u8]) -> Option<bool> {
             let sealed = seal_cbor(&keys, index::KIND, data);
             match index::open(&keys, &name_id(), &sealed) {
                 Ok(file) => {
-                    index::Index::default().add_file(file);
+                    let mut index = index::Index::default();
+                    index.add_file(file);
+                    index.finish();
                     true
                 }
                 Err(e) => shown(Err::<(), _>(e)),

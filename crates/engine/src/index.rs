@@ -4,7 +4,7 @@
 //! (every [`crate::backup`] flush, not only at the end, so an interrupted run keeps most of its
 //! work). The in-memory [`Index`] is the union of all of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rbackup_crypto::{BlobId, MasterKeys};
 use serde::{Deserialize, Serialize};
@@ -55,17 +55,102 @@ impl Location {
     }
 }
 
+/// How many leading bytes of a blob id the in-memory index keys on.
+///
+/// 160 bits: among 10⁹ blobs the chance that two share a key is about 10⁻³⁰, and ids are keyed
+/// hashes, so nobody without the id key can aim at a collision. Nothing trusts the key alone:
+/// every read checks the content against the full 256-bit id (so a collision would show as a
+/// damaged blob, never as wrong data), and `check` works from the index files' full ids.
+const KEY_LEN: usize = 20;
+type Key = [u8; KEY_LEN];
+
+fn key_of(id: &BlobId) -> Key {
+    let mut k = [0u8; KEY_LEN];
+    k.copy_from_slice(&id.0[..KEY_LEN]);
+    k
+}
+
+/// One blob in 40 bytes (a `HashMap<BlobId, Location>` took about 100 with its load factor):
+/// the key, then the location in five words. The top bit of `len` is the kind (tree); `within`
+/// is `NONE` for a lone blob. What does not fit (a pack past 4 GiB) goes to `Index::wide`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Entry {
+    key: Key,
+    pack: u32,
+    offset: u32,
+    len: u32,
+    raw_len: u32,
+    within: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 40);
+const TREE_BIT: u32 = 1 << 31;
+const NONE: u32 = u32::MAX;
+
+impl Entry {
+    fn new(key: Key, at: &Location) -> Option<Entry> {
+        let offset = u32::try_from(at.offset).ok()?;
+        let within = match at.within {
+            Some(w) if w == NONE => return None,
+            Some(w) => w,
+            None => NONE,
+        };
+        if at.len & TREE_BIT != 0 {
+            return None;
+        }
+        let tree = if at.kind == BlobKind::Tree {
+            TREE_BIT
+        } else {
+            0
+        };
+        Some(Entry {
+            key,
+            pack: at.pack,
+            offset,
+            len: at.len | tree,
+            raw_len: at.raw_len,
+            within,
+        })
+    }
+
+    fn location(&self) -> Location {
+        Location {
+            pack: self.pack,
+            kind: if self.len & TREE_BIT != 0 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
+            offset: u64::from(self.offset),
+            len: self.len & !TREE_BIT,
+            raw_len: self.raw_len,
+            within: (self.within != NONE).then_some(self.within),
+        }
+    }
+}
+
 /// All index files of a machine, merged.
+///
+/// Sized for tens of millions of blobs: the entries live in one vector of 40-byte [`Entry`]s,
+/// sorted by key and searched by bisection. What is added goes to the unsorted end of that
+/// vector and is merged by sorting when it grows past a fraction of the sorted part, or by
+/// [`Index::finish`], which every loader calls once it has added its files.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     packs: Vec<(Id, u64)>,
     pack_numbers: HashMap<Id, u32>,
-    blobs: HashMap<BlobId, Location>,
+    /// `entries[..sorted]` is sorted by key with one entry per key; the rest is in the order
+    /// added.
+    entries: Vec<Entry>,
+    sorted: usize,
+    /// Locations an [`Entry`] cannot hold. Empty for every vault this agent writes.
+    wide: HashMap<BlobId, Location>,
     /// Packs that hold at least one tree blob (the metadata cache keeps copies of these).
-    tree_packs: std::collections::HashSet<u32>,
+    tree_packs: HashSet<u32>,
     /// Second copies of blobs (two runs racing, or blobs written again after their pack went
     /// missing): used when the first copy's pack is dropped. Empty in the common case.
-    spare: HashMap<BlobId, Vec<Location>>,
+    spare: HashMap<Key, Vec<Location>>,
     /// The content bytes of each bundle unit, by pack and offset: what a member's share of
     /// its unit is weighed against. One entry per bundle, not per blob.
     unit_raw: HashMap<(u32, u64), u64>,
@@ -103,17 +188,42 @@ impl Index {
                 raw_len: b.raw_len,
                 within: b.within,
             };
-            // First writer wins; another copy is kept aside in case its pack is dropped.
-            match self.blobs.entry(b.id) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(at);
+            match Entry::new(key_of(&b.id), &at) {
+                Some(e) => self.entries.push(e),
+                None => {
+                    self.wide.entry(b.id).or_insert(at);
                 }
-                std::collections::hash_map::Entry::Occupied(o) if o.get().pack != number => {
-                    self.spare.entry(b.id).or_default().push(at);
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {}
             }
         }
+        if self.entries.len() - self.sorted > 1024 + self.sorted / 2 {
+            self.finish();
+        }
+    }
+
+    /// Merges what was added into the sorted entries. The first copy of a blob wins (the one
+    /// in the pack seen first); a copy in another pack is kept aside in case that pack is
+    /// dropped. Releases the spare capacity loading left.
+    pub(crate) fn finish(&mut self) {
+        if self.sorted == self.entries.len() {
+            return;
+        }
+        self.entries
+            .sort_unstable_by(|a, b| (a.key, a.pack, a.offset).cmp(&(b.key, b.pack, b.offset)));
+        let mut kept = 0;
+        for i in 0..self.entries.len() {
+            let e = self.entries[i];
+            if kept > 0 && self.entries[kept - 1].key == e.key {
+                if self.entries[kept - 1].pack != e.pack {
+                    self.spare.entry(e.key).or_default().push(e.location());
+                }
+                continue;
+            }
+            self.entries[kept] = e;
+            kept += 1;
+        }
+        self.entries.truncate(kept);
+        self.entries.shrink_to_fit();
+        self.sorted = kept;
     }
 
     /// Drops the blobs of the packs `keep` rejects (packs an index file names but the vault
@@ -122,7 +232,7 @@ impl Index {
     /// (`packs()` still lists them) but [`Index::has_pack`] no longer knows them. Returns
     /// how many packs were dropped.
     pub(crate) fn drop_packs(&mut self, keep: impl Fn(&Id) -> bool) -> usize {
-        let gone: std::collections::HashSet<u32> = self
+        let gone: HashSet<u32> = self
             .pack_numbers
             .iter()
             .filter(|(id, _)| !keep(id))
@@ -131,31 +241,49 @@ impl Index {
         if gone.is_empty() {
             return 0;
         }
-        self.blobs.retain(|_, l| !gone.contains(&l.pack));
-        for (id, spares) in std::mem::take(&mut self.spare) {
+        self.finish();
+        self.entries.retain(|e| !gone.contains(&e.pack));
+        self.sorted = self.entries.len();
+        self.wide.retain(|_, l| !gone.contains(&l.pack));
+        for (key, spares) in std::mem::take(&mut self.spare) {
             let mut live = spares.into_iter().filter(|l| !gone.contains(&l.pack));
-            if let Some(first) = live.next() {
-                let rest: Vec<Location> = match self.blobs.entry(id) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(first);
-                        live.collect()
-                    }
-                    std::collections::hash_map::Entry::Occupied(_) => {
-                        std::iter::once(first).chain(live).collect()
-                    }
-                };
-                if !rest.is_empty() {
-                    self.spare.insert(id, rest);
-                }
+            let Some(first) = live.next() else { continue };
+            // Spares come from entries, so they always fit one.
+            let promoted = Entry::new(key, &first).filter(|_| self.find(&key).is_none());
+            let rest: Vec<Location> = if let Some(e) = promoted {
+                self.entries.push(e);
+                live.collect()
+            } else {
+                std::iter::once(first).chain(live).collect()
+            };
+            if !rest.is_empty() {
+                self.spare.insert(key, rest);
             }
         }
+        self.finish();
         self.pack_numbers.retain(|_, n| !gone.contains(n));
         self.tree_packs.retain(|n| !gone.contains(n));
+        self.unit_raw.retain(|(n, _), _| !gone.contains(n));
         gone.len()
     }
 
-    pub(crate) fn get(&self, id: &BlobId) -> Option<&Location> {
-        self.blobs.get(id)
+    fn find(&self, key: &Key) -> Option<&Entry> {
+        let sorted = &self.entries[..self.sorted];
+        if let Ok(i) = sorted.binary_search_by(|e| e.key.cmp(key)) {
+            return Some(&sorted[i]);
+        }
+        self.entries[self.sorted..].iter().find(|e| e.key == *key)
+    }
+
+    pub(crate) fn get(&self, id: &BlobId) -> Option<Location> {
+        match self.find(&key_of(id)) {
+            Some(e) => Some(e.location()),
+            None => self.wide.get(id).copied(),
+        }
+    }
+
+    pub(crate) fn contains(&self, id: &BlobId) -> bool {
+        self.find(&key_of(id)).is_some() || self.wide.contains_key(id)
     }
 
     /// The stored bytes that `at` accounts for: its unit's length, or for a bundle member its
@@ -166,10 +294,6 @@ impl Index {
             (Some(_), Some(&raw)) if raw > 0 => len * u64::from(at.raw_len) / raw,
             _ => len,
         }
-    }
-
-    pub(crate) fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
     }
 
     pub(crate) fn has_pack(&self, id: &Id) -> bool {
@@ -188,12 +312,14 @@ impl Index {
         self.packs.len()
     }
 
+    /// Distinct blobs (after [`Index::finish`]; before it, copies count more than once).
     pub(crate) fn blob_count(&self) -> usize {
-        self.blobs.len()
+        self.entries.len() + self.wide.len()
     }
 
-    pub(crate) fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
-        self.blobs.keys()
+    /// Bytes the blob table takes in memory (its capacity), for the figures of the docs.
+    pub(crate) fn table_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
     pub(crate) fn packs(&self) -> impl Iterator<Item = (u32, Id, u64)> + '_ {
@@ -258,5 +384,107 @@ mod tests {
             );
             assert!(!index.has_pack(&Id([1; 32])) && index.has_pack(&Id([2; 32])));
         }
+    }
+
+    fn random_pack(n: u32, blobs: usize, seed: u64) -> IndexPack {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let blobs = (0..blobs)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                for b in id.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                PackEntry {
+                    kind: if i % 5 == 0 {
+                        BlobKind::Tree
+                    } else {
+                        BlobKind::Data
+                    },
+                    id: BlobId(id),
+                    offset: i as u64 * 300,
+                    len: 300,
+                    raw_len: 280 + i as u32 % 7,
+                    within: (i % 3 == 0).then_some(i as u32),
+                }
+            })
+            .collect();
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&n.to_le_bytes());
+        IndexPack {
+            id: Id(id),
+            size: 1 << 20,
+            blobs,
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_blobs_take_forty_bytes_each_and_are_all_found() {
+        let packs: Vec<IndexPack> = (0..100)
+            .map(|n| random_pack(n, 1000, u64::from(n) + 1))
+            .collect();
+        let mut index = Index::default();
+        for p in packs.clone() {
+            index.add_pack(p);
+        }
+        index.finish();
+        assert_eq!(index.blob_count(), 100_000);
+        assert!(
+            index.table_bytes() <= 40 * index.blob_count(),
+            "{}",
+            index.table_bytes()
+        );
+        for (n, p) in packs.iter().enumerate() {
+            for e in &p.blobs {
+                let at = index.get(&e.id).expect("every blob is found");
+                assert_eq!(index.pack_id(at.pack), p.id);
+                assert_eq!(at.slot(), e.slot(), "pack {n}");
+            }
+        }
+        let mut absent = packs[0].blobs[0].id;
+        absent.0[31] ^= 1;
+        absent.0[0] ^= 1;
+        assert!(!index.contains(&absent));
+    }
+
+    #[test]
+    fn blobs_added_after_loading_are_found_before_and_after_the_merge() {
+        let mut index = Index::default();
+        index.add_pack(random_pack(1, 5000, 1));
+        index.finish();
+        let late = random_pack(2, 10, 2);
+        index.add_pack(late.clone());
+        for e in &late.blobs {
+            assert_eq!(index.get(&e.id).map(|l| l.slot()), Some(e.slot()));
+        }
+        index.finish();
+        for e in &late.blobs {
+            assert_eq!(index.get(&e.id).map(|l| l.slot()), Some(e.slot()));
+        }
+        assert_eq!(index.blob_count(), 5010);
+    }
+
+    #[test]
+    fn a_location_past_what_an_entry_holds_is_kept_whole() {
+        let mut p = pack(3, &[9]);
+        p.blobs[0].offset = 5 << 30;
+        let mut index = Index::default();
+        index.add_pack(p);
+        index.finish();
+        let at = index.get(&BlobId([9; 32])).unwrap();
+        assert_eq!(at.offset, 5 << 30);
+        assert_eq!(index.blob_count(), 1);
+    }
+
+    #[test]
+    fn the_same_blob_in_the_same_pack_twice_is_one_blob_without_a_spare() {
+        let mut index = Index::default();
+        index.add_pack(pack(1, &[7]));
+        index.add_pack(pack(1, &[7]));
+        index.finish();
+        assert_eq!(index.blob_count(), 1);
+        assert!(index.spare.is_empty());
     }
 }

@@ -301,6 +301,7 @@ impl Repository {
                 }
             }
         }
+        index.finish();
         Ok((index, named))
     }
 
@@ -367,6 +368,7 @@ impl Repository {
                 index.add_pack(p.clone());
             }
         }
+        index.finish();
         let used = self.referenced(&index, &rps).await?;
         let mut stored = HashMap::new();
         for m in self.store.list(&self.path(crate::layout::PACKS)).await? {

@@ -266,18 +266,19 @@ impl Repository {
         if let Some(c) = &self.cache {
             c.retain(index::KIND, &ids.iter().map(Id::to_hex).collect());
         }
-        let files: Vec<_> = futures::stream::iter(ids)
+        // Each file is merged as it arrives and then dropped: decoded index files take more
+        // memory per blob than the index itself, so they must not all be held at once.
+        let mut files = futures::stream::iter(ids)
             .map(|id| async move {
                 self.read_immutable(index::KIND, &id, |b| index::open(&self.keys, &id, b))
                     .await
             })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
+            .buffer_unordered(FETCH_CONCURRENCY);
         let mut index = Index::default();
-        for f in files {
+        while let Some(f) = files.try_next().await? {
             index.add_file(f);
         }
+        index.finish();
         // An index file may name a pack that is gone, while a later backup wrote the same
         // blobs again elsewhere: the entries of missing packs are dropped so the other copy
         // is the one read (one listing, about one request per thousand packs).
@@ -287,6 +288,12 @@ impl Repository {
             .filter_map(|m| Id::from_hex(m.path.rsplit('/').next()?).ok())
             .collect();
         index.drop_packs(|id| present.contains(id));
+        tracing::debug!(
+            "index: {} blobs in {} packs, blob table {} bytes",
+            index.blob_count(),
+            index.pack_count(),
+            index.table_bytes()
+        );
         Ok(index)
     }
 
@@ -359,7 +366,7 @@ impl Repository {
 
     /// Reads, decrypts and verifies one blob.
     pub(crate) async fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = *index
+        let loc = index
             .get(id)
             .ok_or_else(|| EngineError::corrupt(format!("blob {id}"), CorruptReason::NotIndexed))?;
         let pack_id = index.pack_id(loc.pack);

@@ -119,6 +119,7 @@ impl Repository {
             adopted.bytes
         );
         index.add_file(file);
+        index.finish();
         Ok(adopted)
     }
 

@@ -82,7 +82,7 @@ impl Repository {
         let mut unique = vec![0u64; stored.len()];
         for (blob, (count, owner)) in &refs {
             if *count == 1 {
-                unique[*owner] += index.get(blob).map_or(0, |l| index.stored_share(l));
+                unique[*owner] += index.get(blob).map_or(0, |l| index.stored_share(&l));
             }
         }
         let points = chosen
