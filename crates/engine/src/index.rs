@@ -208,7 +208,7 @@ impl Index {
             return;
         }
         self.entries
-            .sort_unstable_by(|a, b| (a.key, a.pack, a.offset).cmp(&(b.key, b.pack, b.offset)));
+            .sort_unstable_by_key(|e| (e.key, e.pack, e.offset));
         let mut kept = 0;
         for i in 0..self.entries.len() {
             let e = self.entries[i];
