@@ -89,7 +89,10 @@ pub(crate) fn open_meta<T: DeserializeOwned>(
 /// zstd-decompresses `body`, refusing it once it passes `max` bytes: the input is at most its
 /// kind's stored cap, but a few KiB of zstd can claim gigabytes. Only `max + 1` bytes are ever
 /// produced, whatever the frame header says.
-fn decompress_bounded(body: &[u8], max: u64) -> std::result::Result<Vec<u8>, CorruptReason> {
+pub(crate) fn decompress_bounded(
+    body: &[u8],
+    max: u64,
+) -> std::result::Result<Vec<u8>, CorruptReason> {
     use std::io::Read;
     let decoder = zstd::stream::read::Decoder::new(body).map_err(CorruptReason::Decompress)?;
     let mut out = Vec::new();

@@ -295,7 +295,7 @@ impl PackWriter {
 
     /// Writes the header and trailer and closes the file.
     pub(crate) fn finish(mut self) -> Result<FinishedPack> {
-        let header = codec::to_cbor(&self.entries);
+        let header = compress_header(&codec::to_cbor(&self.entries));
         let mut trailer = Vec::with_capacity(header.len() + 64);
         append_header(&self.key, &self.id, &header, &mut trailer);
         let io = |e| EngineError::io(&self.path, e);
@@ -357,7 +357,33 @@ pub(crate) fn open_header(keys: &MasterKeys, pack: &Id, sealed: &[u8]) -> Result
         .pack_key(&pack.0)
         .open(&header_ad(pack), sealed)
         .map_err(|e| EngineError::corrupt(&what, e))?;
-    codec::from_cbor(&plain, &what)
+    match plain.split_first() {
+        Some((&HEADER_ZSTD, body)) => {
+            let cbor = codec::decompress_bounded(body, MAX_HEADER_PLAIN)
+                .map_err(|e| EngineError::corrupt(&what, e))?;
+            codec::from_cbor(&cbor, &what)
+        }
+        // Packs written before headers were compressed: the CBOR array itself.
+        _ => codec::from_cbor(&plain, &what),
+    }
+}
+
+/// The first byte of a compressed header's plaintext; an uncompressed one starts with a CBOR
+/// array's first byte (0x80 to 0x9f), never this.
+const HEADER_ZSTD: u8 = 0x01;
+
+/// The most a compressed header may expand to: a 32 MiB pack of tiny bundled files lists about
+/// 600,000 entries, some 60 MB of CBOR.
+const MAX_HEADER_PLAIN: u64 = 256 << 20;
+
+/// A header's plaintext: `HEADER_ZSTD` then the zstd of its CBOR. Headers of bundled blobs
+/// repeat each unit's offset and length for every member, which zstd removes (the random ids
+/// are what is left: about 40 bytes an entry instead of 90).
+fn compress_header(cbor: &[u8]) -> Vec<u8> {
+    let mut out = vec![HEADER_ZSTD];
+    // zstd into memory only fails on allocation failure.
+    out.extend(zstd::bulk::compress(cbor, 3).expect("zstd compression into memory"));
+    out
 }
 
 /// The bytes of the trailer at the end of every pack.
@@ -528,5 +554,42 @@ mod tests {
         assert!(unframe(&[], 0).is_err());
         assert!(unframe(&[0, 255, 255, 0, 0, 1], 0).is_err());
         assert!(unframe(&[9, 0, 0, 0, 0], 0).is_err());
+    }
+
+    #[test]
+    fn headers_are_compressed_and_old_uncompressed_ones_still_read() {
+        let keys = MasterKeys::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(&keys, dir.path()).unwrap();
+        let mut b = Bundle::new(BlobKind::Data);
+        for i in 0..500u32 {
+            let content = format!("small file {i}");
+            b.push(keys.blob_id(content.as_bytes()), content.as_bytes());
+        }
+        let frame = Framer::new(3).unwrap().frame(&b.content, true);
+        w.add_bundle_frame(&b, &frame).unwrap();
+        let id = w.id;
+        let done = w.finish().unwrap();
+        let bytes = std::fs::read(&done.path).unwrap();
+        let entries = read_header(&keys, &id, &bytes).unwrap();
+        assert_eq!(entries, done.entries);
+        authenticate(&keys, &id, &bytes).unwrap();
+        let cbor = codec::to_cbor(&entries).len() as u64;
+        let header = done.size - header_start(&id, done.size, &bytes[bytes.len() - 8..]).unwrap();
+        assert!(
+            header < cbor / 2,
+            "{header} bytes of header for {cbor} of CBOR"
+        );
+
+        let mut old = bytes
+            [..header_start(&id, done.size, &bytes[bytes.len() - 8..]).unwrap() as usize]
+            .to_vec();
+        append_header(
+            &keys.pack_key(&id.0),
+            &id,
+            &codec::to_cbor(&entries),
+            &mut old,
+        );
+        assert_eq!(read_header(&keys, &id, &old).unwrap(), entries);
     }
 }

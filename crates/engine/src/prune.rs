@@ -289,20 +289,45 @@ impl Repository {
             .iter()
             .flat_map(|(_, m)| m.doomed.iter().chain(&m.orphans).copied())
             .collect();
-        let files = self.load_index_files().await?;
+        let index = self.build_index(|p| !doomed.contains(p)).await?;
         lease
             .honour(markers.iter().map(|(id, _)| *id).collect())
             .await?;
+        Ok((index, named))
+    }
+
+    /// The index of every index file's packs that `keep` accepts, each file merged as it is
+    /// read and then dropped (all of them decoded at once take more memory than the index
+    /// itself). Taken again from a new listing as [`Repository::load_index_files`] does.
+    pub(crate) async fn build_index(&self, keep: impl Fn(&Id) -> bool) -> Result<Index> {
+        let mut attempts = 0;
+        loop {
+            match self.try_build_index(&keep).await {
+                Err(EngineError::Store(e)) if e.is_not_found() && attempts < 3 => attempts += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn try_build_index(&self, keep: &impl Fn(&Id) -> bool) -> Result<Index> {
+        let ids = self.list_ids(index::KIND).await?;
+        if let Some(c) = &self.cache {
+            c.retain(index::KIND, &ids.iter().map(Id::to_hex).collect());
+        }
+        let mut files = futures::stream::iter(ids)
+            .map(|id| async move {
+                let open = |b: &[u8]| index::open(&self.keys, &id, b);
+                self.read_immutable(index::KIND, &id, open).await
+            })
+            .buffer_unordered(8);
         let mut index = Index::default();
-        for (_, f) in files {
-            for p in f.packs {
-                if !doomed.contains(&p.id) {
-                    index.add_pack(p);
-                }
+        while let Some(f) = files.try_next().await? {
+            for p in f.packs.into_iter().filter(|p| keep(&p.id)) {
+                index.add_pack(p);
             }
         }
         index.finish();
-        Ok((index, named))
+        Ok(index)
     }
 
     /// Index files with their names (read through the cache, in parallel). A file that

@@ -211,6 +211,11 @@ pub(crate) struct IndexCollector {
 /// loses without writing a storm of tiny index files.
 const INDEX_FLUSH_PACKS: usize = 64;
 
+/// How many blobs an index file lists at most (plus one pack's): with bundles a pack holds up
+/// to hundreds of thousands of small blobs, and every reader decodes a whole index file at
+/// once, so this is what bounds the memory loading an index file takes (a few MB).
+const INDEX_FLUSH_BLOBS: usize = 50_000;
+
 /// How long uploaded packs wait for their index file at most. On a slow link 64 packs take
 /// hours (32 MiB packs at 1 MiB/s: 35 min); this keeps a killed run's index at most a minute
 /// behind. The next run also adopts unindexed packs, but only by reading each one's header.
@@ -232,6 +237,7 @@ impl IndexCollector {
     /// Whether the pending entries are due for an index file at `now`.
     fn due(&self, now: Duration) -> bool {
         self.pending.len() >= INDEX_FLUSH_PACKS
+            || self.pending.iter().map(|p| p.blobs.len()).sum::<usize>() >= INDEX_FLUSH_BLOBS
             || now.saturating_sub(self.last_flush) >= INDEX_FLUSH_INTERVAL
     }
 
@@ -327,6 +333,28 @@ mod tests {
             assert!(!c.due(start), "{} packs", c.pending.len());
             c.pending.push(pack());
         }
+        assert!(c.due(start));
+    }
+
+    #[test]
+    fn a_pack_of_many_small_blobs_makes_entries_due_at_once() {
+        let start = Duration::from_secs(1000);
+        let mut c = IndexCollector::new(start);
+        let one = crate::pack::PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([1; 32]),
+            offset: 0,
+            len: 100,
+            raw_len: 10,
+            within: Some(0),
+        };
+        let mut p = pack();
+        p.blobs = vec![one.clone(); INDEX_FLUSH_BLOBS - 1];
+        c.pending.push(p);
+        assert!(!c.due(start));
+        let mut q = pack();
+        q.blobs.push(one);
+        c.pending.push(q);
         assert!(c.due(start));
     }
 }
