@@ -263,7 +263,7 @@ fn encode_block(stamps: &[Option<Stamp>]) -> Vec<u8> {
 }
 
 fn decode_block(plain: &[u8]) -> Option<Vec<Option<Stamp>>> {
-    if plain.len() % STAMP != 0 {
+    if !plain.len().is_multiple_of(STAMP) {
         return None;
     }
     plain
@@ -353,7 +353,7 @@ impl GenerationWriter {
     }
 
     fn try_finish(&mut self) -> io::Result<()> {
-        self.rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.rows.sort_unstable_by_key(|r| r.0);
         // The same directory and tree met twice (a source listed under two names) gives the
         // same key: keep one row, so the table stays strictly sorted.
         self.rows.dedup_by(|a, b| a.0 == b.0);
