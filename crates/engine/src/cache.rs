@@ -99,3 +99,12 @@ impl MetaCache {
         }
     }
 }
+
+/// The folder of this machine's files cache (`filescache.rs`) under `cache_dir`, beside the
+/// metadata cache. Unlike the metadata cache it holds data that exists nowhere else (sealed
+/// under the machine's keys), but losing it only makes the next backup read every file.
+pub(crate) fn files_cache_dir(cache_dir: &Path, vault_id: &str, machine: &str) -> Result<PathBuf> {
+    crate::layout::check_vault_id("vault.json", vault_id)?;
+    crate::layout::check_machine_id("machine folder", machine)?;
+    Ok(cache_dir.join("files").join(vault_id).join(machine))
+}

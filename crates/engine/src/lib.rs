@@ -48,6 +48,7 @@ mod codec;
 mod crafted;
 mod credentials;
 mod error;
+mod filescache;
 mod freshness;
 #[doc(hidden)]
 pub mod fuzz_support;

@@ -41,10 +41,14 @@ pub struct Node {
     pub gid: u32,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
-    /// Status change time, nanoseconds since the epoch (change detection only).
-    pub ctime_ns: i64,
-    /// Inode number (change detection only).
-    pub ino: u64,
+    /// Inode and status change time, only in trees written before they moved to the local files
+    /// cache (`filescache.rs`): read so that such a tree still serves as a parent, never written
+    /// (they differ on every copy of a file, so identical directories gave different trees).
+    #[serde(default, rename = "ctime_ns", skip_serializing)]
+    pub legacy_ctime_ns: Option<i64>,
+    /// See [`Node::legacy_ctime_ns`].
+    #[serde(default, rename = "ino", skip_serializing)]
+    pub legacy_ino: Option<u64>,
     /// Logical size in bytes (files).
     pub size: u64,
     /// Content blobs in order (files).
@@ -91,10 +95,14 @@ pub struct Tree {
 impl Tree {
     /// Finds an entry by name (binary search: nodes are sorted).
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.position(name).map(|i| &self.nodes[i])
+    }
+
+    /// The index of the entry `name` in [`Tree::nodes`].
+    pub fn position(&self, name: &[u8]) -> Option<usize> {
         self.nodes
             .binary_search_by(|n| n.name.as_slice().cmp(name))
             .ok()
-            .map(|i| &self.nodes[i])
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {

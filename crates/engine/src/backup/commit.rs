@@ -7,7 +7,6 @@ use super::BackupOptions;
 use super::pipeline::Ran;
 use super::plan::Plan;
 use crate::error::{EngineError, Result};
-use crate::id::Id;
 use crate::lock::Lease;
 use crate::repo::Repository;
 use crate::report::BackupReport;
@@ -29,6 +28,7 @@ impl Repository {
             mut report,
             collector,
             budget,
+            files,
         } = ran;
         let mut collector = collector.lock().await;
         collector.flush(self).await?;
@@ -39,7 +39,7 @@ impl Repository {
             });
         };
         let added = collector.bytes + plan.adopted.index_bytes;
-        let rp_id = Id::random();
+        let rp_id = plan.rp_id;
         let rp = RecoveryPoint {
             time: time.to_string(),
             hostname: self.config.hostname.clone(),
@@ -64,6 +64,14 @@ impl Repository {
         lease.ensure_held()?; // B5: a lapsed lease means a prune may have removed what we reused
         self.put_immutable(&format!("{}/{}", snapshot::KIND, rp_id.to_hex()), sealed)
             .await?;
+        // Only now: a generation must never name a point that was not written.
+        if let (Some(fc), Some(w)) = (&plan.files_cache, files) {
+            w.finish();
+            let mut keep = plan.keep_generations.clone();
+            keep.insert(rp_id);
+            let started_at = std::time::SystemTime::now() - started.elapsed();
+            fc.retain(&keep, started_at);
+        }
 
         report.recovery_point = Some(rp_id.to_hex());
         report.sequence = rp.sequence;

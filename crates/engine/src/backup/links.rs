@@ -21,6 +21,7 @@ use serde_bytes::ByteBuf;
 use super::open;
 use super::walk::{Walker, base_node};
 use crate::classify::Probe;
+use crate::filescache::Stamp;
 use crate::tree::{MAX_SYMLINK_TARGET, Node, NodeKind};
 
 /// The hard-linked files seen so far in this run.
@@ -36,7 +37,9 @@ struct Seen {
     group: u64,
     size: u64,
     mtime_ns: i64,
-    ctime_ns: i64,
+    /// The ctime its content was read at; `None` when the read was not stable (then later
+    /// links are read too).
+    ctime_ns: Option<i64>,
     content: Vec<BlobId>,
     segments: Vec<(u64, u64)>,
     class: Option<String>,
@@ -45,10 +48,10 @@ struct Seen {
 impl HardLinks {
     /// The node for a further link `name` to an inode already backed up in this run, if the
     /// inode is as it was then (else it is read again, and the restore compares contents).
-    pub(crate) fn further_link(&self, name: &[u8], probe: &Probe) -> Option<Node> {
+    pub(crate) fn further_link(&self, name: &[u8], probe: &Probe) -> Option<(Node, Option<Stamp>)> {
         let s = self.seen.get(&(probe.dev.0, probe.dev.1, probe.ino))?;
-        let same = (s.size, s.mtime_ns, s.ctime_ns) == (probe.size, probe.mtime_ns, probe.ctime_ns);
-        if !same {
+        let now = (probe.size, probe.mtime_ns, Some(probe.ctime_ns));
+        if (s.size, s.mtime_ns, s.ctime_ns) != now {
             return None;
         }
         let mut node = base_node(name, probe, NodeKind::File);
@@ -56,11 +59,15 @@ impl HardLinks {
         node.segments = s.segments.clone();
         node.class = s.class.clone();
         node.link_group = Some(s.group);
-        Some(node)
+        let stamp = Stamp {
+            ino: probe.ino,
+            ctime_ns: probe.ctime_ns,
+        };
+        Some((node, Some(stamp)))
     }
 
     /// Remembers the file `node` (the inode of `probe`) and gives it its group number.
-    pub(crate) fn first_link(&mut self, probe: &Probe, node: &mut Node) {
+    pub(crate) fn first_link(&mut self, probe: &Probe, node: &mut Node, stamp: Option<Stamp>) {
         let key = (probe.dev.0, probe.dev.1, probe.ino);
         let group = match self.seen.get(&key) {
             Some(s) => s.group,
@@ -74,7 +81,7 @@ impl HardLinks {
             group,
             size: node.size,
             mtime_ns: node.mtime_ns,
-            ctime_ns: node.ctime_ns,
+            ctime_ns: stamp.map(|s| s.ctime_ns),
             content: node.content.clone(),
             segments: node.segments.clone(),
             class: node.class.clone(),

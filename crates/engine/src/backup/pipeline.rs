@@ -17,6 +17,7 @@ use super::plan::Plan;
 use super::walk::{SourceTrie, Walker};
 use super::{BackupOptions, first_error, join_all};
 use crate::error::{EngineError, InternalFailure, Result};
+use crate::filescache::GenerationWriter;
 use crate::repo::Repository;
 use crate::report::BackupReport;
 
@@ -28,6 +29,8 @@ pub(super) struct Ran {
     pub report: BackupReport,
     pub collector: Arc<tokio::sync::Mutex<IndexCollector>>,
     pub budget: Arc<Budget>,
+    /// This run's files cache generation, to be put in place once the recovery point is.
+    pub files: Option<GenerationWriter>,
 }
 
 /// The packer workers and uploaders, started; the walker feeds them through `blobs`.
@@ -59,6 +62,13 @@ impl Repository {
             let trie = SourceTrie::new(&plan.paths);
             let (blob_tx, excludes) = (stages.blobs, plan.excludes.clone());
             let parent_root = plan.parent_root.clone();
+            let (prior, next) = match &plan.files_cache {
+                Some(fc) => {
+                    let parent = plan.parent.as_ref().map(|(id, _)| id);
+                    (parent.and_then(|id| fc.open(id)), fc.create(&plan.rp_id))
+                }
+                None => (None, None),
+            };
             tokio::task::spawn_blocking(move || {
                 let mut w = Walker {
                     repo: &repo,
@@ -75,9 +85,11 @@ impl Repository {
                     cancel,
                     links,
                     hard_links: Default::default(),
+                    prior,
+                    next,
                 };
-                let root = w.run(&trie, parent_root.as_ref());
-                (root, w.report)
+                let root = w.run(&trie, parent_root);
+                (root, w.report, w.next)
             })
             .await
             .map_err(|e| EngineError::join("backup walk", e))?
@@ -86,7 +98,7 @@ impl Repository {
         // uploaders stop. Join everything before looking at any result.
         let worker_results = join_all(stages.workers).await;
         let uploader_results = join_all(stages.uploaders).await;
-        let (root, report) = walked;
+        let (root, report, files) = walked;
         let root = first_error(root, worker_results.into_iter().chain(uploader_results));
         let cancelled = opts.cancel.is_cancelled();
         let root = match root {
@@ -99,11 +111,14 @@ impl Repository {
             }) if cancelled => None,
             Err(e) => return Err(e),
         };
+        // A cancelled run's generation is dropped, which removes it.
+        let files = files.filter(|_| root.is_some());
         Ok(Ran {
             root,
             report,
             collector: stages.collector,
             budget: stages.budget,
+            files,
         })
     }
 

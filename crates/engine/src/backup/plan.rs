@@ -2,7 +2,10 @@
 //! staging area, and the index this backup deduplicates against (B2–B4 of the lease order in
 //! ARCHITECTURE.md), with the packs of interrupted runs adopted into it.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+
+use rbackup_crypto::BlobId;
 use std::sync::Arc;
 
 use super::adopt::Adopted;
@@ -12,6 +15,7 @@ use super::{
     normalize_sources, prescan,
 };
 use crate::error::{EngineError, Result};
+use crate::filescache::FilesCacheDir;
 use crate::id::Id;
 use crate::index::Index;
 use crate::lock::Lease;
@@ -35,8 +39,15 @@ pub(super) struct Plan {
     /// may get the same sequence, which is harmless (both name the same predecessors).
     pub sequence: u64,
     pub predecessors: Vec<Id>,
-    /// The parent's root tree, when `index` holds it (a doomed root is not used).
-    pub parent_root: Option<Tree>,
+    /// The id the new recovery point will have (its files cache generation is named by it).
+    pub rp_id: Id,
+    /// The parent's root tree and its id, when `index` holds it (a doomed root is not used).
+    pub parent_root: Option<(BlobId, Tree)>,
+    /// This machine's files cache, when the backup has a cache dir.
+    pub files_cache: Option<FilesCacheDir>,
+    /// The recovery points whose files cache generations outlive this backup: the newest of
+    /// each job and paths but this backup's own (see `choose_parent`).
+    pub keep_generations: HashSet<Id>,
     /// Where packs are staged before upload; removed when the plan is dropped.
     pub staging: WorkDir,
     /// Staging bytes allowed (the 5% cache rule), or unlimited.
@@ -89,10 +100,20 @@ impl Repository {
         let index = Arc::new(index);
         let parent_root = match &parent {
             Some((_, rp)) if index.contains(&rp.tree) => {
-                Some(self.load_tree(&index, &rp.tree).await?)
+                Some((rp.tree, self.load_tree(&index, &rp.tree).await?))
             }
             _ => None,
         };
+        let files_cache = match &opts.cache_dir {
+            Some(dir) => Some(FilesCacheDir::new(
+                crate::cache::files_cache_dir(dir, &self.vault_id, &self.machine)?,
+                self.keys.clone(),
+                &self.vault_id,
+                &self.machine,
+            )),
+            None => None,
+        };
+        let keep_generations = newest_per_job(&rps, &path_strings, opts.job.as_deref());
         Ok(Plan {
             paths,
             path_strings,
@@ -102,11 +123,25 @@ impl Repository {
             parent,
             sequence,
             predecessors,
+            rp_id: Id::random(),
             parent_root,
+            files_cache,
+            keep_generations,
             staging,
             budget_bytes,
             index,
             adopted,
         })
     }
+}
+
+/// The newest recovery point of each job and paths, the ones a later backup takes as parent,
+/// leaving out the group this backup joins (its own point becomes that group's newest).
+fn newest_per_job(rps: &[(Id, RecoveryPoint)], paths: &[String], job: Option<&str>) -> HashSet<Id> {
+    let mut newest: HashMap<(&[String], Option<&str>), Id> = HashMap::new();
+    for (id, rp) in rps {
+        newest.insert((&rp.paths, rp.job.as_deref()), *id); // oldest first: the last one stays
+    }
+    newest.remove(&(paths, job));
+    newest.into_values().collect()
 }

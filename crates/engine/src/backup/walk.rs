@@ -29,6 +29,7 @@ use super::packer::BlobJob;
 use super::{BeforeOpen, Cancel};
 use crate::classify::{self, Decision, FileClass, LinkMode, Probe};
 use crate::error::{EngineError, InternalFailure, Result};
+use crate::filescache::{Generation, GenerationWriter, Stamp};
 use crate::index::Index;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
@@ -78,7 +79,34 @@ pub(crate) struct Walker<'a> {
     pub cancel: Cancel,
     pub links: LinkMode,
     pub hard_links: HardLinks,
+    /// The parent recovery point's files cache generation, if it is there.
+    pub prior: Option<Generation>,
+    /// This run's generation, written as trees are stored.
+    pub next: Option<GenerationWriter>,
 }
+
+/// The parent's listing of a directory, with the files-cache stamps of its nodes (`None`: no
+/// sound record, so no node of it can be reused without reading, unless the tree is an old one
+/// that carries its own stamps).
+pub(crate) struct Prior {
+    tree: Tree,
+    stamps: Option<Vec<Option<Stamp>>>,
+}
+
+/// A parent's node and its files-cache stamp.
+type PriorNode<'a> = (&'a Node, Option<Stamp>);
+
+impl Prior {
+    fn node(&self, name: &[u8]) -> Option<PriorNode<'_>> {
+        let i = self.tree.position(name)?;
+        let stamp = self.stamps.as_ref().and_then(|s| s[i]);
+        Some((&self.tree.nodes[i], stamp))
+    }
+}
+
+/// A walked entry: its node, and the stamp to record for it (files whose content was
+/// read or reused from a verified parent).
+type Walked = (Node, Option<Stamp>);
 
 /// The workers went away: the real error is theirs.
 pub(crate) fn aborted() -> EngineError {
@@ -87,18 +115,34 @@ pub(crate) fn aborted() -> EngineError {
 
 impl Walker<'_> {
     /// Builds the root tree for all sources and returns its id.
-    pub(crate) fn run(&mut self, trie: &SourceTrie, parent_root: Option<&Tree>) -> Result<BlobId> {
-        let tree = self.virtual_dir(Path::new("/"), trie, parent_root)?;
-        self.store_tree(Path::new("/"), &tree)
+    pub(crate) fn run(
+        &mut self,
+        trie: &SourceTrie,
+        parent_root: Option<(BlobId, Tree)>,
+    ) -> Result<BlobId> {
+        let root = Path::new("/");
+        let prior = parent_root.map(|(id, tree)| self.prior(root, &id, tree));
+        let (tree, stamps) = self.virtual_dir(root, trie, prior.as_ref())?;
+        self.store_tree(root, &tree, &stamps)
+    }
+
+    /// The parent's tree `tree` (blob `id`) of the directory `path`, with its stamps.
+    fn prior(&self, path: &Path, id: &BlobId, tree: Tree) -> Prior {
+        let stamps = self
+            .prior
+            .as_ref()
+            .and_then(|g| g.lookup(path, id, tree.nodes.len()));
+        Prior { tree, stamps }
     }
 
     fn virtual_dir(
         &mut self,
         real: &Path,
         trie: &SourceTrie,
-        parent: Option<&Tree>,
-    ) -> Result<Tree> {
+        parent: Option<&Prior>,
+    ) -> Result<(Tree, Vec<Option<Stamp>>)> {
         let mut nodes = Vec::new();
+        let mut stamps = Vec::new();
         let source_error = |path: &Path, source| EngineError::Source {
             path: path.to_path_buf(),
             source,
@@ -106,32 +150,35 @@ impl Walker<'_> {
         let at = open::open_path(real).map_err(|e| source_error(real, e))?;
         for (name, child) in &trie.children {
             let path = real.join(OsStr::from_bytes(name));
-            let parent_node = parent.and_then(|t| t.find(name));
+            let parent_node = parent.and_then(|t| t.node(name));
             let probe = classify::probe_at(at.as_fd(), open::os(name), None)
                 .map_err(|e| source_error(&path, e))?;
             if child.source {
                 self.root_dev = Some(probe.dev);
-                if let Some(n) = self.entry(at.as_fd(), &path, name, probe, parent_node)? {
+                if let Some((n, s)) = self.entry(at.as_fd(), &path, name, probe, parent_node)? {
                     nodes.push(n);
+                    stamps.push(s);
                 }
             } else {
-                let sub_parent = self.parent_subtree(parent_node)?;
-                let tree = self.virtual_dir(&path, child, sub_parent.as_ref())?;
+                let sub_parent = self.parent_subtree(&path, parent_node.map(|p| p.0))?;
+                let (tree, sub_stamps) = self.virtual_dir(&path, child, sub_parent.as_ref())?;
                 let mut node = base_node(name, &probe, NodeKind::Dir);
-                node.subtree = Some(self.store_tree(&path, &tree)?);
+                node.subtree = Some(self.store_tree(&path, &tree, &sub_stamps)?);
                 self.report.dirs += 1;
                 nodes.push(node);
+                stamps.push(None);
             }
         }
-        Ok(Tree { nodes })
+        Ok((Tree { nodes }, stamps))
     }
 
-    fn parent_subtree(&self, node: Option<&Node>) -> Result<Option<Tree>> {
+    /// The parent's listing of the directory `path`, whose parent node is `node`.
+    fn parent_subtree(&self, path: &Path, node: Option<&Node>) -> Result<Option<Prior>> {
         match node.and_then(|n| n.subtree) {
-            Some(id) if self.index.contains(&id) => self
-                .handle
-                .block_on(self.repo.load_tree(self.index, &id))
-                .map(Some),
+            Some(id) if self.index.contains(&id) => {
+                let tree = self.handle.block_on(self.repo.load_tree(self.index, &id))?;
+                Ok(Some(self.prior(path, &id, tree)))
+            }
             _ => Ok(None),
         }
     }
@@ -149,17 +196,18 @@ impl Walker<'_> {
         path: &Path,
         name: &[u8],
         probe: Probe,
-        parent: Option<&Node>,
-    ) -> Result<Option<Node>> {
+        parent: Option<PriorNode<'_>>,
+    ) -> Result<Option<Walked>> {
         match classify::classify_with(&probe.attrs, self.links) {
             Decision::Skip(rule) => {
                 let skipped = Skipped::by_rule(path.display().to_string(), rule);
                 self.report.skipped.push(skipped);
                 Ok(None)
             }
-            Decision::Symlink => Ok(self.symlink(at, path, name, &probe)),
+            Decision::Symlink => Ok(self.symlink(at, path, name, &probe).map(|n| (n, None))),
             Decision::Dir => {
-                let sub_parent = self.parent_subtree(parent.filter(|n| n.kind == NodeKind::Dir))?;
+                let dir_node = parent.map(|p| p.0).filter(|n| n.kind == NodeKind::Dir);
+                let sub_parent = self.parent_subtree(path, dir_node)?;
                 let here = (at, path, name);
                 let Some(subtree) = self.dir(here, &probe, sub_parent.as_ref())? else {
                     return Ok(None);
@@ -167,21 +215,21 @@ impl Walker<'_> {
                 let mut node = base_node(name, &probe, NodeKind::Dir);
                 node.subtree = Some(subtree);
                 self.report.dirs += 1;
-                Ok(Some(node))
+                Ok(Some((node, None)))
             }
             Decision::File(class) if self.links == LinkMode::Store && probe.attrs.nlink > 1 => {
-                if let Some(node) = self.hard_links.further_link(name, &probe) {
+                if let Some(walked) = self.hard_links.further_link(name, &probe) {
                     self.report.hard_links += 1;
                     self.progress.file(path);
                     self.progress.bytes(probe.size);
                     self.progress.file_done();
-                    return Ok(Some(node));
+                    return Ok(Some(walked));
                 }
-                let mut node = self.file((at, path, name), probe, class, parent)?;
-                if let Some(n) = &mut node {
-                    self.hard_links.first_link(&probe, n);
+                let mut walked = self.file((at, path, name), probe, class, parent)?;
+                if let Some((n, stamp)) = &mut walked {
+                    self.hard_links.first_link(&probe, n, *stamp);
                 }
-                Ok(node)
+                Ok(walked)
             }
             Decision::File(class) => self.file((at, path, name), probe, class, parent),
         }
@@ -198,7 +246,7 @@ impl Walker<'_> {
         &mut self,
         here: Here<'_>,
         probe: &Probe,
-        parent: Option<&Tree>,
+        parent: Option<&Prior>,
     ) -> Result<Option<BlobId>> {
         let (at, path, name) = here;
         self.before_open(path);
@@ -224,6 +272,7 @@ impl Walker<'_> {
             }
         };
         let mut nodes = Vec::with_capacity(names.len());
+        let mut stamps = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(open::os(&name));
             if self.excludes.is_excluded(&child) {
@@ -240,16 +289,18 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            let parent_node = parent.and_then(|t| t.find(&name));
-            if let Some(n) = self.entry(fd.as_fd(), &child, &name, probe, parent_node)? {
+            let parent_node = parent.and_then(|t| t.node(&name));
+            if let Some((n, s)) = self.entry(fd.as_fd(), &child, &name, probe, parent_node)? {
                 nodes.push(n);
+                stamps.push(s);
             }
         }
-        self.store_tree(path, &Tree { nodes }).map(Some)
+        self.store_tree(path, &Tree { nodes }, &stamps).map(Some)
     }
 
-    /// Stores the listing of the directory `path`.
-    fn store_tree(&mut self, path: &Path, tree: &Tree) -> Result<BlobId> {
+    /// Stores the listing of the directory `path`, and records the stamps of its nodes (in
+    /// the same order) in this run's files cache.
+    fn store_tree(&mut self, path: &Path, tree: &Tree, stamps: &[Option<Stamp>]) -> Result<BlobId> {
         let bytes = tree.encode();
         let max = crate::layout::MAX_BLOB_BYTES;
         if bytes.len() as u64 > max {
@@ -261,6 +312,9 @@ impl Walker<'_> {
         }
         let id = self.repo.keys.blob_id(&bytes);
         self.submit(BlobKind::Tree, id, bytes)?;
+        if let Some(w) = &mut self.next {
+            w.add(path, &id, stamps);
+        }
         Ok(id)
     }
 
@@ -287,32 +341,43 @@ impl Walker<'_> {
         here: Here<'_>,
         mut probe: Probe,
         class: FileClass,
-        parent: Option<&Node>,
-    ) -> Result<Option<Node>> {
+        parent: Option<PriorNode<'_>>,
+    ) -> Result<Option<Walked>> {
         let (at, path, name) = here;
         if self.cancel.is_cancelled() {
             return Err(aborted());
         }
         self.progress.file(path);
-        let reusable = parent.filter(|p| {
+        let now = Stamp {
+            ino: probe.ino,
+            ctime_ns: probe.ctime_ns,
+        };
+        // Size and mtime from the tree, inode and ctime from the files cache (or from an old
+        // tree that still carries them): a content change moves the ctime even when the mtime
+        // is put back, so all four together mean the content is the one the parent read.
+        let attested = |p: &Node, stamp: Option<Stamp>| {
+            stamp == Some(now)
+                || (p.legacy_ino, p.legacy_ctime_ns) == (Some(now.ino), Some(now.ctime_ns))
+        };
+        let reusable = parent.filter(|&(p, stamp)| {
             class != FileClass::Encrypted
                 && p.kind == NodeKind::File
                 && p.size == probe.size
                 && p.mtime_ns == probe.mtime_ns
-                && p.ctime_ns == probe.ctime_ns
-                && p.ino == probe.ino
+                && attested(p, stamp)
                 && p.content.iter().all(|id| self.known(id))
         });
         let mut node = base_node(name, &probe, NodeKind::File);
         node.class = class.label().map(str::to_string);
-        if let Some(p) = reusable {
+        if let Some((p, _)) = reusable {
             node.content = p.content.clone();
             node.segments = p.segments.clone();
             self.report.files_unchanged += 1;
             self.progress.bytes(probe.size);
             self.progress.file_done();
-            return Ok(Some(node));
+            return Ok(Some((node, Some(now))));
         }
+        let mut stamp = None;
         for attempt in 1..=READ_ATTEMPTS {
             self.before_open(path);
             let outcome = match self.read_file(at, name, &probe, class) {
@@ -346,6 +411,11 @@ impl Walker<'_> {
                 node.class = class.label().map(str::to_string);
                 node.content = content;
                 node.segments = segments;
+                // Only a read the file did not change under vouches for its content.
+                stamp = stable.then_some(Stamp {
+                    ino: after.ino,
+                    ctime_ns: after.ctime_ns,
+                });
                 break;
             }
             probe = after;
@@ -356,7 +426,7 @@ impl Walker<'_> {
             self.report.files_new += 1;
         }
         self.progress.file_done();
-        Ok(Some(node))
+        Ok(Some((node, stamp)))
     }
 
     /// Reads and chunks the file `name` of the open directory `at`, if it is still the file
@@ -471,8 +541,8 @@ pub(crate) fn base_node(name: &[u8], p: &Probe, kind: NodeKind) -> Node {
         uid: p.uid,
         gid: p.gid,
         mtime_ns: p.mtime_ns,
-        ctime_ns: p.ctime_ns,
-        ino: p.ino,
+        legacy_ctime_ns: None,
+        legacy_ino: None,
         size: if kind == NodeKind::File { p.size } else { 0 },
         content: Vec::new(),
         segments: Vec::new(),

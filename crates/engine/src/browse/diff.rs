@@ -194,8 +194,8 @@ fn compare(x: &Node, y: &Node) -> Option<Change> {
         uid: 0,
         gid: 0,
         mtime_ns: 0,
-        ctime_ns: 0,
-        ino: 0,
+        legacy_ctime_ns: None,
+        legacy_ino: None,
         subtree: None,
         // Group numbers are assigned per backup run: the same links may be numbered anew.
         link_group: None,
@@ -271,8 +271,8 @@ mod tests {
             uid: 1,
             gid: 1,
             mtime_ns,
-            ctime_ns: 5,
-            ino: 7,
+            legacy_ctime_ns: None,
+            legacy_ino: None,
             size,
             content: Vec::new(),
             segments: Vec::new(),
@@ -288,8 +288,8 @@ mod tests {
         let a = file(10, 1);
         assert_eq!(compare(&a, &a), None);
         let moved = Node {
-            ino: 9,
-            ctime_ns: 6,
+            legacy_ino: Some(9),
+            legacy_ctime_ns: Some(6),
             ..a.clone()
         };
         assert_eq!(compare(&a, &moved), None);
