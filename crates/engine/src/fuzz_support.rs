@@ -11,6 +11,7 @@
 
 use rbackup_crypto::{BlobId, KdfParams, KeyFile, MasterKeys, Passphrase};
 
+use crate::bundle;
 use crate::codec;
 use crate::credentials::{CredentialsRecord, VaultCredentials};
 use crate::id::Id;
@@ -30,6 +31,7 @@ pub const TARGETS: &[&str] = &[
     "pack",
     "pack_header_plain",
     "blob_plain",
+    "bundle_plain",
     "meta",
     "meta_plain",
     "index_plain",
@@ -63,6 +65,7 @@ pub fn run(name: &str, data: &[u8]) -> Option<bool> {
             shown(pack::authenticate(&keys, &PACK_ID, &bytes))
         }
         "blob_plain" => blob_plain(&keys, data),
+        "bundle_plain" => bundle_plain(&keys, data),
         "meta" => [
             layout::CONFIG,
             layout::INDEX,
@@ -173,6 +176,36 @@ fn blob_plain(keys: &MasterKeys, data: &[u8]) -> bool {
     shown(pack::open_blob(keys, &key, &id, &at, &sealed))
 }
 
+/// `data` = within (4 bytes LE) ‖ length (4 bytes LE) ‖ frame; the frame is sealed as a bundle
+/// unit, then one member is taken out of it as a restore would (the unit opened and
+/// decompressed within its bound, the member sliced and checked against its id).
+fn bundle_plain(keys: &MasterKeys, data: &[u8]) -> bool {
+    let Some((place, frame)) = data.split_first_chunk::<8>() else {
+        return false;
+    };
+    let within = u32::from_le_bytes([place[0], place[1], place[2], place[3]]);
+    let len = u32::from_le_bytes([place[4], place[5], place[6], place[7]]);
+    let key = keys.pack_key(&PACK_ID.0);
+    // The id of the member the frame holds at that place, if any: so a well-formed input is
+    // accepted.
+    let id = pack::unframe_bounded(frame, bundle::MAX_BUNDLE_RAW)
+        .ok()
+        .and_then(|c| {
+            let end = (within as usize).checked_add(len as usize)?;
+            c.get(within as usize..end).map(|m| keys.blob_id(m))
+        })
+        .unwrap_or(BlobId([0x22; 32]));
+    let sealed = key.seal(&bundle::ad(BlobKind::Data, 64), frame);
+    let at = pack::Slot {
+        kind: BlobKind::Data,
+        offset: 64,
+        len: sealed.len() as u32,
+        raw_len: len,
+        within: Some(within),
+    };
+    shown(pack::open_blob(keys, &key, &id, &at, &sealed))
+}
+
 /// `data` as the CBOR of a tree, then a restore plan of a recovery point whose every tree is
 /// this one: names, nesting, self-reference and fan-out all come from the fuzzer.
 fn tree_plain(data: &[u8]) -> bool {
@@ -271,6 +304,20 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
                 .map(|compress| {
                     let mut input = (text.len() as u32).to_le_bytes().to_vec();
                     input.extend_from_slice(&framer.frame(&text, compress));
+                    input
+                })
+                .collect()
+        }
+        "bundle_plain" => {
+            #[allow(clippy::expect_used)]
+            let mut framer = pack::Framer::new(3).expect("zstd level 3");
+            let content = b"first member|second member, a little longer|third".to_vec();
+            [(0u32, 12u32, true), (12, 32, false), (44, 5, true)]
+                .into_iter()
+                .map(|(within, len, compress)| {
+                    let mut input = within.to_le_bytes().to_vec();
+                    input.extend_from_slice(&len.to_le_bytes());
+                    input.extend_from_slice(&framer.frame(&content, compress));
                     input
                 })
                 .collect()

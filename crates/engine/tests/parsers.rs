@@ -32,6 +32,7 @@ targets!(
     pack,
     pack_header_plain,
     blob_plain,
+    bundle_plain,
     meta,
     meta_plain,
     index_plain,

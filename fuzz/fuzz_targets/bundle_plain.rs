@@ -1,0 +1,2 @@
+#![no_main]
+rbackup_fuzz::target!("bundle_plain");
