@@ -16,6 +16,7 @@ use rustix::fd::AsFd;
 
 use super::decide::Decision;
 use super::plan::{Meta, Plan};
+use super::stage::Stage;
 use super::stop::{Stop, fs_cause};
 use crate::report::NotRestored;
 
@@ -37,32 +38,9 @@ pub(crate) struct Moved {
     pub warnings: Vec<String>,
 }
 
-/// The name of file number `i` of the plan in the staging folder. Files are staged flat, by
-/// number, not in a copy of the tree: the tree is created in the target directly, and an
-/// emptied staging tree of thousands of directories would cost thousands of removals.
-pub(crate) fn staged_name(i: usize) -> RelPath {
-    let name = Name::try_from(i.to_string().as_str());
-    RelPath::from(name.expect("a decimal number is a valid name"))
-}
-
-/// Opens (creating it at its final size, so holes stay holes) the staged file number `i`.
-/// Created exclusively, 0600, never following a symlink; several fetch threads may write the
-/// same file, so one that finds it made opens it, and the same length makes that harmless.
-pub(crate) fn open_staged(stage: &Dir, i: usize, size: u64) -> Result<File, FsError> {
-    let rel = staged_name(i);
-    let file = match stage.create_file(&rel) {
-        Ok(f) => f,
-        Err(FsError::Exists { .. }) => stage.open_own_file(&rel, Access::Write)?.0,
-        Err(e) => return Err(e),
-    };
-    file.set_len(size)
-        .map_err(|e| io_at("set length", stage, &rel, e))?;
-    Ok(file)
-}
-
 /// What [`move_into_target`] works from besides the plan.
 pub(crate) struct Apply<'a> {
-    pub stage: &'a Dir,
+    pub stage: &'a Stage,
     pub target: &'a Dir,
     /// Files whose data could not be staged.
     pub bad: &'a [bool],
@@ -229,43 +207,40 @@ fn refresh(parent: &Dir, name: &Name, meta: &Meta, root: bool) -> Result<(), FsE
 /// symlink or FIFO at the destination is replaced itself (never followed); a directory there
 /// is reported and left alone.
 pub(super) fn move_file(
-    stage: &Dir,
+    stage: &Stage,
     i: usize,
     parent: &Dir,
     name: &Name,
     meta: &Meta,
     root: bool,
 ) -> Result<(), FsError> {
-    let staged = staged_name(i);
+    let (folder, staged) = stage.slot(i);
     // The staging folder is this restore's own (0700), so its files need none of the checks
     // an open in the target gets: this is one open and one stat per file.
-    let (file, has) = match stage.open_own_file(&staged, Access::ReadWrite) {
-        Ok(opened) => opened,
+    let (file, has) = match stage.open_staged(i)? {
+        Some(opened) => opened,
         // Empty files and all-hole sparse files received no data, so nothing created them.
-        Err(FsError::NotFound { .. }) => {
-            let f = stage.create_file(&staged)?;
-            f.set_len(meta.size)
-                .map_err(|e| io_at("set length", stage, &staged, e))?;
+        None => {
+            let f = stage.open(i, meta.size)?;
             let has =
-                rbackup_beneath::metadata(&f).map_err(|e| io_at("stat", stage, &staged, e))?;
+                rbackup_beneath::metadata(&f).map_err(|e| io_at("stat", folder, &staged, e))?;
             (f, has)
         }
-        Err(e) => return Err(e),
     };
     apply_metadata(&file, Some(&has), meta, root)
-        .map_err(|e| io_at("set metadata", stage, &staged, e))?;
+        .map_err(|e| io_at("set metadata", folder, &staged, e))?;
     let dest = RelPath::from(name.clone());
     // A fresh target has nothing at the name: one `RENAME_NOREPLACE` does it. Only when
     // something is there (or the file system lacks the flag) is it checked and replaced.
-    let placed = match stage.rename(&staged, parent, &dest, Replace::Never) {
+    let placed = match folder.rename(&staged, parent, &dest, Replace::Never) {
         Err(FsError::Exists { .. }) => None,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
         other => Some(other),
     };
-    match placed.unwrap_or_else(|| stage.rename(&staged, parent, &dest, Replace::NonDirectory)) {
+    match placed.unwrap_or_else(|| folder.rename(&staged, parent, &dest, Replace::NonDirectory)) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             copy_across(&file, parent, &dest, meta, root)?;
-            stage.remove_file(&staged)
+            stage.remove(i)
         }
         other => other,
     }

@@ -6,10 +6,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use rbackup_beneath::Dir;
 use tokio::runtime::Handle;
 
 use super::plan::{BlobRead, Plan};
+use super::stage::Stage;
 use super::stop::{Stop, fs_cause, io_cause};
 use crate::index::Index;
 use crate::layout::pack_rel;
@@ -29,7 +29,7 @@ pub(crate) struct Fetch {
     pub handle: Handle,
     pub index: Arc<Index>,
     pub plan: Arc<Plan>,
-    pub stage: Arc<Dir>,
+    pub stage: Arc<Stage>,
     pub throttle: Option<rbackup_throttle::Throttle>,
     pub progress: Arc<dyn Progress>,
     pub stop: Arc<Stop>,
@@ -180,7 +180,7 @@ impl OpenFiles {
 
     fn write_at(
         &mut self,
-        stage: &Dir,
+        stage: &Stage,
         file: usize,
         size: u64,
         offset: u64,
@@ -189,7 +189,8 @@ impl OpenFiles {
         let pos = match self.open.iter().position(|(f, _)| *f == file) {
             Some(p) => p,
             None => {
-                let f = super::apply::open_staged(stage, file, size)
+                let f = stage
+                    .open(file, size)
                     .map_err(|e| (format!("cannot stage: {e}"), fs_cause(&e)))?;
                 if self.open.len() == Self::KEEP {
                     self.open.remove(0);
@@ -203,7 +204,7 @@ impl OpenFiles {
             .write_all_at(data, offset)
             // The path is only built for an error message: this runs once per blob written.
             .map_err(|e| {
-                let path = stage.label().join(file.to_string());
+                let path = stage.path_of(file);
                 (
                     format!("cannot write {}: {e}", path.display()),
                     io_cause(&e),

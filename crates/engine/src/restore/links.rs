@@ -134,7 +134,7 @@ pub(crate) fn place(plan: &Plan, how: &Apply<'_>, root: bool, moved: &mut Moved)
 /// to moving its own staged copy.
 fn place_member(
     plan: &Plan,
-    stage: &Dir,
+    stage: &super::stage::Stage,
     target: &Dir,
     (member, leader): (usize, usize),
     leader_bad: bool,
@@ -155,7 +155,7 @@ fn place_member(
     match linked {
         Ok(()) => {
             // The staged copy is not needed; the staging folder goes anyway if this fails.
-            let _ = stage.remove_file(&super::apply::staged_name(member));
+            let _ = stage.remove(member);
             moved.files += 1;
             moved.hard_links += 1;
         }

@@ -17,6 +17,7 @@ mod delete;
 mod fetch;
 mod links;
 pub(crate) mod plan;
+mod stage;
 mod stop;
 
 use std::collections::HashMap;
@@ -199,7 +200,10 @@ impl Repository {
             report.warnings.extend(plan.case_collisions.iter().cloned());
         }
         let plan = Arc::new(plan);
-        let stage = Arc::new(work.dir().try_clone()?);
+        let stage = Arc::new(stage::Stage::create(
+            work.dir().try_clone()?,
+            plan.files.len(),
+        )?);
         let stop = Arc::new(Stop::new(opts.cancel.clone()));
         let fetch = fetch::Fetch {
             repo: self.clone(),
@@ -261,7 +265,7 @@ struct Decided {
 /// What moving the staged files into the target takes, owned for its blocking task.
 struct Placing {
     plan: Arc<Plan>,
-    stage: Arc<Dir>,
+    stage: Arc<stage::Stage>,
     target: Dir,
     bad: Vec<bool>,
     decisions: Vec<Decision>,
