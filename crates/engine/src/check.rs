@@ -318,32 +318,13 @@ fn verify_pack(
     }
     let key = keys.pack_key(&pack.0);
     let mut read = 0;
-    let mut sorted: Vec<&(BlobId, pack::Slot)> = blobs.iter().collect();
-    sorted.sort_by_key(|(_, at)| at.offset);
-    // A bundle is opened once for all its members, not once for each.
-    let mut opened: Option<(u64, std::result::Result<Vec<u8>, String>)> = None;
-    for (id, at) in sorted {
+    // `group_by_pack` sorted the blobs by offset, so a bundle's members come together.
+    let mut units = crate::bundle::Units::new(keys, &key);
+    for (id, at) in blobs {
         let sealed = bytes
             .get(at.offset as usize..(at.offset + u64::from(at.len)) as usize)
             .unwrap_or_default();
-        let result = match at.within {
-            None => pack::open_blob(keys, &key, id, at, sealed).map_err(|e| e.to_string()),
-            Some(within) => {
-                if opened.as_ref().is_none_or(|(o, _)| *o != at.offset) {
-                    let unit = crate::bundle::open_unit(&key, at.kind, at.offset, sealed)
-                        .map_err(|e| e.to_string());
-                    opened = Some((at.offset, unit));
-                }
-                match opened.as_ref().map(|(_, u)| u) {
-                    Some(Ok(content)) => {
-                        crate::bundle::member(keys, content, id, within, at.raw_len)
-                            .map_err(|e| e.to_string())
-                    }
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err("not opened".into()),
-                }
-            }
-        };
+        let result = units.open(id, at, sealed);
         match result {
             Ok(_) => read += 1,
             Err(e) => problems.push((Some(*id), format!("pack {name}: blob {id} is damaged: {e}"))),

@@ -178,7 +178,7 @@ pub(crate) fn unframe_bounded(
             let payload = frame.get(FRAME_HEADER..).unwrap_or_default();
             match zstd::zstd_safe::get_frame_content_size(payload) {
                 Ok(Some(n)) => n,
-                _ => return Err(CorruptReason::FrameTooShort),
+                _ => return Err(CorruptReason::BundleLengthMissing),
             }
         }
         _ => frame.len().saturating_sub(FRAME_HEADER) as u64,

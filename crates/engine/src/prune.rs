@@ -319,7 +319,7 @@ impl Repository {
                 let open = |b: &[u8]| index::open(&self.keys, &id, b);
                 self.read_immutable(index::KIND, &id, open).await
             })
-            .buffer_unordered(8);
+            .buffer_unordered(crate::repo::FETCH_CONCURRENCY);
         let mut index = Index::default();
         while let Some(f) = files.try_next().await? {
             for p in f.packs.into_iter().filter(|p| keep(&p.id)) {

@@ -13,7 +13,7 @@ use crate::cache::MetaCache;
 use crate::codec;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::id::Id;
-use crate::index::{self, Index};
+use crate::index::Index;
 use crate::layout::{self, FORMAT_VERSION, MachineConfig, MachineMarker, machine_path, pack_rel};
 use crate::pack::{self, BlobKind};
 use crate::snapshot::{self, RecoveryPoint};
@@ -262,23 +262,7 @@ impl Repository {
 
     /// Loads and merges every index file, without the packs the vault no longer has.
     pub(crate) async fn load_index(&self) -> Result<Index> {
-        let ids = self.list_ids(index::KIND).await?;
-        if let Some(c) = &self.cache {
-            c.retain(index::KIND, &ids.iter().map(Id::to_hex).collect());
-        }
-        // Each file is merged as it arrives and then dropped: decoded index files take more
-        // memory per blob than the index itself, so they must not all be held at once.
-        let mut files = futures::stream::iter(ids)
-            .map(|id| async move {
-                self.read_immutable(index::KIND, &id, |b| index::open(&self.keys, &id, b))
-                    .await
-            })
-            .buffer_unordered(FETCH_CONCURRENCY);
-        let mut index = Index::default();
-        while let Some(f) = files.try_next().await? {
-            index.add_file(f);
-        }
-        index.finish();
+        let mut index = self.build_index(|_| true).await?;
         // An index file may name a pack that is gone, while a later backup wrote the same
         // blobs again elsewhere: the entries of missing packs are dropped so the other copy
         // is the one read (one listing, about one request per thousand packs).

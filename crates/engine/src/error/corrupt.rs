@@ -42,6 +42,14 @@ pub enum CorruptReason {
     /// A blob frame shorter than its header.
     #[error("frame shorter than its header")]
     FrameTooShort,
+    /// A bundle's zstd frame that does not record how long its content is (every writer
+    /// records it, and a reader needs it to bound the buffer).
+    #[error("bundle frame without its content length")]
+    BundleLengthMissing,
+    /// A member of a bundle whose unit already failed to open for an earlier member (that
+    /// member's error says why).
+    #[error("the bundle holding it is damaged")]
+    BundleDamaged,
     /// A blob frame whose payload length points past its end.
     #[error("frame payload length past its end")]
     FramePastEnd,

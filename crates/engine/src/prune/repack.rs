@@ -150,7 +150,7 @@ fn copy_blobs(
     let key = keys.pack_key(&pack_id.0);
     let mut finished = Vec::new();
     let mut n = 0;
-    let mut unit: Option<(u64, Vec<u8>)> = None;
+    let mut units = bundle::Units::new(keys, &key);
     for e in entries {
         let what = || format!("blob {} in pack {}", e.id, pack_id.to_hex());
         let sealed = bytes
@@ -161,14 +161,9 @@ fn copy_blobs(
             })?;
         let slot = e.kind.code() as usize;
         n += 1;
-        if let Some(within) = e.within {
-            if unit.as_ref().is_none_or(|(at, _)| *at != e.offset) {
-                let content = bundle::open_unit(&key, e.kind, e.offset, sealed)
-                    .map_err(|err| EngineError::corrupt(what(), err))?;
-                unit = Some((e.offset, content));
-            }
-            let content = unit.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
-            let member = bundle::member(keys, content, &e.id, within, e.raw_len)
+        if e.within.is_some() {
+            let member = units
+                .open(&e.id, &e.slot(), sealed)
                 .map_err(|err| EngineError::corrupt(what(), err))?;
             writers.bundles[slot].push(e.id, &member);
             if writers.bundles[slot].is_full() {
@@ -176,6 +171,7 @@ fn copy_blobs(
             }
             continue;
         }
+        // A lone blob keeps its frame (compressed, padded): opened and verified, not redone.
         let frame = key
             .open_blob(&e.id, e.kind.code(), sealed)
             .map_err(|err| EngineError::corrupt(what(), err))?;

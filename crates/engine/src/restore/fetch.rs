@@ -13,7 +13,6 @@ use super::stage::Stage;
 use super::stop::{Stop, fs_cause, io_cause};
 use crate::index::Index;
 use crate::layout::pack_rel;
-use crate::pack::{self, BlobKind};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::report::FailureCause;
@@ -102,12 +101,12 @@ impl Fetch {
                     continue;
                 }
             };
-            let mut unit: Option<(u64, Vec<u8>)> = None;
+            let mut units = crate::bundle::Units::new(&self.repo.keys, &key);
             for r in group {
                 let lo = (r.offset - start) as usize;
                 let sealed = bytes.get(lo..lo + r.len as usize).unwrap_or_default();
-                let result = self
-                    .open(&key, r, sealed, &mut unit)
+                let result = units
+                    .open(&r.id, &r.slot(), sealed)
                     .map_err(|e| {
                         let why =
                             format!("blob {} in pack {} is damaged: {e}", r.id, pack_id.to_hex());
@@ -135,36 +134,6 @@ impl Fetch {
             }
         }
         failed
-    }
-}
-
-impl Fetch {
-    /// Opens one blob of a read group; a bundle's unit is opened once for the run of its
-    /// members that follow one another in the group (`unit` keeps the last one opened).
-    fn open(
-        &self,
-        key: &rbackup_crypto::SealKey,
-        r: &BlobRead,
-        sealed: &[u8],
-        unit: &mut Option<(u64, Vec<u8>)>,
-    ) -> std::result::Result<Vec<u8>, crate::error::CorruptReason> {
-        let keys = &self.repo.keys;
-        let Some(within) = r.within else {
-            let at = pack::Slot {
-                kind: BlobKind::Data,
-                offset: r.offset,
-                len: r.len,
-                raw_len: r.raw_len,
-                within: None,
-            };
-            return pack::open_blob(keys, key, &r.id, &at, sealed);
-        };
-        if unit.as_ref().is_none_or(|(at, _)| *at != r.offset) {
-            let content = crate::bundle::open_unit(key, BlobKind::Data, r.offset, sealed)?;
-            *unit = Some((r.offset, content));
-        }
-        let content = unit.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
-        crate::bundle::member(keys, content, &r.id, within, r.raw_len)
     }
 }
 

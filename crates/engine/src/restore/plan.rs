@@ -69,6 +69,19 @@ pub(crate) struct BlobRead {
     pub targets: Vec<Target>,
 }
 
+impl BlobRead {
+    /// Where the blob is in its pack (data blobs only are read this way).
+    pub(crate) fn slot(&self) -> crate::pack::Slot {
+        crate::pack::Slot {
+            kind: crate::pack::BlobKind::Data,
+            offset: self.offset,
+            len: self.len,
+            raw_len: self.raw_len,
+            within: self.within,
+        }
+    }
+}
+
 /// Trees nested deeper than this are refused: no real file system comes near it (paths are
 /// at most 4096 bytes, so 2048 levels of one-letter names), and the walk must not be made to
 /// run without bound by a crafted recovery point.
