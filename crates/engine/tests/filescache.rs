@@ -87,9 +87,14 @@ async fn without_the_cache_every_file_is_read_and_the_result_is_the_same() {
     let again = env.backup(&[&src], None).await;
     assert_eq!((again.files_unchanged, again.files_changed), (0, 4));
     assert_eq!(again.bytes_read, 4 * 3000);
-    assert_eq!(
-        again.blobs_new, 0,
-        "same content, same trees: nothing new is stored"
+    // Same content, same trees below the source: nothing new is stored for it. Only the
+    // folders above it may get new trees, as their mtimes move with whatever else runs in
+    // the temp dir (other tests create folders in /tmp meanwhile).
+    let above = src.ancestors().count() as u64 - 1;
+    assert!(
+        again.blobs_new <= above,
+        "same content, same trees: nothing new is stored below the source ({} new blobs, {above} folders above it)",
+        again.blobs_new
     );
     // And the generation it wrote serves the next run again.
     let third = env.backup(&[&src], None).await;
