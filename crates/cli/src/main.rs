@@ -278,6 +278,9 @@ pub struct BackupArgs {
     /// the config's `links`, itself `skip` unless set).
     #[arg(long, value_name = "skip|store", value_parser = config::parse_links)]
     pub links: Option<rbackup_engine::LinkMode>,
+    /// Packs uploaded at once (default: 2 for a local vault, 8 for a cloud one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub uploads: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -302,6 +305,9 @@ pub struct RestoreArgs {
     /// Show what would be written, overwritten, kept and deleted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Reads of the vault in flight at once (default: 2 for a local vault, 8 for a cloud one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub downloads: Option<u64>,
     #[command(flatten)]
     pub other: keys::MachineArgs,
 }

@@ -31,6 +31,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         opts.excludes = args.exclude;
         opts.job = args.job;
         opts.links = args.links.unwrap_or(cfg.links);
+        opts.uploads = args.uploads.map_or(0, |n| n as usize);
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
         opts.cancel = crate::interrupt::stop_on_signals(ctx);
@@ -224,6 +225,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
         opts.overwrite = args.overwrite.into();
         opts.delete = args.delete;
         opts.dry_run = args.dry_run;
+        opts.downloads = args.downloads.map_or(0, |n| n as usize);
         opts.cancel = Some(crate::interrupt::stop_restore_on_signals(ctx));
         if cfg.throttle.restores {
             opts.throttle = crate::config::throttle(&cfg.throttle)?;

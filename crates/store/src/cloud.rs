@@ -121,6 +121,7 @@ pub struct CloudStore {
     backend: ObjectStoreBackend,
     context: Context,
     multipart_threshold: u64,
+    requests_in_flight: usize,
     checked: OnceCell<()>,
     /// Set once the service refused to stage the parts of an upload (see `put_large`).
     parts_refused: AtomicBool,
@@ -161,6 +162,7 @@ impl CloudStore {
                 endpoint,
             },
             multipart_threshold: options.multipart_threshold,
+            requests_in_flight: options.requests_in_flight.max(1),
             checked: OnceCell::new(),
             parts_refused: AtomicBool::new(false),
         })
@@ -419,6 +421,10 @@ impl Store for CloudStore {
 
     fn describe(&self) -> String {
         self.backend.describe()
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        self.requests_in_flight
     }
 
     /// Uploads in parts, streaming from the file, when it is larger than the multipart

@@ -69,6 +69,11 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Target pack size in bytes.
     pub pack_size: u64,
+    /// Packs uploaded at once (0: what the store asks for,
+    /// [`Store::requests_in_flight`](crate::store::Store::requests_in_flight): 2 for a local
+    /// vault, 8 for a cloud one). Each upload in flight holds one staged pack, so the staging
+    /// budget is shared out between the workers' open packs and the uploads.
+    pub uploads: usize,
     /// Enforce the 5% cache rule (free space check and staging budget).
     pub cache_rule: bool,
     /// Progress receiver.
@@ -134,6 +139,7 @@ impl BackupOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             threads: 0,
             pack_size: 32 << 20,
+            uploads: 0,
             cache_rule: true,
             progress: Arc::new(NoProgress),
             throttle: None,

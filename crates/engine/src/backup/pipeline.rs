@@ -122,13 +122,18 @@ impl Repository {
         })
     }
 
-    /// Starts `threads` packer workers and two uploaders.
+    /// Starts `threads` packer workers and the uploaders.
     fn start_stages(&self, opts: &BackupOptions, plan: &Plan, threads: usize) -> Stages {
+        let uploads = match opts.uploads {
+            0 => self.store.requests_in_flight(),
+            n => n,
+        };
         let budget_bytes = plan.budget_bytes;
         let budget = Arc::new(Budget::new(budget_bytes));
+        // Every worker's open pack and every upload can hold a pack at once within the budget.
         let pack_target = opts
             .pack_size
-            .min((budget_bytes / (threads as u64 + 2)).max(1 << 20));
+            .min((budget_bytes / (threads + uploads) as u64).max(1 << 20));
         let cfg = PackerConfig {
             keys: self.keys.clone(),
             staging: plan.staging.path().to_path_buf(),
@@ -150,7 +155,7 @@ impl Repository {
             })
             .collect();
         drop((blob_rx, pack_tx));
-        let uploaders: Vec<_> = (0..2)
+        let uploaders: Vec<_> = (0..uploads)
             .map(|_| {
                 let (repo, h, rx) = (self.clone(), handle.clone(), pack_rx.clone());
                 let (b, c, t) = (budget.clone(), collector.clone(), opts.throttle.clone());

@@ -56,6 +56,11 @@ pub struct RestoreOptions {
     pub recovery_dir: PathBuf,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Ranged reads of the vault kept in flight (0: what the store asks for,
+    /// [`Store::requests_in_flight`](crate::store::Store::requests_in_flight): 2 for a local
+    /// vault, 8 for a cloud one). Each read is fetched, opened and written by a thread of its
+    /// own, so this many threads fetch when it is more than `threads`.
+    pub downloads: usize,
     /// Check the free space of the recovery folder, and of the target when it is on another
     /// file system, first ([`EngineError::NoSpace`](crate::EngineError::NoSpace)).
     pub check_space: bool,
@@ -102,6 +107,7 @@ impl RestoreOptions {
             target: target.into(),
             recovery_dir: recovery_dir.into(),
             threads: 0,
+            downloads: 0,
             check_space: true,
             overwrite: Overwrite::default(),
             delete: false,
@@ -215,7 +221,13 @@ impl Repository {
             progress: opts.progress.clone(),
             stop: stop.clone(),
         };
-        let failures = tokio::task::spawn_blocking(move || fetch.run(threads))
+        // A read waiting on the network holds a thread but no core: cover the round trips.
+        let downloads = match opts.downloads {
+            0 => self.store.requests_in_flight(),
+            n => n,
+        };
+        let fetchers = threads.max(downloads);
+        let failures = tokio::task::spawn_blocking(move || fetch.run(fetchers))
             .await
             .map_err(|e| EngineError::join("restore fetch", e))?;
         tracing::info!("restore data fetched: {:?}", started.elapsed());

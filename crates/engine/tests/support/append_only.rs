@@ -93,6 +93,10 @@ impl Store for AppendOnlyStore {
         format!("append-only {}", self.inner.describe())
     }
 
+    fn requests_in_flight(&self) -> usize {
+        self.inner.requests_in_flight()
+    }
+
     async fn put_file(&self, path: &str, local: &Path, mode: PutMode) -> Result<(), StoreError> {
         self.check(path, mode)?;
         self.inner.put_file(path, local, mode).await
