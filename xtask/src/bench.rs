@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: rbackup against restic, borg and rustic, same corpus, same run.
 //!
 //! Every tool goes through the same scenario on a warm page cache: first backup of `mixed/`,
-//! an unchanged re-run, a restore that must be byte-identical to the source, and the
-//! successive versions of a source tree backed up as one evolving folder. Comparing against
+//! an unchanged re-run, a restore that must be byte-identical to the source, the generator's
+//! successive versions of a source tree backed up as one evolving folder, the same for real
+//! releases of a public project (`bench_releases`), and a first backup and re-run of many
+//! tiny files (`bench_small`). Comparing against
 //! peers measured in the same run (rather than against remembered numbers) is what makes the
 //! ratios meaningful on a shared 2-core machine whose speed varies from hour to hour.
 
@@ -47,7 +49,14 @@ pub struct BenchArgs {
     /// Use this rbackup binary instead of building one with `cargo build --release`.
     #[arg(long)]
     rbackup_bin: Option<PathBuf>,
-    /// A short run: --size 64MB --versions 3 unless given.
+    /// Real releases to back up as versions of one tree, `NAME==V1,V2,...` from PyPI, or
+    /// `none`.
+    #[arg(long, default_value = crate::bench_releases::DEFAULT_SPEC)]
+    releases: String,
+    /// Number of tiny files to back up (default 1,000,000; 20,000 with --quick; 0: none).
+    #[arg(long)]
+    small_files: Option<u64>,
+    /// A short run: --size 64MB --versions 3 --small-files 20000 unless given.
     #[arg(long)]
     quick: bool,
 }
@@ -69,7 +78,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ci::ensure_apt(&[time], CiOptions::default())?;
 
     let (tools, mut runs) = find_tools(&args, &root);
-    let corpus = prepare_corpus(&work, args.gen_options())?;
+    let mut corpus = prepare_corpus(&work, args.gen_options())?;
+    if args.releases != "none" {
+        corpus.releases = Some(crate::bench_releases::prepare(&work, &args.releases)?);
+    }
+    let small = args
+        .small_files
+        .unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+    if small > 0 {
+        corpus.small = Some(crate::bench_small::prepare(&work, small, args.seed)?);
+    }
     for tool in &tools {
         runs.push(bench_one(tool, &corpus, &work));
     }
@@ -214,12 +232,28 @@ fn bench_tool(tool: &Tool, corpus: &Corpus, work: &Path) -> Result<Outcome> {
     let mut warnings = std::mem::take(&mut repo.warnings);
     let mut reports = std::mem::take(&mut repo.reports);
 
-    let (secs_total, repo_bytes) =
-        bench_versions(tool, corpus, work, &base, &mut warnings, &mut reports)?;
+    let mut versions = Versions {
+        tool,
+        evolving: work.join("evolving/src"),
+        warnings: &mut warnings,
+        reports: &mut reports,
+    };
+    let (secs_total, repo_bytes) = versions.run(&corpus.versions, &base.join("versions"), "v")?;
     let source: u64 = corpus.version_bytes.iter().sum();
     fig.insert("versions_s", secs_total);
     fig.insert("versions_repo_mb", repo_bytes as f64 / 1e6);
     fig.insert("dedup_ratio", source as f64 / repo_bytes.max(1) as f64);
+    if let Some(rel) = &corpus.releases {
+        let trees: Vec<PathBuf> = rel.versions.iter().map(|v| v.1.clone()).collect();
+        let (secs_total, repo_bytes) = versions.run(&trees, &base.join("releases"), "release")?;
+        fig.insert("releases_s", secs_total);
+        fig.insert("releases_repo_mb", repo_bytes as f64 / 1e6);
+        let ratio = rel.total_bytes() as f64 / repo_bytes.max(1) as f64;
+        fig.insert("releases_dedup_ratio", ratio);
+    }
+    if let Some(small) = &corpus.small {
+        bench_small_files(tool, small, &base.join("small"), &mut fig, &mut warnings)?;
+    }
     Ok(Outcome::Ran {
         figures: fig,
         warnings,
@@ -298,32 +332,59 @@ fn step(what: &str, wall: Duration, rss_kib: u64) {
     );
 }
 
-/// Backs up v1..vN synced one after the other into the same folder; returns the total backup
-/// time and the final repository size.
-fn bench_versions(
+/// Backs up successive versions of a tree synced one after the other into one folder.
+struct Versions<'a> {
+    tool: &'a Tool,
+    evolving: PathBuf,
+    warnings: &'a mut Vec<String>,
+    reports: &'a mut Vec<serde_json::Value>,
+}
+
+impl Versions<'_> {
+    /// Backs up `versions` in order into a new repository in `dir`; returns the total backup
+    /// time and the final repository size.
+    fn run(&mut self, versions: &[PathBuf], dir: &Path, label: &str) -> Result<(f64, u64)> {
+        if self.evolving.exists() {
+            fs::remove_dir_all(&self.evolving).context("clearing the evolving folder")?;
+        }
+        fs::create_dir_all(&self.evolving).context("creating the evolving folder")?;
+        let mut repo = Repo::init(self.tool, dir)?;
+        let mut total = 0.0;
+        for (i, version) in versions.iter().enumerate() {
+            sync_tree(version, &self.evolving)?;
+            let m = repo.backup(&self.evolving, &format!("backup-{label}{}", i + 1))?;
+            step(&format!("{label} {}", i + 1), m.wall, m.max_rss_kib);
+            total += m.wall.as_secs_f64();
+        }
+        let size = size_on_disk(&repo.data)?;
+        eprintln!("  {label}s repo {:>9}", human_bytes(size));
+        self.warnings.append(&mut repo.warnings);
+        self.reports.append(&mut repo.reports);
+        Ok((total, size))
+    }
+}
+
+/// First backup and unchanged re-run of the small files, with rbackup's reports checked.
+fn bench_small_files(
     tool: &Tool,
-    corpus: &Corpus,
-    work: &Path,
-    base: &Path,
+    small: &crate::bench_small::SmallFiles,
+    dir: &Path,
+    fig: &mut Figures,
     warnings: &mut Vec<String>,
-    reports: &mut Vec<serde_json::Value>,
-) -> Result<(f64, u64)> {
-    let evolving = work.join("evolving/src");
-    if evolving.exists() {
-        fs::remove_dir_all(&evolving).context("clearing the evolving folder")?;
+) -> Result<()> {
+    let mut repo = Repo::init(tool, dir)?;
+    let m = repo.backup(&small.root, "small-first")?;
+    step("small files first", m.wall, m.max_rss_kib);
+    fig.insert("small_backup_s", m.wall.as_secs_f64());
+    fig.insert("small_backup_rss_mib", m.max_rss_kib as f64 / 1024.0);
+    let m = repo.backup(&small.root, "small-rerun")?;
+    step("small files re-run", m.wall, m.max_rss_kib);
+    fig.insert("small_rerun_s", m.wall.as_secs_f64());
+    fig.insert("small_rerun_rss_mib", m.max_rss_kib as f64 / 1024.0);
+    fig.insert("small_repo_mb", size_on_disk(&repo.data)? as f64 / 1e6);
+    if tool.kind == Kind::Rbackup {
+        check_rbackup_reports(&mut repo, small.files)?;
     }
-    fs::create_dir_all(&evolving).context("creating the evolving folder")?;
-    let mut repo = Repo::init(tool, &base.join("versions"))?;
-    let mut total = 0.0;
-    for (i, version) in corpus.versions.iter().enumerate() {
-        sync_tree(version, &evolving)?;
-        let m = repo.backup(&evolving, &format!("backup-v{}", i + 1))?;
-        step(&format!("version {}", i + 1), m.wall, m.max_rss_kib);
-        total += m.wall.as_secs_f64();
-    }
-    let size = size_on_disk(&repo.data)?;
-    eprintln!("  versions repo      {}", human_bytes(size));
     warnings.append(&mut repo.warnings);
-    reports.append(&mut repo.reports);
-    Ok((total, size))
+    Ok(())
 }

@@ -25,6 +25,10 @@ pub struct Corpus {
     pub versions: Vec<PathBuf>,
     /// Bytes of each version.
     pub version_bytes: Vec<u64>,
+    /// Real releases of a public project (`--releases`), when measured.
+    pub releases: Option<crate::bench_releases::Releases>,
+    /// Many tiny files (`--small-files`), when measured.
+    pub small: Option<crate::bench_small::SmallFiles>,
 }
 
 /// Generates the corpus once per seed/size/versions/generator and reads it all (which both
@@ -77,6 +81,8 @@ pub fn prepare_corpus(work: &Path, opts: GenOptions) -> Result<Corpus> {
         manifest,
         versions,
         version_bytes,
+        releases: None,
+        small: None,
     })
 }
 

@@ -77,7 +77,7 @@ pub const METRICS: &[Metric] = &[
         "restore: throughput",
         "MB/s",
         true,
-        Some(1.0),
+        Some(1.2),
     ),
     metric(
         "restore_rss_mib",
@@ -98,9 +98,65 @@ pub const METRICS: &[Metric] = &[
         "versions: repo size",
         "MB",
         false,
-        Some(0.9),
+        Some(0.8),
     ),
     metric("dedup_ratio", "versions: dedup ratio", "x", true, None),
+    metric(
+        "releases_s",
+        "releases: total backup time",
+        "s",
+        false,
+        None,
+    ),
+    metric(
+        "releases_repo_mb",
+        "releases: repo size",
+        "MB",
+        false,
+        Some(0.8),
+    ),
+    metric(
+        "releases_dedup_ratio",
+        "releases: dedup ratio",
+        "x",
+        true,
+        None,
+    ),
+    metric(
+        "small_backup_s",
+        "small files: first backup",
+        "s",
+        false,
+        Some(0.5),
+    ),
+    metric(
+        "small_backup_rss_mib",
+        "small files: first peak RSS",
+        "MiB",
+        false,
+        Some(0.5),
+    ),
+    metric(
+        "small_rerun_s",
+        "small files: re-run",
+        "s",
+        false,
+        Some(0.5),
+    ),
+    metric(
+        "small_rerun_rss_mib",
+        "small files: re-run peak RSS",
+        "MiB",
+        false,
+        Some(0.5),
+    ),
+    metric(
+        "small_repo_mb",
+        "small files: repo size",
+        "MB",
+        false,
+        Some(0.9),
+    ),
 ];
 
 /// What happened to one tool.
@@ -235,6 +291,27 @@ pub fn print_table(runs: &[ToolRun], corpus: &Corpus) {
         corpus.version_bytes.iter().sum::<u64>() as f64 / 1e6,
         corpus.opts.seed,
     );
+    if let Some(r) = &corpus.releases {
+        let files = r.sizes.last().map_or(0, |s| s.0);
+        eprintln!(
+            "releases: {} {} ({} versions, {files} files in the last, {:.1} MB total)",
+            r.project,
+            r.versions
+                .iter()
+                .map(|v| v.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            r.versions.len(),
+            r.total_bytes() as f64 / 1e6
+        );
+    }
+    if let Some(s) = &corpus.small {
+        eprintln!(
+            "small files: {} files, {:.1} MB",
+            s.files,
+            s.bytes as f64 / 1e6
+        );
+    }
     let mut header = format!("{:<30} {:<5}", "metric", "unit");
     for r in &shown {
         header += &format!(" {:>9}", r.kind.name());
@@ -337,6 +414,12 @@ pub fn to_json(runs: &[ToolRun], corpus: &Corpus) -> Value {
             "mixed_files": corpus.manifest.files,
             "mixed_bytes": corpus.manifest.bytes,
             "version_bytes": corpus.version_bytes,
+            "releases": corpus.releases.as_ref().map(|r| json!({
+                "project": r.project,
+                "versions": r.versions.iter().map(|v| v.0.clone()).collect::<Vec<_>>(),
+                "files_bytes": r.sizes,
+            })),
+            "small_files": corpus.small.as_ref().map(|s| json!({"files": s.files, "bytes": s.bytes})),
         },
         "machine": { "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()) },
         "tools": tools,

@@ -9,7 +9,9 @@
 mod bench;
 mod bench_corpus;
 mod bench_peers;
+mod bench_releases;
 mod bench_report;
+mod bench_small;
 mod ci;
 mod fuzz;
 mod r#gen;
