@@ -13,6 +13,8 @@ mod bench_report;
 mod ci;
 mod fuzz;
 mod r#gen;
+mod netem;
+mod netem_forward;
 mod util;
 
 use std::path::PathBuf;
