@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench_corpus::{Corpus, Manifest, prepare_corpus, sync_tree};
+use crate::bench_net;
 use crate::bench_peers::{Kind, Repo, Tool, size_on_disk};
 use crate::bench_report::{Figures, Outcome, ToolRun, print_table, to_json};
 use crate::ci::{self, AptTool, CiOptions};
@@ -29,7 +30,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = util::parse_size)]
     size: Option<u64>,
     /// Versions of the evolving source tree (default 5; 3 with --quick).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "network")]
     versions: Option<u32>,
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
@@ -37,7 +38,8 @@ pub struct BenchArgs {
     /// Work dir for the corpus, repositories and restores (default target/bench).
     #[arg(long)]
     work: Option<PathBuf>,
-    /// Where to write the results as JSON (default WORK/bench.json).
+    /// Where to write the results as JSON (default WORK/bench.json, with --network
+    /// WORK/bench-network.json).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Measure rbackup only.
@@ -59,10 +61,29 @@ pub struct BenchArgs {
     /// A short run: --size 64MB --versions 3 --small-files 20000 unless given.
     #[arg(long)]
     quick: bool,
+    #[command(flatten)]
+    net: bench_net::NetArgs,
 }
 
 /// Runs the bench and fails if any tool failed or a restore differed from its source.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.net.network {
+        let default = if args.quick {
+            64_000_000
+        } else {
+            bench_net::DEFAULT_SIZE
+        };
+        let common = bench_net::Common {
+            size: args.size.unwrap_or(default),
+            seed: args.seed,
+            work: args.work.clone(),
+            json: args.json.clone(),
+            skip_peers: args.skip_peers,
+            skip_rbackup: args.skip_rbackup,
+            rbackup_bin: args.rbackup_bin.clone(),
+        };
+        return bench_net::run(&args.net, common);
+    }
     let root = project_root();
     let work = args
         .work
@@ -168,7 +189,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// Builds rbackup in release mode (unless a binary is given) and checks that it runs.
-fn rbackup_tool(root: &Path, given: Option<&Path>) -> Result<Tool> {
+pub(crate) fn rbackup_tool(root: &Path, given: Option<&Path>) -> Result<Tool> {
     let bin = match given {
         Some(b) => absolute(b)?,
         None => {

@@ -105,8 +105,13 @@ impl Tool {
 pub struct Repo {
     tool: Tool,
     dir: PathBuf,
-    /// The repository (or vault) itself: what `size_on_disk` measures.
+    /// The repository (or vault) itself: what `size_on_disk` measures (for a remote one, a
+    /// path that does not exist: its size comes from the store).
     pub data: PathBuf,
+    /// What the tool is pointed at: restic's `-r`, rbackup's vault URL.
+    location: String,
+    /// Extra environment of every run (a remote store's endpoint and credentials).
+    env: Vec<(String, String)>,
     logs: PathBuf,
     archives: Vec<String>,
     /// Runs that finished with exit code 3, and failed sanity checks of rbackup's reports.
@@ -118,6 +123,41 @@ pub struct Repo {
 impl Repo {
     /// Creates a fresh repository for `tool` in `dir` (which must not exist yet).
     pub fn init(tool: &Tool, dir: &Path) -> Result<Self> {
+        let data = dir.join(if tool.kind == Kind::Rbackup {
+            "vault"
+        } else {
+            "repo"
+        });
+        let location = match tool.kind {
+            Kind::Rbackup => format!("file://{}", data.display()),
+            _ => data.display().to_string(),
+        };
+        Self::create(tool, dir, data, location, Vec::new())
+    }
+
+    /// Creates a fresh repository for rbackup or restic at a remote `location` (rbackup's
+    /// vault URL, restic's `-r`) reached with the environment `env`, keeping the tool's own
+    /// config, cache and logs in `dir` (which must not exist yet).
+    pub fn init_at(
+        tool: &Tool,
+        dir: &Path,
+        location: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Self> {
+        if !matches!(tool.kind, Kind::Rbackup | Kind::Restic) {
+            bail!("remote repositories are set up for rbackup and restic only");
+        }
+        let data = dir.join("not-local");
+        Self::create(tool, dir, data, location.to_string(), env)
+    }
+
+    fn create(
+        tool: &Tool,
+        dir: &Path,
+        data: PathBuf,
+        location: String,
+        env: Vec<(String, String)>,
+    ) -> Result<Self> {
         let logs = dir.join("logs");
         for sub in [
             "xdg/config",
@@ -130,21 +170,18 @@ impl Repo {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
-        let data = dir.join(if tool.kind == Kind::Rbackup {
-            "vault"
-        } else {
-            "repo"
-        });
         let mut repo = Repo {
             tool: tool.clone(),
             dir: dir.to_path_buf(),
             data,
+            location,
+            env,
             logs,
             archives: Vec::new(),
             warnings: Vec::new(),
             reports: Vec::new(),
         };
-        let data = repo.data.display().to_string();
+        let data = repo.location.clone();
         match tool.kind {
             Kind::Rbackup => repo.init_rbackup()?,
             Kind::Restic | Kind::Rustic => {
@@ -162,7 +199,7 @@ impl Repo {
         let cred = self.dir.join("vault.credentials").display().to_string();
         let pass = self.dir.join("passphrase");
         fs::write(&pass, PASSWORD).context("writing the bench passphrase file")?;
-        let url = format!("file://{}", self.data.display());
+        let url = self.location.clone();
         self.exec(
             "vault-create",
             &["vault", "create", &url, "--credentials-out", &cred],
@@ -186,12 +223,26 @@ impl Repo {
         Ok(())
     }
 
+    /// Which tool this repository belongs to.
+    pub fn tool_kind(&self) -> Kind {
+        self.tool.kind
+    }
+
     /// Backs up `src` (an absolute path) as a new snapshot.
     pub fn backup(&mut self, src: &Path, label: &str) -> Result<Measured> {
+        self.backup_with(src, label, &[])
+    }
+
+    /// Like [`Repo::backup`], with `extra` options for rbackup's `backup` (ignored for peers).
+    pub fn backup_with(&mut self, src: &Path, label: &str, extra: &[&str]) -> Result<Measured> {
         let src = src.display().to_string();
-        let data = self.data.display().to_string();
+        let data = self.location.clone();
         let m = match self.tool.kind {
-            Kind::Rbackup => self.exec(label, &["--json", "backup", &src], None)?,
+            Kind::Rbackup => {
+                let mut args = vec!["--json", "backup", &src];
+                args.extend_from_slice(extra);
+                self.exec(label, &args, None)?
+            }
             Kind::Restic | Kind::Rustic => {
                 self.exec(label, &["-r", &data, "backup", &src], None)?
             }
@@ -228,14 +279,20 @@ impl Repo {
 
     /// Restores the latest snapshot into the empty dir `target`.
     pub fn restore(&mut self, target: &Path, label: &str) -> Result<Measured> {
+        self.restore_with(target, label, &[])
+    }
+
+    /// Like [`Repo::restore`], with `extra` options for rbackup's `restore` (ignored for
+    /// peers).
+    pub fn restore_with(&mut self, target: &Path, label: &str, extra: &[&str]) -> Result<Measured> {
         let t = target.display().to_string();
-        let data = self.data.display().to_string();
+        let data = self.location.clone();
         match self.tool.kind {
-            Kind::Rbackup => self.exec(
-                label,
-                &["--json", "restore", "latest", "--target", &t],
-                None,
-            ),
+            Kind::Rbackup => {
+                let mut args = vec!["--json", "restore", "latest", "--target", &t];
+                args.extend_from_slice(extra);
+                self.exec(label, &args, None)
+            }
             Kind::Restic => self.exec(
                 label,
                 &["-r", &data, "restore", "latest", "--target", &t],
@@ -271,7 +328,8 @@ impl Repo {
             .env("BORG_DISPLAY_PASSPHRASE", "no")
             .env_remove("RBACKUP_CONFIG")
             .env_remove("RESTIC_REPOSITORY")
-            .env_remove("BORG_REPO");
+            .env_remove("BORG_REPO")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }

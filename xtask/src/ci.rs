@@ -41,7 +41,8 @@ pub struct PipTool {
 /// What the tests need beyond the Rust toolchain: `faketime` moves the clock for the
 /// scheduled-job tests, e2fsprogs (`e4crypt`) and btrfs-progs build the loop-mounted file
 /// systems of the file-type rules, exfatprogs and exfat-fuse a case-insensitive one (FUSE) for
-/// restore's case probe, Azurite and moto are the real Azure Blob and S3 servers.
+/// restore's case probe, iproute2 (`ip`) the network namespace of xtask's link-emulator test,
+/// Azurite and moto are the real Azure Blob and S3 servers.
 const APT_TOOLS: &[AptTool] = &[
     AptTool {
         package: "faketime",
@@ -66,6 +67,10 @@ const APT_TOOLS: &[AptTool] = &[
     AptTool {
         package: "exfat-fuse",
         command: "mount.exfat-fuse",
+    },
+    AptTool {
+        package: "iproute2",
+        command: "ip",
     },
 ];
 const NPM_TOOLS: &[NpmTool] = &[NpmTool {

@@ -8,6 +8,9 @@
 
 mod bench;
 mod bench_corpus;
+mod bench_net;
+mod bench_net_report;
+mod bench_net_servers;
 mod bench_peers;
 mod bench_releases;
 mod bench_report;
@@ -15,6 +18,8 @@ mod bench_small;
 mod ci;
 mod fuzz;
 mod r#gen;
+mod netem;
+mod netem_forward;
 mod util;
 
 use std::path::PathBuf;
@@ -57,7 +62,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         versions: u32,
     },
-    /// Benchmark rbackup against restic, borg and rustic on the same corpus.
+    /// Benchmark rbackup against restic, borg and rustic on the same corpus (with --network:
+    /// against restic over an emulated WAN link to S3 and Azure servers).
     Bench(bench::BenchArgs),
     /// Run the libFuzzer targets in fuzz/ for a bounded time each (installs cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
