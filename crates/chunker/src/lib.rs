@@ -308,6 +308,12 @@ impl Chunker {
     pub fn stream<R: std::io::Read>(&self, reader: R) -> StreamChunker<R> {
         StreamChunker::new(self.clone(), reader)
     }
+
+    /// [`Chunker::stream`] for an input expected to be about `len` bytes long (a file's size
+    /// from its stat): the same chunks, with a first buffer sized to fit.
+    pub fn stream_sized<R: std::io::Read>(&self, reader: R, len: u64) -> StreamChunker<R> {
+        StreamChunker::with_size_hint(self.clone(), reader, len)
+    }
 }
 
 /// Iterator over the chunks of a slice; see [`Chunker::chunks`].

@@ -100,6 +100,23 @@ proptest! {
         prop_assert_eq!(streamed, sliced);
     }
 
+    /// The size hint only sizes the first buffer: right, too small or too large, and with short
+    /// reads, the chunks are the slice chunker's.
+    #[test]
+    fn sized_stream_matches_slice_whatever_the_hint(
+        data in input(), p in small_params(), seed in any::<u64>(), step in 1usize..3000,
+        hint in prop_oneof![Just(None), (0u64..200_000).prop_map(Some)],
+    ) {
+        let chunker = Chunker::new(&key(1), p).unwrap();
+        let hint = hint.unwrap_or(data.len() as u64);
+        let streamed: Vec<Vec<u8>> = chunker
+            .stream_sized(ShortReader::new(&data, seed, step), hint)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let sliced: Vec<&[u8]> = chunker.chunks(&data).collect();
+        prop_assert_eq!(streamed, sliced);
+    }
+
     /// After a small insertion, only the first few chunks from the insertion point on differ
     /// from the original's; all later ones are byte-identical. How many differ is random:
     /// normalized chunking and min-size skipping make a cut depend on where its chunk began, so

@@ -19,6 +19,7 @@ mod open;
 mod packer;
 mod pipeline;
 mod plan;
+mod sent;
 mod walk;
 
 pub(crate) use walk::data_segments;

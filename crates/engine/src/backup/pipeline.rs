@@ -3,7 +3,6 @@
 //! and collect their index entries. Channels between the stages are bounded, and so is the
 //! staging space (`Budget`), so a slow vault slows the walk instead of filling the disk.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -79,7 +78,7 @@ impl Repository {
                     excludes,
                     progress,
                     report: BackupReport::default(),
-                    sent: HashSet::new(),
+                    sent: super::sent::Sent::default(),
                     root_dev: None,
                     before_open,
                     cancel,

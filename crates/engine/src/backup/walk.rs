@@ -6,7 +6,7 @@
 //! than zstd and knowing every id in order keeps file content lists trivial; the expensive
 //! steps (compress, seal, write) run on the worker pool.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -73,7 +73,7 @@ pub(crate) struct Walker<'a> {
     pub excludes: Excludes,
     pub progress: Arc<dyn Progress>,
     pub report: BackupReport,
-    pub sent: HashSet<BlobId>,
+    pub sent: super::sent::Sent,
     pub root_dev: Option<(u32, u32)>,
     pub before_open: Option<BeforeOpen>,
     pub cancel: Cancel,
@@ -446,11 +446,11 @@ impl Walker<'_> {
             let segments = data_segments(&file, probe.size)?;
             for &(offset, len) in &segments {
                 file.seek(SeekFrom::Start(offset))?;
-                self.chunk_into(&mut file, len, &mut content)?;
+                self.chunk_into(&mut file, len, len, &mut content)?;
             }
             segments
         } else {
-            self.chunk_into(&mut file, u64::MAX, &mut content)?;
+            self.chunk_into(&mut file, u64::MAX, probe.size, &mut content)?;
             Vec::new()
         };
         let m = file.metadata()?;
@@ -468,10 +468,11 @@ impl Walker<'_> {
         &mut self,
         file: &mut File,
         limit: u64,
+        expected: u64,
         content: &mut Vec<BlobId>,
     ) -> Result<(), ReadError> {
         let chunker = self.chunker.clone();
-        for chunk in chunker.stream(file.take(limit)) {
+        for chunk in chunker.stream_sized(file.take(limit), expected) {
             let chunk = chunk?;
             let n = chunk.len() as u64;
             let id = self.repo.keys.blob_id(&chunk);
