@@ -219,6 +219,7 @@ pub fn listing(root: &std::path::Path) -> Vec<String> {
     out
 }
 
+pub mod http;
 pub mod mount;
 #[cfg(feature = "mutate")]
 pub mod mutate;
