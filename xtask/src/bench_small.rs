@@ -36,8 +36,12 @@ pub fn prepare(work: &Path, files: u64, seed: u64) -> Result<SmallFiles> {
     let dir = work.join("small").join(format!("n{files}-seed{seed}"));
     let root = dir.join("files");
     let done = dir.join(".complete");
-    let bytes = if done.exists() {
-        fs::read_to_string(&done)?.trim().parse().unwrap_or(0)
+    // The marker holds the total size; one that does not (a killed write) means regenerate.
+    let recorded = fs::read_to_string(&done)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let bytes = if let Some(bytes) = recorded {
+        bytes
     } else {
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;

@@ -279,15 +279,20 @@ mod tests {
         assert_eq!(s[4], 50);
     }
 
-    #[test]
-    fn a_unit_opens_only_at_its_own_offset_and_kind() {
-        let keys = MasterKeys::generate();
-        let key = keys.pack_key(&[7; 32]);
+    /// A sealed data unit of the members "one" and "two", as a packer writes it at `offset`.
+    fn one_two_unit(keys: &MasterKeys, key: &SealKey, offset: u64) -> Vec<u8> {
         let mut b = Bundle::new(BlobKind::Data);
         b.push(keys.blob_id(b"one"), b"one");
         b.push(keys.blob_id(b"two"), b"two");
         let frame = pack::Framer::new(3).unwrap().frame(&b.content, true);
-        let sealed = key.seal(&ad(BlobKind::Data, 40), &frame);
+        key.seal(&ad(BlobKind::Data, offset), &frame)
+    }
+
+    #[test]
+    fn a_unit_opens_only_at_its_own_offset_and_kind() {
+        let keys = MasterKeys::generate();
+        let key = keys.pack_key(&[7; 32]);
+        let sealed = one_two_unit(&keys, &key, 40);
         let content = open_unit(&key, BlobKind::Data, 40, &sealed).unwrap();
         let two = member(&keys, &content, &keys.blob_id(b"two"), 3, 3).unwrap();
         assert_eq!(two, b"two");
@@ -303,11 +308,7 @@ mod tests {
     fn a_damaged_unit_is_opened_once_for_all_its_members() {
         let keys = MasterKeys::generate();
         let key = keys.pack_key(&[9; 32]);
-        let mut b = Bundle::new(BlobKind::Data);
-        b.push(keys.blob_id(b"one"), b"one");
-        b.push(keys.blob_id(b"two"), b"two");
-        let frame = pack::Framer::new(3).unwrap().frame(&b.content, true);
-        let mut sealed = key.seal(&ad(BlobKind::Data, 0), &frame);
+        let mut sealed = one_two_unit(&keys, &key, 0);
         let slot = |within: u32| pack::Slot {
             kind: BlobKind::Data,
             offset: 0,

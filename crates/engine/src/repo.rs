@@ -201,6 +201,14 @@ impl Repository {
         machine_path(&self.machine, rel)
     }
 
+    /// Requests to keep in flight: what the options ask for, or (0) what the store asks for.
+    pub(crate) fn in_flight(&self, asked: usize) -> usize {
+        match asked {
+            0 => self.store.requests_in_flight(),
+            n => n,
+        }
+    }
+
     /// Names (hex ids) of the objects in `dir` (`index`, `snapshots`, ...).
     pub(crate) async fn list_ids(&self, dir: &str) -> Result<Vec<Id>> {
         let prefix = self.path(dir);

@@ -123,10 +123,7 @@ impl Repository {
 
     /// Starts `threads` packer workers and the uploaders.
     fn start_stages(&self, opts: &BackupOptions, plan: &Plan, threads: usize) -> Stages {
-        let uploads = match opts.uploads {
-            0 => self.store.requests_in_flight(),
-            n => n,
-        };
+        let uploads = self.in_flight(opts.uploads);
         let budget_bytes = plan.budget_bytes;
         let budget = Arc::new(Budget::new(budget_bytes));
         // Every worker's open pack and every upload can hold a pack at once within the budget.

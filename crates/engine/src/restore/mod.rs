@@ -222,11 +222,7 @@ impl Repository {
             stop: stop.clone(),
         };
         // A read waiting on the network holds a thread but no core: cover the round trips.
-        let downloads = match opts.downloads {
-            0 => self.store.requests_in_flight(),
-            n => n,
-        };
-        let fetchers = threads.max(downloads);
+        let fetchers = threads.max(self.in_flight(opts.downloads));
         let failures = tokio::task::spawn_blocking(move || fetch.run(fetchers))
             .await
             .map_err(|e| EngineError::join("restore fetch", e))?;
