@@ -75,6 +75,68 @@ pub enum EngineError {
         url: String,
     },
 
+    /// A vault name outside the rules of [`check_vault_name`](crate::check_vault_name).
+    #[error(
+        "the vault name {name:?} is not valid: a vault name must be 2 to 50 characters long, \
+         start with a letter, and contain only letters, numbers and hyphens"
+    )]
+    InvalidVaultName {
+        /// The name given (its first 60 characters).
+        name: String,
+    },
+
+    /// The vault is read-only (its owner set it so): nothing new may be written into it.
+    #[error(
+        "vault {url} is read-only (set by {set_by} at {set_at}): it does not {operation} it; \
+         restores, checks and listings still work, and its owner can make it active again"
+    )]
+    VaultReadOnly {
+        /// The vault URL.
+        url: String,
+        /// What was refused (`take backups into`, `take copies into`).
+        operation: &'static str,
+        /// Who made it read-only.
+        set_by: String,
+        /// When (RFC 3339).
+        set_at: String,
+    },
+
+    /// The destination of a copy holds this machine with other master keys (registered there
+    /// on its own): copies need the same keys on both sides.
+    #[error(
+        "machine {machine} in {to} was registered there with other keys, so recovery points \
+         cannot be copied into it; copy into a vault where the machine is not registered yet \
+         (it is then registered with the same keys)"
+    )]
+    CopyKeysDiffer {
+        /// The machine id.
+        machine: String,
+        /// The destination vault.
+        to: String,
+    },
+
+    /// A copy was stopped (cancelled or interrupted) before it finished.
+    #[error(
+        "the copy was stopped before it finished: {copied} recovery point(s) were copied \
+         whole; the {packs} pack(s) uploaded are kept and indexed, so the next copy goes on \
+         where this one stopped"
+    )]
+    CopyStopped {
+        /// Recovery points copied whole before the stop.
+        copied: usize,
+        /// Packs uploaded and indexed.
+        packs: u64,
+    },
+
+    /// Registering a machine in a vault that already has a machine with that id.
+    #[error("vault {vault} already has machine {machine}")]
+    MachineExists {
+        /// The machine id.
+        machine: String,
+        /// The vault URL.
+        vault: String,
+    },
+
     /// A format version this release cannot read.
     #[error("{what} has format version {found}, but this build reads version {supported}")]
     UnsupportedFormat {

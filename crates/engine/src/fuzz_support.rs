@@ -461,6 +461,12 @@ fn seed_vault_meta() -> layout::VaultMeta {
         credentials: seed_record(),
         soft_delete_days: layout::DEFAULT_SOFT_DELETE_DAYS,
         pin: None,
+        name: Some("seed-vault".into()),
+        state: Some(crate::vault_state::StateRecord {
+            state: crate::vault_state::VaultState::ReadOnly,
+            set_by: "owner@host".into(),
+            set_at: "2026-12-01T12:00:00Z".into(),
+        }),
     }
 }
 

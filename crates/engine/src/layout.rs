@@ -227,6 +227,12 @@ pub struct VaultMeta {
     /// The security PIN in force, if one was issued (see `pin.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<PinRecord>,
+    /// The vault's name, when it was given one (see `vault_state.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The last change of the vault's state; none: active since it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::vault_state::StateRecord>,
 }
 
 fn default_soft_delete_days() -> u32 {

@@ -45,6 +45,7 @@ mod cache;
 mod check;
 pub mod classify;
 mod codec;
+mod copy;
 mod crafted;
 mod credentials;
 mod error;
@@ -72,6 +73,7 @@ mod tombstone;
 pub mod tree;
 mod unlock;
 mod vault;
+mod vault_state;
 mod workdir;
 
 pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
@@ -80,6 +82,7 @@ pub use browse::{
     FindReport, Listing, MachineSummary, PointStats, StatsReport,
 };
 pub use classify::{LinkMode, SkipRule};
+pub use copy::{CopyOptions, CopyReport};
 pub use credentials::{CredentialsRecord, VaultCredentials};
 pub use error::{
     CorruptReason, CredentialsProblem, EngineError, FolderRisk, InternalFailure, PinProblem,
@@ -109,6 +112,7 @@ pub use snapshot::RecoveryPoint;
 pub use tombstone::{Actor, DeletedPoint, RecoveryPointListing};
 pub use unlock::SkippedKeyFile;
 pub use vault::{Registration, Vault};
+pub use vault_state::{MAX_SET_BY, StateRecord, VAULT_NAME_LEN, VaultState, check_vault_name};
 
 /// Time sources for [`Vault::with_clock`]: the system clock (the default) and a manual clock
 /// for tests.

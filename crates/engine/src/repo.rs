@@ -20,6 +20,7 @@ use crate::snapshot::{self, RecoveryPoint};
 use crate::tree::Tree;
 use crate::unlock::{self, SkippedKeyFile};
 use crate::vault::Vault;
+use crate::vault_state::{StateRecord, VaultState};
 
 /// Parallel metadata downloads: enough to hide latency on a cloud store.
 pub(crate) const FETCH_CONCURRENCY: usize = 8;
@@ -55,6 +56,9 @@ pub struct Repository {
     skipped_key_files: Arc<Vec<SkippedKeyFile>>,
     /// Bundles opened lately by [`Repository::read_blob`].
     units: Arc<crate::bundle::UnitCache>,
+    /// The vault's URL and its state record when it was opened (see `vault_state.rs`).
+    vault_url: Arc<str>,
+    vault_state: Option<Arc<StateRecord>>,
 }
 
 impl Repository {
@@ -130,6 +134,8 @@ impl Repository {
             append_only: vault.is_append_only(),
             skipped_key_files: Arc::new(skipped),
             units: Arc::default(),
+            vault_url: vault.url().into(),
+            vault_state: vault.state_record().cloned().map(Arc::new),
         };
         // A lease whose holder is provably gone (killed on this host) would hold a prune's
         // deletions until it ran out: whatever opens the machine next clears it (append-only:
@@ -171,6 +177,28 @@ impl Repository {
             });
         }
         Ok(())
+    }
+
+    /// The vault's state when this handle was opened (read-only vaults refuse backups).
+    pub fn vault_state(&self) -> VaultState {
+        self.vault_state
+            .as_ref()
+            .map_or(VaultState::Active, |r| r.state)
+    }
+
+    /// The URL of the vault this repository is in.
+    pub fn vault_url(&self) -> &str {
+        &self.vault_url
+    }
+
+    /// Refuses `operation` (a write of new recovery points) in a read-only vault.
+    pub(crate) fn refuse_if_read_only(&self, operation: &'static str) -> Result<()> {
+        match self.vault_state.as_deref() {
+            Some(r) if r.state == VaultState::ReadOnly => {
+                Err(crate::vault_state::refuse(&self.vault_url, r, operation))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The machine id.

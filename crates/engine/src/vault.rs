@@ -17,6 +17,7 @@ use crate::keyfiles;
 use crate::layout::{
     self, FORMAT_VERSION, MachineConfig, MachineMarker, VAULT_JSON, VaultMeta, machine_path,
 };
+use crate::vault_state::{StateRecord, VaultState};
 
 /// What a machine registers with.
 #[derive(Debug)]
@@ -63,6 +64,22 @@ impl Vault {
         valid_for: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<(Vault, VaultCredentials)> {
+        Vault::create_named(store, url, None, valid_for, clock).await
+    }
+
+    /// [`Vault::create_with_clock`] with a name, which must follow the vault naming rules
+    /// ([`check_vault_name`](crate::check_vault_name)); a bad name is refused before anything
+    /// is written.
+    pub async fn create_named(
+        store: Arc<dyn Store>,
+        url: &str,
+        name: Option<&str>,
+        valid_for: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Vault, VaultCredentials)> {
+        if let Some(n) = name {
+            crate::vault_state::check_vault_name(n)?;
+        }
         let vault_id = hex::encode(random_bytes::<16>());
         let now = clock.now();
         let (creds, record) = VaultCredentials::issue(url, &vault_id, 1, valid_for, now)?;
@@ -73,6 +90,8 @@ impl Vault {
             credentials: record,
             soft_delete_days: layout::DEFAULT_SOFT_DELETE_DAYS,
             pin: None,
+            name: name.map(str::to_string),
+            state: None,
         };
         match store.put(VAULT_JSON, json(&meta), PutMode::Create).await {
             Err(StoreError::AlreadyExists { .. }) => {
@@ -175,6 +194,48 @@ impl Vault {
         Ok(creds)
     }
 
+    /// The vault's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.meta.name.as_deref()
+    }
+
+    /// The vault's state as `vault.json` said when this handle read it.
+    pub fn state(&self) -> VaultState {
+        self.meta
+            .state
+            .as_ref()
+            .map_or(VaultState::Active, |r| r.state)
+    }
+
+    /// The last change of the vault's state (who, when), if it was ever changed.
+    pub fn state_record(&self) -> Option<&StateRecord> {
+        self.meta.state.as_ref()
+    }
+
+    /// Sets the vault's state, recording `set_by` (cut to [`MAX_SET_BY`](crate::MAX_SET_BY)
+    /// bytes) and the time. Read-only stops backups and copies into the vault from the next
+    /// time a machine opens it; restores and checks go on. Returns the record it replaced.
+    pub async fn set_state(
+        &mut self,
+        state: VaultState,
+        set_by: &str,
+    ) -> Result<Option<StateRecord>> {
+        let record = StateRecord {
+            state,
+            set_by: set_by.into(),
+            set_at: self.clock.now().to_string(),
+        }
+        .sanitized();
+        // Afresh: a PIN or credentials issued by another process since this handle opened stay.
+        let mut meta = crate::pin::read_meta(&*self.store).await?;
+        let old = meta.state.replace(record);
+        self.store
+            .put(VAULT_JSON, json(&meta), PutMode::Overwrite)
+            .await?;
+        self.meta = meta;
+        Ok(old)
+    }
+
     /// The soft-delete window in days, as `vault.json` said when this handle read it.
     pub fn soft_delete_days(&self) -> u32 {
         self.meta.soft_delete_days
@@ -233,36 +294,79 @@ impl Vault {
             .map_err(|source| EngineError::InvalidChunker { source })?;
         let machine = hex::encode(random_bytes::<8>());
         let keys = MasterKeys::generate();
-        let bound = keyfiles::binding(self.id(), &machine);
-        let key_file = KeyFile::wrap(&keys, reg.passphrase, reg.kdf, &bound)?;
-        keyfiles::write_pair(&*self.store, &machine, &key_file).await?;
         let config = MachineConfig {
             name: reg.name,
             hostname: reg.hostname,
             chunker: reg.chunker,
             created: self.clock.now().to_string(),
         };
-        let sealed = codec::seal_meta(&keys, layout::CONFIG, &machine, &config);
+        self.write_machine(&machine, &keys, reg.passphrase, reg.kdf, &config)
+            .await?;
+        Ok((machine, keys))
+    }
+
+    /// Registers the machine of `source` (a repository in another vault) here with the same
+    /// id, master keys, name and chunking, its keys wrapped under `passphrase` in a key file
+    /// bound to this vault: what [`Repository::copy_to`](crate::Repository::copy_to) copies
+    /// into. Refused when this vault already has the machine ([`EngineError::MachineExists`]).
+    pub async fn register_copy(
+        &self,
+        creds: &VaultCredentials,
+        source: &crate::Repository,
+        passphrase: &Passphrase,
+        kdf: KdfParams,
+    ) -> Result<()> {
+        self.check_credentials(creds)?;
+        let machine = source.machine_id();
+        let marker = machine_path(machine, layout::MACHINE_JSON);
+        if self.store.exists(&marker).await? {
+            return Err(EngineError::MachineExists {
+                machine: machine.into(),
+                vault: self.url.clone(),
+            });
+        }
+        let config = MachineConfig {
+            created: self.clock.now().to_string(),
+            ..(*source.config).clone()
+        };
+        self.write_machine(machine, &source.keys, passphrase, kdf, &config)
+            .await
+    }
+
+    /// A new machine's repository: the key file and its copy, the sealed config, then the
+    /// marker that makes it visible.
+    async fn write_machine(
+        &self,
+        machine: &str,
+        keys: &MasterKeys,
+        passphrase: &Passphrase,
+        kdf: KdfParams,
+        config: &MachineConfig,
+    ) -> Result<()> {
+        let bound = keyfiles::binding(self.id(), machine);
+        let key_file = KeyFile::wrap(keys, passphrase, kdf, &bound)?;
+        keyfiles::write_pair(&*self.store, machine, &key_file).await?;
+        let sealed = codec::seal_meta(keys, layout::CONFIG, machine, config);
         self.store
             .put(
-                &machine_path(&machine, layout::CONFIG),
+                &machine_path(machine, layout::CONFIG),
                 sealed.into(),
                 PutMode::Create,
             )
             .await?;
         let marker = MachineMarker {
             format: FORMAT_VERSION,
-            machine_id: machine.clone(),
+            machine_id: machine.into(),
             created: config.created.clone(),
         };
         self.store
             .put(
-                &machine_path(&machine, layout::MACHINE_JSON),
+                &machine_path(machine, layout::MACHINE_JSON),
                 json(&marker),
                 PutMode::Create,
             )
             .await?;
-        Ok((machine, keys))
+        Ok(())
     }
 
     /// Ids of the registered machines. A folder under `machines/` whose name is not a machine
@@ -284,10 +388,18 @@ impl Vault {
 /// `vault.json` as read from the vault at `url`: parsed, its id checked before anything makes
 /// a path of it, its format ours.
 pub(crate) fn parse_meta(bytes: &[u8], url: &str) -> Result<VaultMeta> {
-    let meta: VaultMeta =
+    let mut meta: VaultMeta =
         serde_json::from_slice(bytes).map_err(|e| EngineError::corrupt(VAULT_JSON, e))?;
     // The cache folder is named after it: refuse anything that is not our own form.
     layout::check_vault_id(VAULT_JSON, &meta.vault_id)?;
+    // Shown in messages and terminals: nothing from the vault goes there unbounded.
+    meta.state = meta.state.map(StateRecord::sanitized);
+    if let Some(n) = &meta.name
+        && crate::vault_state::check_vault_name(n).is_err()
+    {
+        tracing::warn!("ignoring the vault's name: it does not follow the naming rules");
+        meta.name = None;
+    }
     if meta.format != FORMAT_VERSION {
         return Err(EngineError::UnsupportedFormat {
             what: format!("vault {url}"),

@@ -16,10 +16,10 @@ mod commit;
 pub(crate) mod excludes;
 mod links;
 mod open;
-mod packer;
-mod pipeline;
+pub(crate) mod packer;
+pub(crate) mod pipeline;
 mod plan;
-mod sent;
+pub(crate) mod sent;
 mod walk;
 
 pub(crate) use walk::data_segments;
@@ -154,7 +154,9 @@ impl BackupOptions {
 impl Repository {
     /// Backs up the sources and writes a recovery point, under a shared lease (see `lock.rs`;
     /// the steps keep the order B1–B5 that ARCHITECTURE.md gives for running beside a prune).
+    /// A read-only vault refuses it ([`EngineError::VaultReadOnly`]) before anything is read.
     pub async fn backup(&self, opts: BackupOptions) -> Result<BackupReport> {
+        self.refuse_if_read_only("take backups into")?;
         // B1: the lease is written first, honouring no prune marker.
         let lease = self.take_lease(LeaseKind::Shared, "backup").await?;
         let result = self.backup_leased(opts, &lease).await;
@@ -261,7 +263,7 @@ fn check_cache_space(cache_dir: &Path, source_bytes: u64) -> Result<u64> {
     Ok(need)
 }
 
-async fn join_all(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Vec<Result<()>> {
+pub(crate) async fn join_all(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Vec<Result<()>> {
     tokio::task::spawn_blocking(move || {
         handles
             .into_iter()
@@ -281,7 +283,10 @@ async fn join_all(handles: Vec<std::thread::JoinHandle<Result<()>>>) -> Vec<Resu
 
 /// The walker's and workers' errors are often just "the next stage stopped"; the cause is
 /// another thread's error, so prefer any error that is not internal.
-fn first_error<T>(main: Result<T>, others: impl Iterator<Item = Result<()>>) -> Result<T> {
+pub(crate) fn first_error<T>(
+    main: Result<T>,
+    others: impl Iterator<Item = Result<()>>,
+) -> Result<T> {
     let mut errors: Vec<EngineError> = others.filter_map(|r| r.err()).collect();
     let main = match main {
         Ok(v) if errors.is_empty() => return Ok(v),

@@ -32,13 +32,43 @@ pub(super) struct Ran {
     pub files: Option<GenerationWriter>,
 }
 
-/// The packer workers and uploaders, started; the walker feeds them through `blobs`.
-struct Stages {
-    blobs: Sender<BlobJob>,
-    workers: Vec<JoinHandle<Result<()>>>,
-    uploaders: Vec<JoinHandle<Result<()>>>,
-    budget: Arc<Budget>,
-    collector: Arc<tokio::sync::Mutex<IndexCollector>>,
+/// The packer workers and uploaders, started; the walker (or a copy) feeds them through
+/// `blobs`, and drops it to make them finish.
+pub(crate) struct Stages {
+    pub blobs: Sender<BlobJob>,
+    pub workers: Vec<JoinHandle<Result<()>>>,
+    pub uploaders: Vec<JoinHandle<Result<()>>>,
+    pub budget: Arc<Budget>,
+    pub collector: Arc<tokio::sync::Mutex<IndexCollector>>,
+}
+
+/// How [`Repository::start_stages`] sizes the stages.
+pub(crate) struct StageSettings {
+    pub threads: usize,
+    /// Uploads in flight asked for (0: the store's hint).
+    pub uploads: usize,
+    pub budget_bytes: u64,
+    pub staging: std::path::PathBuf,
+    pub pack_size: u64,
+    pub level: i32,
+    pub throttle: Option<rbackup_throttle::Throttle>,
+}
+
+impl Stages {
+    /// Drops the feed, lets the workers flush their packs and the uploaders finish, and joins
+    /// them all, returning every stage's result (look at none before all have ended).
+    pub(crate) async fn finish(
+        self,
+    ) -> (
+        Vec<Result<()>>,
+        Arc<Budget>,
+        Arc<tokio::sync::Mutex<IndexCollector>>,
+    ) {
+        drop(self.blobs);
+        let mut results = join_all(self.workers).await;
+        results.extend(join_all(self.uploaders).await);
+        (results, self.budget, self.collector)
+    }
 }
 
 impl Repository {
@@ -51,7 +81,15 @@ impl Repository {
         };
         let chunker = Chunker::new(self.keys.chunker_key(), self.config.chunker)
             .map_err(|e| EngineError::corrupt("machine config", e))?;
-        let stages = self.start_stages(opts, plan, threads);
+        let stages = self.start_stages(StageSettings {
+            threads,
+            uploads: opts.uploads,
+            budget_bytes: plan.budget_bytes,
+            staging: plan.staging.path().to_path_buf(),
+            pack_size: opts.pack_size,
+            level: opts.compression_level,
+            throttle: opts.throttle.clone(),
+        });
         let handle = Handle::current();
 
         let walked = {
@@ -121,20 +159,19 @@ impl Repository {
         })
     }
 
-    /// Starts `threads` packer workers and the uploaders.
-    fn start_stages(&self, opts: &BackupOptions, plan: &Plan, threads: usize) -> Stages {
-        let uploads = self.in_flight(opts.uploads);
-        let budget_bytes = plan.budget_bytes;
-        let budget = Arc::new(Budget::new(budget_bytes));
+    /// Starts the packer workers and the uploaders.
+    pub(crate) fn start_stages(&self, s: StageSettings) -> Stages {
+        let (threads, uploads) = (s.threads.max(1), self.in_flight(s.uploads));
+        let budget = Arc::new(Budget::new(s.budget_bytes));
         // Every worker's open pack and every upload can hold a pack at once within the budget.
-        let pack_target = opts
+        let pack_target = s
             .pack_size
-            .min((budget_bytes / (threads + uploads) as u64).max(1 << 20));
+            .min((s.budget_bytes / (threads + uploads) as u64).max(1 << 20));
         let cfg = PackerConfig {
             keys: self.keys.clone(),
-            staging: plan.staging.path().to_path_buf(),
+            staging: s.staging,
             pack_target,
-            level: opts.compression_level,
+            level: s.level,
             budget: budget.clone(),
         };
         let (blob_tx, blob_rx) = crossbeam_channel::bounded(threads * 2);
@@ -154,7 +191,7 @@ impl Repository {
         let uploaders: Vec<_> = (0..uploads)
             .map(|_| {
                 let (repo, h, rx) = (self.clone(), handle.clone(), pack_rx.clone());
-                let (b, c, t) = (budget.clone(), collector.clone(), opts.throttle.clone());
+                let (b, c, t) = (budget.clone(), collector.clone(), s.throttle.clone());
                 std::thread::spawn(move || packer::uploader(repo, h, rx, b, c, t))
             })
             .collect();
