@@ -20,5 +20,6 @@ mod restore_target;
 mod resume;
 mod roundtrip;
 mod soft_delete;
+mod tier;
 mod usage;
 mod vault_input;

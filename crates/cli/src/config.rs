@@ -94,6 +94,21 @@ pub struct AgentConfig {
     /// Scheduled jobs (`rbackup job add`), run by `rbackup run [--due]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobConfig>,
+    /// `register --local-tier`: a second vault on local disk that takes each backup first
+    /// (see `tier.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_tier: Option<LocalTier>,
+}
+
+/// The local tier: a vault on local disk (or a NAS path) holding this machine with the same
+/// keys, from which recovery points are copied to `vault`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LocalTier {
+    /// Its URL (`file:///...`).
+    pub vault: String,
+    /// Recovery points older than this many days are removed from the local tier once they
+    /// are in the cloud vault (the newest one always stays).
+    pub days: u32,
 }
 
 /// One scheduled job. Times and days stay in their text form here and are parsed where they

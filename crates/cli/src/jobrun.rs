@@ -10,7 +10,6 @@ use serde::Serialize;
 use crate::config::{AgentConfig, JobConfig};
 use crate::history::{self, JobRecord};
 use crate::jobstate::{JobState, load_state, save_state, try_lock};
-use crate::setup::open_with_config;
 use crate::ui::Ctx;
 
 /// `rbackup run`.
@@ -50,6 +49,9 @@ struct JobRun {
     status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     report: Option<BackupReport>,
+    /// With a local tier: the copy to the vault and the local pruning after the backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local_tier: Option<crate::tier::TierOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     /// Pid of the process that holds the job, for `already_running`.
@@ -73,6 +75,7 @@ impl JobRun {
             job: job.into(),
             status,
             report: None,
+            local_tier: None,
             error: None,
             pid: None,
             retention_error: None,
@@ -169,7 +172,10 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
         return r;
     }
     let started = Timestamp::now();
-    let result = backup(ctx, cfg, job).await;
+    let (result, tier) = match backup(ctx, cfg, job).await {
+        Ok((r, t)) => (Ok(r), t),
+        Err(e) => (Err(e), None),
+    };
     let record_id = history::record(
         ctx,
         cfg,
@@ -181,7 +187,8 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
         Ok(r) => r,
         Err(e) => return failed(e),
     };
-    let status = if report.has_warnings() {
+    let local_only = tier.as_ref().is_some_and(|t| t.copy.is_none());
+    let status = if report.has_warnings() || local_only {
         Status::Warnings
     } else {
         Status::Ok
@@ -209,15 +216,20 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
         r.retention_error = Some(crate::advice::render(&e));
     }
     r.report = Some(report);
+    r.local_tier = tier;
     r.record_id = record_id;
     r
 }
 
-async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupReport> {
+async fn backup(
+    ctx: &Ctx,
+    cfg: &AgentConfig,
+    job: &JobConfig,
+) -> Result<(BackupReport, Option<crate::tier::TierOutcome>)> {
     let (progress, bar) = ctx.progress(&job.name);
     let result = async {
         let throttle = crate::config::throttle(&cfg.throttle)?;
-        let repo = open_with_config(cfg).await?;
+        let (repo, cloud) = crate::tier::backup_repo(ctx, cfg).await?;
         let mut opts = BackupOptions::new(job.paths.clone());
         opts.excludes = job.excludes.clone();
         opts.job = Some(job.name.clone());
@@ -225,19 +237,29 @@ async fn backup(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig) -> Result<BackupR
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
         opts.cancel = crate::interrupt::stop_on_signals(ctx);
-        opts.throttle = throttle;
+        if cloud.is_none() {
+            opts.throttle = throttle;
+        }
         let report = repo.backup(opts).await?;
-        crate::retention::publish_policies(ctx, cfg, &repo).await;
-        Ok(report)
+        let tier = match cloud {
+            Some(c) => Some(crate::tier::after_backup(ctx, cfg, &repo, c).await),
+            None => {
+                crate::retention::publish_policies(ctx, cfg, &repo).await;
+                None
+            }
+        };
+        anyhow::Ok((report, tier))
     }
     .await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Ok(report) = &result {
-        crate::freshness::after_backup(ctx, cfg, report);
+    let (report, tier) = result?;
+    // The freshness mark is the vault's: a point on the local tier only is not in it yet.
+    if tier.as_ref().is_none_or(|t| t.copy.is_some()) {
+        crate::freshness::after_backup(ctx, cfg, &report);
     }
-    result
+    Ok((report, tier))
 }
 
 /// Retention after a scheduled run: the job's `keep_*` policy on the job's own recovery points

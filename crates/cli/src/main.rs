@@ -3,6 +3,7 @@
 
 mod advice;
 mod browse;
+mod copy;
 mod freshness;
 mod history;
 mod interrupt;
@@ -11,9 +12,12 @@ mod jobs;
 mod jobstate;
 mod keys;
 mod ops;
+mod remembered;
 mod retention;
 mod secret;
 mod setup;
+mod status;
+mod tier;
 mod ui;
 mod usage;
 
@@ -97,6 +101,11 @@ pub enum Command {
     },
     /// Restore a recovery point.
     Restore(RestoreArgs),
+    /// Copy recovery points to another vault: from the local tier to the machine's vault, or
+    /// with --to to any vault (deduplicated, throttled, resumable).
+    Copy(copy::CopyArgs),
+    /// The vault's state, the last backup and copy, and whether the vault can be reached.
+    Status,
     /// Verify the repository (and with --read-data, every byte of it).
     Check {
         /// Decrypt and verify every blob.
@@ -171,6 +180,19 @@ pub enum VaultCmd {
         /// Create the vault even in a folder or bucket that already holds other files.
         #[arg(long)]
         force: bool,
+        /// The vault's name: 2 to 50 characters, starting with a letter, letters, numbers and
+        /// hyphens only.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Set the vault read-only (backups and copies into it are refused, restores go on) or
+    /// active again.
+    SetState {
+        /// The vault's URL.
+        url: String,
+        /// read-only or active.
+        #[arg(value_name = "read-only|active")]
+        state: rbackup_engine::VaultState,
     },
     /// Issue new credentials; every older credentials file becomes invalid.
     Credentials {
@@ -261,6 +283,14 @@ pub struct RegisterArgs {
     /// creates every folder the machine writes into and prints the `chattr +a` command for them.
     #[arg(long)]
     pub append_only: bool,
+    /// A local tier: a new vault in this (new or empty) folder takes each backup first, at
+    /// disk speed; recovery points are then copied to the vault.
+    #[arg(long, value_name = "DIR")]
+    pub local_tier: Option<PathBuf>,
+    /// Days a recovery point stays on the local tier once the vault has it (the newest always
+    /// stays).
+    #[arg(long, value_name = "N", requires = "local_tier", default_value_t = tier::DEFAULT_LOCAL_DAYS, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub local_days: u32,
 }
 
 #[derive(Args, Debug)]
@@ -406,6 +436,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Stats(args) => browse::stats(&ctx, args).await,
         Command::Undelete { recovery_point } => retention::undelete(&ctx, &recovery_point).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,
+        Command::Copy(args) => copy::copy(&ctx, args).await,
+        Command::Status => status::status(&ctx).await,
         Command::Check { read_data } => ops::check(&ctx, read_data).await,
         Command::Jobs {
             last,

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::config::AgentConfig;
 use crate::history::{self, JobRecord};
-use crate::setup::{open_configured, open_with_config, setup_default};
+use crate::setup::{open_configured, setup_default};
 use crate::ui::Ctx;
 use crate::{BackupArgs, EXIT_WARNINGS, RestoreArgs, ThrottleCmd};
 
@@ -26,7 +26,7 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     let (progress, bar) = ctx.progress("backup");
     let job = args.job.clone();
     let result = async {
-        let repo = open_with_config(&cfg).await?;
+        let (repo, cloud) = crate::tier::backup_repo(ctx, &cfg).await?;
         let mut opts = BackupOptions::new(args.paths);
         opts.excludes = args.exclude;
         opts.job = args.job;
@@ -35,13 +35,28 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         opts.cache_dir = Some(cfg.cache_dir.clone());
         opts.progress = progress;
         opts.cancel = crate::interrupt::stop_on_signals(ctx);
-        opts.throttle = crate::config::throttle(&cfg.throttle)?;
-        Ok(repo.backup(opts).await?)
+        // Into the local tier, the disk is the limit: the throttle is for the copy.
+        if cloud.is_none() {
+            opts.throttle = crate::config::throttle(&cfg.throttle)?;
+        }
+        let report = repo.backup(opts).await?;
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let tier = match cloud {
+            Some(c) => Some(crate::tier::after_backup(ctx, &cfg, &repo, c).await),
+            None => None,
+        };
+        Ok((report, tier))
     }
     .await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let (result, tier) = match result {
+        Ok((r, t)) => (Ok(r), t),
+        Err(e) => (Err(e), None),
+    };
     let record_id = history::record(
         ctx,
         &cfg,
@@ -54,10 +69,18 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         ),
     );
     let report = result?;
-    crate::freshness::after_backup(ctx, &cfg, &report);
+    // The freshness mark is the vault's: a point on the local tier only is not in it yet.
+    if tier.as_ref().is_none_or(|t| t.copy.is_some()) {
+        crate::freshness::after_backup(ctx, &cfg, &report);
+    }
     notice_skips(ctx, "", &report, record_id.as_deref());
-    ctx.output(&report, || backup_summary(&report))?;
-    Ok(if report.has_warnings() {
+    let local_only = tier.as_ref().is_some_and(|t| t.copy.is_none());
+    let mut doc = serde_json::to_value(&report)?;
+    if let Some(t) = &tier {
+        doc["local_tier"] = serde_json::to_value(t)?;
+    }
+    ctx.output(&doc, || backup_summary(&report))?;
+    Ok(if report.has_warnings() || local_only {
         EXIT_WARNINGS
     } else {
         0
@@ -210,11 +233,19 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
         .recovery_dir
         .clone()
         .unwrap_or_else(|| cfg.recovery_dir.clone());
+    let mut source_of: Option<(&str, String)> = None;
     let result = async {
-        let repo = match args.other.open_other(ctx, &cfg).await? {
-            Some(repo) => repo,
-            None => open_with_config(&cfg).await?,
+        let (repo, source) = match args.other.open_other(ctx, &cfg).await? {
+            Some(repo) => (repo, "vault"),
+            None => crate::copy::restore_source(ctx, &cfg, &args.recovery_point).await?,
         };
+        if cfg.local_tier.is_some() {
+            ctx.notice(&format!(
+                "restoring from the {source} ({})",
+                repo.vault_url()
+            ));
+        }
+        source_of = Some((source, repo.vault_url().to_string()));
         let mut opts = RestoreOptions::new(&args.recovery_point, &args.target, &recovery_dir);
         opts.paths = args
             .paths
@@ -263,7 +294,12 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
     for line in &problems {
         ctx.notice(line);
     }
-    ctx.output(&report, || restore_summary(&report, &args.target))?;
+    let mut doc = serde_json::to_value(&report)?;
+    if let Some((source, url)) = source_of {
+        doc["source"] = source.into();
+        doc["source_vault"] = url.into();
+    }
+    ctx.output(&doc, || restore_summary(&report, &args.target))?;
     Ok(if incomplete(&report) { 1 } else { 0 })
 }
 

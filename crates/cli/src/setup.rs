@@ -26,7 +26,7 @@ pub fn canonical_url(url: &str) -> Result<String> {
 /// Refuses to create a vault where other files already are: a typo in the path would
 /// otherwise mix backups into someone's folder (or bucket). A vault already there is left to
 /// `Vault::create`, which says so.
-async fn refuse_occupied(url: &str) -> Result<()> {
+pub(crate) async fn refuse_occupied(url: &str) -> Result<()> {
     let store = rbackup_engine::store::open(url, &StoreOptions::default())?;
     if store.exists("vault.json").await? {
         return Ok(());
@@ -64,8 +64,12 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             credentials_out,
             valid_for,
             force,
+            name,
         } => {
             let url = canonical_url(&url)?;
+            if let Some(n) = &name {
+                rbackup_engine::check_vault_name(n)?;
+            }
             if !force {
                 refuse_occupied(&url).await?;
             }
@@ -73,10 +77,13 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
                 ctx.notice("warning: a memory:// vault lives only inside this process: nothing of it persists after the command ends");
             }
             let store = rbackup_engine::store::open(&url, &StoreOptions::default())?;
-            let (vault, creds) = Vault::create(store, &url, parse_duration(&valid_for)?).await?;
+            let clock = std::sync::Arc::new(rbackup_engine::SystemClock::new());
+            let valid_for = parse_duration(&valid_for)?;
+            let (vault, creds) =
+                Vault::create_named(store, &url, name.as_deref(), valid_for, clock).await?;
             write_credentials(&credentials_out, &creds)?;
             ctx.output(
-                &json!({"vault": url, "vault_id": vault.id(), "credentials": credentials_out, "expires_at": creds.expires_at}),
+                &json!({"vault": url, "vault_id": vault.id(), "name": vault.name(), "credentials": credentials_out, "expires_at": creds.expires_at}),
                 || format!("Created vault {url}\nCredentials written to {} (valid until {}); use them with `rbackup register --vault-credentials {}`.", credentials_out.display(), local_rfc3339(&creds.expires_at), credentials_out.display()),
             )?;
         }
@@ -107,10 +114,30 @@ pub async fn vault(ctx: &Ctx, cmd: VaultCmd) -> Result<u8> {
             url,
             passphrase_file,
         } => return crate::browse::vault_machines(ctx, &url, passphrase_file.as_deref()).await,
+        VaultCmd::SetState { url, state } => return set_state(ctx, &url, state).await,
         VaultCmd::SetSoftDelete { url, days, pin } => {
             return set_soft_delete(ctx, &url, days, &pin).await;
         }
     }
+    Ok(0)
+}
+
+/// `vault set-state`: records who set it as `user@host`.
+async fn set_state(ctx: &Ctx, url: &str, state: rbackup_engine::VaultState) -> Result<u8> {
+    let url = canonical_url(url)?;
+    let mut vault = open_vault(&url, None).await?;
+    let actor = rbackup_engine::Actor::current(None);
+    let by = format!("{}@{}", actor.user, actor.hostname);
+    let old = vault.set_state(state, &by).await?;
+    let rec = vault.state_record().cloned();
+    let was = old.map_or("active", |r| r.state.as_str());
+    ctx.output(
+        &json!({"vault": url, "state": state.as_str(), "previous": was, "set_by": rec.as_ref().map(|r| &r.set_by), "set_at": rec.as_ref().map(|r| &r.set_at)}),
+        || match state {
+            rbackup_engine::VaultState::ReadOnly => format!("Vault {url} is now read-only (was {was}): backups and copies into it are refused; restores, check and listings go on."),
+            rbackup_engine::VaultState::Active => format!("Vault {url} is now active (was {was}): backups are taken again."),
+        },
+    )?;
     Ok(0)
 }
 
@@ -173,7 +200,7 @@ fn write_credentials(path: &Path, creds: &VaultCredentials) -> Result<()> {
     write_atomic(path, creds.to_json().as_bytes(), 0o600)
 }
 
-fn read_credentials(path: &Path) -> Result<VaultCredentials> {
+pub(crate) fn read_credentials(path: &Path) -> Result<VaultCredentials> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow!(
             "cannot read the vault credentials file {}: {e}. Copy the file to a local folder (not a network share or removable disk) and try again",
@@ -232,6 +259,11 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         restores: false,
     };
     config::throttle_schedule(&throttle)?;
+    if let Some(dir) = &args.local_tier {
+        refuse_occupied(&canonical_url(&dir.display().to_string())?)
+            .await
+            .context("the local tier must be a new or empty folder")?;
+    }
     if let Some(existing) = AgentConfig::load(&ctx.config_path)? {
         if existing.vault == creds.vault {
             ctx.notice(&format!(
@@ -265,7 +297,7 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
             (p, src, false)
         }
     };
-    let cfg = do_register(
+    let mut cfg = do_register(
         ctx,
         &creds,
         &passphrase,
@@ -277,6 +309,20 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
         args.append_only,
     )
     .await?;
+    if let Some(dir) = &args.local_tier {
+        let tier = crate::tier::create(&cfg, dir, args.local_days, &passphrase)
+            .await
+            .with_context(|| format!("machine {} is registered with {} and backs up there directly: its local tier {} could not be made", cfg.machine_id, cfg.vault, dir.display()))?;
+        ctx.notice(&format!(
+            "Local tier: {} takes each backup first; recovery points are copied to {} after each backup and kept locally for {} days once copied.",
+            tier.vault, cfg.vault, tier.days
+        ));
+        cfg.local_tier = Some(tier);
+        cfg.save(&ctx.config_path)?;
+        crate::remembered::update(ctx, &cfg, |m| {
+            m.cloud_last_reached = Some(jiff::Timestamp::now().to_string());
+        });
+    }
     let where_saved = match &source {
         Source::File(p) if generated => format!(
             "The generated passphrase was saved to {} (mode 0600).",
@@ -293,7 +339,7 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<u8> {
     } else {
         None
     };
-    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": match &source { Source::File(p) => Some(p), _ => None }, "config": ctx.config_path, "append_only": cfg.append_only, "chattr": chattr}), String::new)?;
+    ctx.output(&json!({"machine_id": cfg.machine_id, "machine_name": cfg.machine_name, "vault": cfg.vault, "passphrase_file": match &source { Source::File(p) => Some(p), _ => None }, "config": ctx.config_path, "append_only": cfg.append_only, "chattr": chattr, "local_tier": cfg.local_tier.as_ref().map(|t| &t.vault)}), String::new)?;
     Ok(0)
 }
 
@@ -367,6 +413,7 @@ async fn do_register(
         throttle,
         links: Default::default(),
         jobs: Vec::new(),
+        local_tier: None,
     };
     cfg.save(&ctx.config_path)?;
     Ok(cfg)

@@ -62,6 +62,10 @@ pub enum CorruptReason {
     /// A blob no index file lists.
     #[error("not in any index file")]
     NotIndexed,
+
+    /// A pack the index lists is not in the store, or not with its indexed size.
+    #[error("missing from the vault, or not of the size its index records")]
+    PackMissing,
     /// A blob used as a tree that the index lists as data.
     #[error("not indexed as a tree blob")]
     NotATree,
