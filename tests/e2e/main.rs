@@ -6,6 +6,7 @@ mod append_only;
 mod append_only_cloud;
 mod browse;
 mod cloud;
+mod copy;
 mod credentials;
 mod damage;
 mod display;

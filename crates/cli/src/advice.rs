@@ -170,6 +170,13 @@ pub fn advice(e: &EngineError) -> Option<String> {
             "list them with `rbackup recovery-points`".into()
         }
         EngineError::AmbiguousRecoveryPoint { .. } => "give more digits".into(),
+        EngineError::VaultReadOnly { url, .. } => {
+            format!("the vault's owner runs `rbackup vault set-state {url} active`")
+        }
+        EngineError::CopyStopped { .. } => {
+            "run the same `rbackup copy` again (a backup with a local tier copies too)".into()
+        }
+        EngineError::InvalidVaultName { .. } => "choose another name (--name)".into(),
         EngineError::NoRecoveryPoints => "run `rbackup backup` first".into(),
         EngineError::PathNotInRecoveryPoint { .. } => {
             "give absolute paths as they were when backed up (`rbackup ls` lists them, `rbackup find` searches every recovery point)".into()
