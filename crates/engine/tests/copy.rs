@@ -290,3 +290,75 @@ async fn a_new_vault_name_follows_the_rules_and_a_bad_one_writes_nothing() {
     let opened = Vault::open(store, &url).await.unwrap();
     assert_eq!(opened.name(), Some("Backups-2026"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_recovery_point_needs_every_tree_index_entry_and_pack() {
+    let e = env().await;
+    let src = e.dir("src");
+    write(&src, "a.bin", &noise(2 << 20, 5));
+    write(&src, "b/c.txt", b"text");
+    let report = e.backup(&[&src], None).await;
+    let id = report.recovery_point.unwrap();
+    assert_eq!(
+        e.repo
+            .verify_recovery_point("latest")
+            .await
+            .unwrap()
+            .to_hex(),
+        id
+    );
+    assert_eq!(
+        e.repo
+            .verify_recovery_point(&id[..10])
+            .await
+            .unwrap()
+            .to_hex(),
+        id
+    );
+    let missing = e.repo.verify_recovery_point("ffffffff").await.unwrap_err();
+    assert!(
+        matches!(missing, EngineError::RecoveryPointNotFound { .. }),
+        "{missing:?}"
+    );
+    // The data pack gone from the store (the largest: trees are small): the point cannot be
+    // restored from here, and the error names the pack.
+    let (pack, _) = e
+        .objects("packs")
+        .await
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .unwrap();
+    let path = format!("machines/{}/packs/{}/{pack}", e.machine, &pack[..2]);
+    // Cut short: its size is not the indexed one.
+    let store = e.store();
+    let whole = store.get(&path).await.unwrap();
+    let short = whole.slice(..whole.len() / 2);
+    store
+        .put(&path, short, rbackup_engine::store::PutMode::Overwrite)
+        .await
+        .unwrap();
+    let err = e.repo.verify_recovery_point("latest").await.unwrap_err();
+    match &err {
+        EngineError::Corrupt { object, reason } => {
+            assert_eq!(object, &format!("pack {pack}"), "{err}");
+            assert!(
+                matches!(reason, rbackup_engine::CorruptReason::PackMissing),
+                "{err}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Gone: its blobs are in no index the store backs.
+    store.delete(&path).await.unwrap();
+    let err = e.repo.verify_recovery_point("latest").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EngineError::Corrupt {
+                reason: rbackup_engine::CorruptReason::NotIndexed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
