@@ -236,17 +236,17 @@ fn the_local_tier_is_pruned_only_after_the_copy_and_restores_survive_a_damaged_t
     let (c, chk) = a.json(&["check", "--read-data"]);
     assert_eq!(c, 0, "{chk}");
 
-    // A pack of the local tier damaged: the restore notices and reads the cloud instead.
+    // The local tier's packs lost (a disk fault): the restore notices and reads the cloud.
     let packs = a
         .p("tier")
         .join("machines")
         .join(a.machine_id())
         .join("packs");
-    let victim = walk_files(&packs)
-        .into_iter()
-        .next()
-        .expect("a pack in the tier");
-    fs::remove_file(&victim).unwrap();
+    let victims = walk_files(&packs);
+    assert!(!victims.is_empty(), "packs in the tier");
+    for v in victims {
+        fs::remove_file(&v).unwrap();
+    }
     let target = a.p("t");
     let (c, r, out) = restore(&a, "latest", &target);
     assert_eq!(c, 0, "{out}");
@@ -324,6 +324,12 @@ fn an_interrupted_copy_resumes_where_it_stopped() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(cloud_points(&a).is_empty());
+    let listed = a.run(&["recovery-points"]);
+    assert!(
+        text(&listed).contains("1 recovery point(s) are on the local tier only"),
+        "{}",
+        text(&listed)
+    );
     let (_, st) = a.json(&["status"]);
     assert_eq!(
         st["local_tier"]["recovery_points"]
@@ -558,4 +564,40 @@ fn a_read_only_cloud_vault_stops_tier_backups() {
     let target = a.p("t");
     let r = a.restore_latest(&target);
     assert_eq!(r["source"], "local tier", "{r}");
+}
+
+#[test]
+fn a_scheduled_run_backs_up_into_the_tier_and_copies() {
+    let a = Agent::bare();
+    let creds = a.create_vault();
+    let tier = a.p("tier");
+    a.register_with(&creds, &["--local-tier", tier.to_str().unwrap()]);
+    let src = a.p("src");
+    make_tree(&src, 14, 8, 30_000);
+    let s = src.to_str().unwrap();
+    a.ok(&[
+        "job",
+        "add",
+        "home",
+        "--path",
+        s,
+        "--at",
+        "03:00",
+        "--keep-last",
+        "3",
+    ]);
+    let (c, run) = a.json(&["run", "home"]);
+    assert_eq!(c, 0, "{run}");
+    let job = &run["jobs"][0];
+    assert_eq!(job["status"], "ok", "{run}");
+    let id = job["report"]["recovery_point"].as_str().unwrap();
+    assert_eq!(
+        ids(&job["local_tier"]["copy"]["copied"]),
+        vec![id.to_string()],
+        "{run}"
+    );
+    assert_eq!(cloud_points(&a), vec![id.to_string()]);
+    let (_, st) = a.json(&["status"]);
+    assert_eq!(st["last_backup"]["recovery_point"], id, "{st}");
+    assert_eq!(st["last_backup"]["job"], "home", "{st}");
 }

@@ -210,6 +210,14 @@ async fn run_one(ctx: &Ctx, cfg: &AgentConfig, job: &JobConfig, due: bool) -> Jo
             job.name, cfg.machine_id
         ));
         r.retention_skipped = true;
+    } else if job.has_retention() && local_only {
+        // The policy is the vault's, and the vault was not reached or the copy failed: it
+        // applies after the next run that reaches it.
+        ctx.notice(&format!(
+            "job {}: retention skipped: the vault was not reached; it is applied after the next run that copies to it",
+            job.name
+        ));
+        r.retention_skipped = true;
     } else if job.has_retention()
         && let Err(e) = apply_retention(ctx, cfg, job).await
     {

@@ -182,6 +182,9 @@ pub async fn recovery_points(ctx: &Ctx, paths: &[std::path::PathBuf]) -> Result<
     }
     mark.observe(rps);
     crate::freshness::save(ctx, &cfg, &mark);
+    if let Some(t) = &cfg.local_tier {
+        local_only_notice(ctx, &cfg, t, rps).await;
+    }
     // `--path` narrows what is shown; the freshness checks above saw every point.
     let paths: Vec<_> = paths
         .iter()
@@ -221,6 +224,42 @@ pub async fn recovery_points(ctx: &Ctx, paths: &[std::path::PathBuf]) -> Result<
         out
     })?;
     Ok(0)
+}
+
+/// With a local tier, `recovery-points` lists the vault; the points still waiting on the local
+/// tier for their copy are named on stderr.
+async fn local_only_notice(
+    ctx: &Ctx,
+    cfg: &AgentConfig,
+    tier: &crate::config::LocalTier,
+    in_vault: &[(rbackup_engine::Id, rbackup_engine::RecoveryPoint)],
+) {
+    let local = async {
+        let repo = crate::tier::open_tier(cfg, tier).await?;
+        anyhow::Ok(repo.recovery_point_listing().await?.live)
+    }
+    .await;
+    match local {
+        Ok(points) => {
+            let waiting: Vec<String> = points
+                .iter()
+                .filter(|(id, _)| !in_vault.iter().any(|(v, _)| v == id))
+                .map(|(id, rp)| format!("{} ({})", id.short(), crate::ui::local_rfc3339(&rp.time)))
+                .collect();
+            if !waiting.is_empty() {
+                ctx.notice(&format!(
+                    "note: {} recovery point(s) are on the local tier only, not yet copied to the vault: {}; `rbackup copy` copies them",
+                    waiting.len(),
+                    waiting.join(", ")
+                ));
+            }
+        }
+        Err(e) => ctx.notice(&format!(
+            "warning: the local tier {} cannot be read: {}",
+            tier.vault,
+            crate::advice::render(&e)
+        )),
+    }
 }
 
 pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<u8> {
