@@ -10,6 +10,17 @@ use std::fs;
 use crate::harness::*;
 use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, Moto};
 
+/// The environment a user sets for an S3 vault on moto at `endpoint` (any credentials do).
+pub fn moto_env(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT".into(), endpoint.into()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "rbackup-test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "rbackup-test-secret".into()),
+    ]
+}
+
 fn flow(a: &Agent, url: &str) {
     let creds = a.p("c.json");
     a.ok(&[
@@ -46,13 +57,7 @@ fn cli_on_moto_s3_from_environment() {
     };
     moto.create_bucket("cli-vault");
     let mut a = Agent::bare();
-    a.env = vec![
-        ("AWS_ENDPOINT".into(), moto.endpoint()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "rbackup-test".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "rbackup-test-secret".into()),
-    ];
+    a.env = moto_env(&moto.endpoint());
     flow(&a, "s3://cli-vault/site-a");
     // A bucket that does not exist is named, with what to do.
     let out = a.run(&[

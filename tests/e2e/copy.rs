@@ -12,13 +12,7 @@ fn copy_to_another_vault_registers_there_dedups_and_restores_from_it() {
     };
     moto.create_bucket("copy-dest");
     let mut a = Agent::registered();
-    a.env = vec![
-        ("AWS_ENDPOINT".into(), moto.endpoint()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "rbackup-test".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "rbackup-test-secret".into()),
-    ];
+    a.env = crate::cloud::moto_env(&moto.endpoint());
     let src = a.p("src");
     make_tree(&src, 21, 25, 200_000);
     let p1 = a.backup(&src)["recovery_point"]

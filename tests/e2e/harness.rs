@@ -376,6 +376,22 @@ pub fn checksums(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     out
 }
 
+/// `plain` (an agent's command) run `offset` from now (`+15d`, `+6m`) under faketime (`-m`:
+/// the multi-threaded libfaketime; the monotonic clock stays real).
+pub fn under_faketime(plain: std::process::Command, offset: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("faketime");
+    c.args(["-m", "--exclude-monotonic", "-f", offset])
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .env_clear();
+    for (k, v) in plain.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
 /// The [`rbackup_testenv::Ran`] guard of `test` when `faketime` is installed; otherwise the
 /// test is skipped (or fails under `RBACKUP_REQUIRE_ALL=1`).
 pub fn faketime(test: &str) -> Option<rbackup_testenv::Ran> {

@@ -17,18 +17,7 @@ use crate::harness::*;
 
 /// The agent's command run `offset` from now (`+15d`, `+6m`) under faketime.
 fn later(a: &Agent, offset: &str) -> Command {
-    let plain = a.cmd();
-    let mut c = Command::new("faketime");
-    c.args(["-m", "--exclude-monotonic", "-f", offset])
-        .arg(plain.get_program())
-        .args(plain.get_args())
-        .env_clear();
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c
+    under_faketime(a.cmd(), offset)
 }
 
 fn run_later(a: &Agent, offset: &str, args: &[&str]) -> Output {

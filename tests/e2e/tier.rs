@@ -10,18 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::cloud::moto_env;
 use crate::cloud::servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, Moto, free_port};
 use crate::harness::*;
-
-fn moto_env(endpoint: &str) -> Vec<(String, String)> {
-    vec![
-        ("AWS_ENDPOINT".into(), endpoint.into()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "rbackup-test".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "rbackup-test-secret".into()),
-    ]
-}
 
 /// An agent registered with the cloud vault `url` and a local tier in `tier/`.
 fn tiered(env: Vec<(String, String)>, url: &str, extra: &[&str]) -> Agent {
@@ -459,21 +450,6 @@ fn vault_names_follow_the_recovery_services_rules() {
     assert_eq!(v["name"], "Office-Vault-2");
 }
 
-/// The agent's command run `offset` from now under faketime (`-m`: multi-threaded).
-fn later(plain: Command, offset: &str) -> Command {
-    let mut c = Command::new("faketime");
-    c.args(["-m", "--exclude-monotonic", "-f", offset])
-        .arg(plain.get_program())
-        .args(plain.get_args())
-        .env_clear();
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c
-}
-
 #[test]
 fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     let Some(_ran) = faketime("fifteen_days_without_the_cloud_stop_backups") else {
@@ -490,7 +466,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     a.backup(&src);
 
     // Ten days on, no cloud: the backup goes to the local tier, with a warning.
-    let out = later(offline(&a, &dead), "+10d")
+    let out = under_faketime(offline(&a, &dead), "+10d")
         .args(["--json", "backup", src.to_str().unwrap()])
         .output()
         .unwrap();
@@ -498,7 +474,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     assert!(text(&out).contains("cannot be reached"), "{}", text(&out));
 
     // Sixteen days on: backups stop, saying so; status says so; restores go on.
-    let out = later(offline(&a, &dead), "+16d")
+    let out = under_faketime(offline(&a, &dead), "+16d")
         .args(["backup", src.to_str().unwrap()])
         .output()
         .unwrap();
@@ -508,7 +484,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
         e.contains("backups have stopped") && e.contains("Restores from the local tier"),
         "{e}"
     );
-    let out = later(offline(&a, &dead), "+16d")
+    let out = under_faketime(offline(&a, &dead), "+16d")
         .args(["--json", "status"])
         .output()
         .unwrap();
@@ -524,7 +500,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
         "{st}"
     );
     let target = a.p("t");
-    let out = later(offline(&a, &dead), "+16d")
+    let out = under_faketime(offline(&a, &dead), "+16d")
         .args([
             "--json",
             "restore",
@@ -539,7 +515,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     assert_same_tree(&src, &target);
 
     // The cloud back: backups start again, and what waited is copied.
-    let out = later(a.cmd(), "+16d")
+    let out = under_faketime(a.cmd(), "+16d")
         .args(["--json", "backup", src.to_str().unwrap()])
         .output()
         .unwrap();

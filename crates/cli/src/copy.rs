@@ -12,9 +12,7 @@ use rbackup_engine::{CopyReport, EngineError, Repository, Unlock};
 use crate::config::AgentConfig;
 use crate::remembered::{self, CopyRecord};
 use crate::secret::{self, Ask};
-use crate::setup::{
-    canonical_url, load_local_keys, open_vault, open_with_config, read_credentials,
-};
+use crate::setup::{canonical_url, open_vault, open_with_config, read_credentials};
 use crate::tier::{self, Cloud};
 use crate::ui::Ctx;
 
@@ -97,16 +95,7 @@ async fn open_dest(
         )));
     }
     let vault = open_vault(url, cfg.proxy.as_deref()).await?;
-    let open = || async {
-        Repository::open(
-            &vault,
-            &cfg.machine_id,
-            Unlock::Keys(load_local_keys(&cfg.key_file)?),
-            Some(&cfg.cache_dir),
-        )
-        .await
-        .map_err(anyhow::Error::from)
-    };
+    let open = || crate::setup::open_machine_in(&vault, cfg);
     match open().await {
         Err(e) if matches!(e.downcast_ref(), Some(EngineError::MachineNotFound { .. })) => {}
         other => return other,

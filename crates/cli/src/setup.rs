@@ -449,9 +449,15 @@ pub async fn open_with_config(cfg: &AgentConfig) -> Result<Repository> {
     let vault = open_vault(&cfg.vault, cfg.proxy.as_deref())
         .await?
         .with_append_only(cfg.append_only);
+    open_machine_in(&vault, cfg).await
+}
+
+/// This machine in `vault` (its own, the local tier, or a copy's destination), unlocked with
+/// the local key file, with the configured cache.
+pub async fn open_machine_in(vault: &Vault, cfg: &AgentConfig) -> Result<Repository> {
     let keys = load_local_keys(&cfg.key_file)?;
     Ok(Repository::open(
-        &vault,
+        vault,
         &cfg.machine_id,
         Unlock::Keys(keys),
         Some(&cfg.cache_dir),

@@ -17,12 +17,12 @@ use anyhow::{Context, Result, anyhow};
 use rbackup_engine::crypto::{KdfParams, Passphrase};
 use rbackup_engine::store::StoreOptions;
 use rbackup_engine::{
-    Actor, CopyOptions, CopyReport, Id, PruneOptions, Repository, Unlock, Vault, VaultState,
+    Actor, CopyOptions, CopyReport, Id, PruneOptions, Repository, Vault, VaultState,
 };
 
 use crate::config::{AgentConfig, LocalTier};
 use crate::remembered::{self, CopyRecord};
-use crate::setup::{canonical_url, load_local_keys, open_with_config};
+use crate::setup::{canonical_url, open_machine_in, open_with_config};
 use crate::ui::Ctx;
 
 /// Backups stop after this many days without reaching the cloud vault.
@@ -123,14 +123,7 @@ pub async fn open_tier(cfg: &AgentConfig, tier: &LocalTier) -> Result<Repository
     let vault = Vault::open(store, &tier.vault)
         .await
         .with_context(|| format!("the local tier {} cannot be opened", tier.vault))?;
-    let keys = load_local_keys(&cfg.key_file)?;
-    Ok(Repository::open(
-        &vault,
-        &cfg.machine_id,
-        Unlock::Keys(keys),
-        Some(&cfg.cache_dir),
-    )
-    .await?)
+    open_machine_in(&vault, cfg).await
 }
 
 /// What happened after a backup into the local tier.
@@ -221,14 +214,7 @@ pub async fn copy_to_cloud(
 ) -> Result<CopyReport> {
     let result = async {
         let cloud = cloud.clone().with_append_only(cfg.append_only);
-        let keys = load_local_keys(&cfg.key_file)?;
-        let dest = Repository::open(
-            &cloud,
-            &cfg.machine_id,
-            Unlock::Keys(keys),
-            Some(&cfg.cache_dir),
-        )
-        .await?;
+        let dest = open_machine_in(&cloud, cfg).await?;
         copy(ctx, cfg, local, &dest, points).await
     }
     .await;

@@ -130,13 +130,7 @@ impl Repository {
     }
 
     async fn check_packs(&self, index: &Index, report: &mut CheckReport) -> Result<()> {
-        let stored: HashMap<String, u64> = self
-            .store
-            .list(&self.path(crate::layout::PACKS))
-            .await?
-            .into_iter()
-            .filter_map(|m| Some((m.path.rsplit('/').next()?.to_string(), m.size)))
-            .collect();
+        let stored = self.stored_packs().await?;
         let mut listed = HashSet::new();
         for (_, id, size) in index.packs() {
             let name = id.to_hex();

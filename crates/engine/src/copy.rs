@@ -180,13 +180,7 @@ impl Repository {
         let blobs = self
             .missing_blobs(&index, &Index::default(), &rp, &mut Sent::default())
             .await?;
-        let stored: std::collections::HashMap<String, u64> = self
-            .store
-            .list(&self.path(crate::layout::PACKS))
-            .await?
-            .into_iter()
-            .filter_map(|m| Some((m.path.rsplit('/').next()?.to_string(), m.size)))
-            .collect();
+        let stored = self.stored_packs().await?;
         let sizes: std::collections::HashMap<Id, u64> =
             index.packs().map(|(_, pack, size)| (pack, size)).collect();
         for (_, blob) in &blobs {

@@ -317,6 +317,17 @@ impl Repository {
         Ok(index)
     }
 
+    /// The packs in the store, by their names (hex ids), with their sizes: one listing.
+    pub(crate) async fn stored_packs(&self) -> Result<std::collections::HashMap<String, u64>> {
+        Ok(self
+            .store
+            .list(&self.path(crate::layout::PACKS))
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((m.path.rsplit('/').next()?.to_string(), m.size)))
+            .collect())
+    }
+
     /// Every stored recovery point, soft-deleted ones included, oldest first (see
     /// `tombstone.rs` for the list without them).
     pub(crate) async fn stored_recovery_points(&self) -> Result<Vec<(Id, RecoveryPoint)>> {
