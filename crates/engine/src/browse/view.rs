@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rbackup_beneath::Name;
@@ -48,6 +49,8 @@ struct Inner {
     /// One gate per blob being fetched, so that reads of one blob at once fetch it once.
     inflight: Mutex<HashMap<BlobId, Arc<tokio::sync::Mutex<()>>>>,
     fetches: Semaphore,
+    /// Blobs fetched from the vault so far.
+    fetched: AtomicU64,
 }
 
 /// A directory's entries, as [`Browser::list`] returns them.
@@ -184,6 +187,7 @@ impl Repository {
                 }),
                 inflight: Mutex::default(),
                 fetches: Semaphore::new(FETCHES),
+                fetched: AtomicU64::new(0),
             }),
         })
     }
@@ -198,6 +202,11 @@ impl Browser {
     /// Bytes of decrypted blobs held in the cache now.
     pub fn cached_bytes(&self) -> usize {
         lock(&self.inner.cache).bytes
+    }
+
+    /// How many blobs reads have fetched from the vault (not found in the cache) so far.
+    pub fn blobs_fetched(&self) -> u64 {
+        self.inner.fetched.load(Ordering::Relaxed)
     }
 
     /// The entries of the directory at `dir` (absolute; only used to name refusals) whose
@@ -406,6 +415,7 @@ impl Browser {
 
     async fn fetch(&self, id: &BlobId, len: u32) -> Result<Arc<Vec<u8>>> {
         let inner = &*self.inner;
+        inner.fetched.fetch_add(1, Ordering::Relaxed);
         let data = inner.repo.read_blob(&inner.index, id).await?;
         if data.len() as u64 != u64::from(len) {
             let reason = CorruptReason::LengthMismatch {
