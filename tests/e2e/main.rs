@@ -15,6 +15,7 @@ mod hostile;
 mod jobs;
 mod keys;
 mod links;
+mod mount;
 mod passphrase;
 mod restore_target;
 mod resume;

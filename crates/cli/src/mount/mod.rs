@@ -5,6 +5,7 @@
 //! files; this module only answers the kernel (`fs.rs`) and numbers the entries (`inodes.rs`).
 
 mod fs;
+mod fusermount;
 mod inodes;
 
 use std::ffi::OsString;
@@ -67,22 +68,68 @@ fn points(listed: &[(Id, RecoveryPoint)]) -> Vec<fs::Point> {
     out
 }
 
-/// Unmounts after a signal: as the kernel allows it, or lazily (detached now, gone once the
-/// last file open in it is closed) when something in it is busy.
-async fn unmount(mut unmounter: fuser::SessionUnmounter, mountpoint: &Path) -> Result<()> {
+/// How the mount is undone after a signal.
+enum Unmounter {
+    /// Root's mount(2): umount(2) as the kernel allows it, or lazily (detached now, gone once
+    /// the last file open in it is closed) when something in it is busy.
+    Root(fuser::SessionUnmounter),
+    /// A user's, through `fusermount3 -u` (lazily too).
+    User,
+}
+
+/// The mount options, as `fusermount3 -o` takes them; root's mount(2) gets the same ones
+/// from fuser.
+const USER_OPTIONS: &str =
+    "ro,nosuid,nodev,noatime,default_permissions,fsname=rbackup,subtype=rbackup";
+
+async fn unmount(unmounter: Unmounter, mountpoint: &Path) -> Result<()> {
     let at = mountpoint.to_path_buf();
+    let mut unmounter = match unmounter {
+        Unmounter::Root(u) => u,
+        Unmounter::User => {
+            return tokio::task::spawn_blocking(move || fusermount::unmount(&at)).await?;
+        }
+    };
     let result = tokio::task::spawn_blocking(move || unmounter.unmount()).await?;
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             tracing::warn!(
                 "{} is busy: detaching it; the command ends once nothing uses it",
-                at.display()
+                mountpoint.display()
             );
-            rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH)
-                .with_context(|| format!("cannot unmount {}", at.display()))
+            rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH)
+                .with_context(|| format!("cannot unmount {}", mountpoint.display()))
         }
-        Err(e) => Err(e).with_context(|| format!("cannot unmount {}", at.display())),
+        Err(e) => Err(e).with_context(|| format!("cannot unmount {}", mountpoint.display())),
+    }
+}
+
+/// Mounts `fs` on `mountpoint`: with mount(2) as root, through `fusermount3` as a user.
+async fn start(
+    fs: fs::Fs,
+    mountpoint: &Path,
+    config: fuser::Config,
+) -> Result<(fuser::Session<fs::Fs>, Unmounter)> {
+    let at = mountpoint.to_path_buf();
+    if rustix::process::geteuid().is_root() {
+        let mut session =
+            tokio::task::spawn_blocking(move || fuser::Session::new(fs, &at, &config))
+                .await?
+                .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+        let unmounter = session.unmount_callable();
+        return Ok((session, Unmounter::Root(unmounter)));
+    }
+    let fd = tokio::task::spawn_blocking(move || fusermount::mount(&at, USER_OPTIONS))
+        .await?
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    let acl = fuser::SessionACL::Owner;
+    match tokio::task::spawn_blocking(move || fuser::Session::from_fd(fs, fd, acl, config)).await? {
+        Ok(session) => Ok((session, Unmounter::User)),
+        Err(e) => {
+            let _ = fusermount::unmount(mountpoint);
+            Err(e).context("the kernel's FUSE handshake failed")
+        }
     }
 }
 
@@ -119,16 +166,7 @@ pub async fn mount(ctx: &Ctx, args: MountArgs) -> Result<u8> {
         MountOption::DefaultPermissions,
     ];
     config.n_threads = Some(THREADS);
-    let at = mountpoint.clone();
-    let mut session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &at, &config))
-        .await?
-        .with_context(|| {
-            format!(
-                "cannot mount on {} (as a user, `fusermount3` from the fuse3 package must be installed)",
-                mountpoint.display()
-            )
-        })?;
-    let unmounter = session.unmount_callable();
+    let (session, unmounter) = start(fs, &mountpoint, config).await?;
     let mut run = tokio::task::spawn_blocking(move || session.run());
     if !ctx.quiet {
         ctx.notice(&format!(
