@@ -472,3 +472,49 @@ fn a_user_mounts_through_fusermount3_and_unmounts_on_sigint() {
     }
     m.stop_with("-INT");
 }
+
+#[test]
+fn a_damaged_pack_is_eio_for_the_reads_it_holds_and_the_mount_goes_on() {
+    let a = Agent::registered();
+    let src = a.p("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("victim.bin"), Rng(3).bytes(3 << 20)).unwrap();
+    a.backup(&src);
+    // The largest pack holds the file's data (tree packs are tiny).
+    let pack = crate::harness::vault_files(&a.vault_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/packs/"))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[100] ^= 0x01;
+    fs::write(&pack, bytes).unwrap();
+
+    let mp = a.p("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mut m = Mount::start(&a, &mp, &[]);
+    let victim = inside(&mp.join("latest"), &src).join("victim.bin");
+    assert_eq!(fs::metadata(&victim).unwrap().len(), 3 << 20);
+    assert_eq!(
+        errno(fs::read(&victim)),
+        Some(libc::EIO),
+        "damaged bytes are never handed out"
+    );
+    assert!(
+        m.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "still serving:\n{}",
+        m.log()
+    );
+    assert_eq!(
+        fs::read_dir(inside(&mp.join("latest"), &src))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(
+        m.log().contains("victim.bin"),
+        "the log names the file:\n{}",
+        m.log()
+    );
+    m.stop_with("-INT");
+}
