@@ -44,7 +44,7 @@ fn folder_name(id: &Id, rp: &RecoveryPoint) -> (String, SystemTime) {
     match rp.time.parse::<jiff::Timestamp>() {
         Ok(ts) => (
             format!("{}-{short}", ts.strftime("%Y-%m-%dT%H-%M-%SZ")),
-            SystemTime::try_from(ts).unwrap_or(UNIX_EPOCH),
+            SystemTime::from(ts),
         ),
         Err(_) => (format!("unknown-time-{short}"), UNIX_EPOCH),
     }
