@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, WriteFlags,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, WriteFlags,
 };
 use rbackup_engine::tree::{Node, NodeKind};
 use rbackup_engine::{Browser, MAX_READ, RandomFile};
@@ -256,10 +256,11 @@ impl Fs {
         let (file, shown) = {
             let t = lock(&self.table);
             let inode = t.get(ino).ok_or(Errno::ENOENT)?;
-            let Kind::Node(node) = &inode.kind else {
-                return Err(Errno::EISDIR);
+            let node: &Node = match &inode.kind {
+                Kind::Node(n) if n.kind == NodeKind::File => n,
+                Kind::Node(n) if n.kind == NodeKind::Symlink => return Err(Errno::ELOOP),
+                _ => return Err(Errno::EISDIR),
             };
-            let node: &Node = node;
             let shown = self.shown(inode);
             let file = self.browser.open(&inode.path, node).map_err(|e| {
                 tracing::error!("{shown}: cannot open: {e}");
@@ -397,6 +398,20 @@ impl Filesystem for Fs {
         } else {
             reply.data(&[]);
         }
+    }
+
+    /// SEEK_DATA and SEEK_HOLE are left to the kernel, which then takes the whole file for
+    /// data (holes still read as zeros); the other seeks never reach a file system.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
