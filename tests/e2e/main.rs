@@ -16,6 +16,7 @@ mod hostile;
 mod jobs;
 mod keys;
 mod links;
+mod mount;
 mod passphrase;
 mod restore_target;
 mod resume;

@@ -41,8 +41,9 @@ pub struct PipTool {
 /// What the tests need beyond the Rust toolchain: `faketime` moves the clock for the
 /// scheduled-job tests, e2fsprogs (`e4crypt`) and btrfs-progs build the loop-mounted file
 /// systems of the file-type rules, exfatprogs and exfat-fuse a case-insensitive one (FUSE) for
-/// restore's case probe, iproute2 (`ip`) the network namespace of xtask's link-emulator test,
-/// Azurite and moto are the real Azure Blob and S3 servers.
+/// restore's case probe, fuse3 (`fusermount3`) a user's `rbackup mount`, iproute2 (`ip`) the
+/// network namespace of xtask's link-emulator test, Azurite and moto are the real Azure Blob
+/// and S3 servers.
 const APT_TOOLS: &[AptTool] = &[
     AptTool {
         package: "faketime",
@@ -67,6 +68,10 @@ const APT_TOOLS: &[AptTool] = &[
     AptTool {
         package: "exfat-fuse",
         command: "mount.exfat-fuse",
+    },
+    AptTool {
+        package: "fuse3",
+        command: "fusermount3",
     },
     AptTool {
         package: "iproute2",
@@ -226,6 +231,7 @@ fn ensure_tools(opts: CiOptions) -> Result<()> {
         }
     }
     ensure_apt(APT_TOOLS, opts)?;
+    ensure_fuse_for_users(opts)?;
     for tool in NPM_TOOLS {
         ensure_npm_global(tool.spec, tool.bin, opts)?;
     }
@@ -234,6 +240,26 @@ fn ensure_tools(opts: CiOptions) -> Result<()> {
     }
     eprintln!("all tools present");
     Ok(())
+}
+
+/// `/dev/fuse` open to every user, as udev's default rule (`KERNEL=="fuse", MODE="0666"`)
+/// leaves it on a Debian system: a container's devtmpfs without udev has it 0600, and then
+/// only root can mount FUSE (`fusermount3` opens the device as the user), which the e2e test of
+/// a user's `rbackup mount` needs.
+fn ensure_fuse_for_users(opts: CiOptions) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dev = std::path::Path::new("/dev/fuse");
+    let Ok(meta) = std::fs::metadata(dev) else {
+        // The mount tests fail and say so.
+        return Ok(());
+    };
+    if meta.permissions().mode() & 0o666 == 0o666 {
+        return Ok(());
+    }
+    require_install(opts, "/dev/fuse open to users (mode 0666)")?;
+    eprintln!("chmod 0666 /dev/fuse (udev's default, missing in this container)");
+    std::fs::set_permissions(dev, std::fs::Permissions::from_mode(0o666))
+        .context("cannot chmod 0666 /dev/fuse: run as root, or do it by hand")
 }
 
 fn require_install(opts: CiOptions, what: &str) -> Result<()> {

@@ -1,5 +1,5 @@
 //! Finding what was backed up: `ls`, `find`, `dump`, `diff` and `stats`, and `vault machines`.
-//! Each of the first five opens this machine's repository (or another one with `--machine`)
+//! Each of the first five (and `mount`, mount/mod.rs) opens this machine's repository (or another one with `--machine`)
 //! and prints what the engine's browse API returns: local times to the second for people, UTC
 //! RFC 3339 with nanoseconds in JSON.
 
@@ -84,7 +84,7 @@ pub struct StatsArgs {
 }
 
 /// This machine's repository, or the one `--machine` names.
-async fn open(ctx: &Ctx, other: &MachineArgs) -> Result<Repository> {
+pub(crate) async fn open(ctx: &Ctx, other: &MachineArgs) -> Result<Repository> {
     let cfg = AgentConfig::load(&ctx.config_path)?.ok_or_else(|| {
         anyhow!(
             "no agent config at {}: register this machine with the vault first (`rbackup register`); then --machine ID reaches another machine's recovery points",

@@ -87,3 +87,38 @@ async fn watch(
     }
     std::process::exit(EXIT_INTERRUPTED);
 }
+
+/// Ctrl-C and SIGTERM for a command that stops by itself on the first one (`mount` unmounts
+/// and exits 0): installed before the command starts its work, so that a signal then is not
+/// the default one that kills the process at once.
+#[derive(Debug)]
+pub struct FirstSignal {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl FirstSignal {
+    pub fn install() -> std::io::Result<FirstSignal> {
+        Ok(FirstSignal {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the first signal; from then on a second one prints `on_second` and exits at
+    /// once with 130.
+    pub async fn recv(mut self, on_second: &'static str) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+            eprintln!("\nrbackup: {on_second}");
+            std::process::exit(EXIT_INTERRUPTED);
+        });
+    }
+}

@@ -11,6 +11,7 @@ mod jobrun;
 mod jobs;
 mod jobstate;
 mod keys;
+mod mount;
 mod ops;
 mod remembered;
 mod retention;
@@ -93,6 +94,8 @@ pub enum Command {
     Diff(browse::DiffArgs),
     /// Sizes of recovery points: logical, what each alone stores, and the dedup ratio.
     Stats(browse::StatsArgs),
+    /// Show the recovery points as a read-only folder (FUSE) until Ctrl-C or unmount.
+    Mount(mount::MountArgs),
     /// Bring back a soft-deleted recovery point (removes its tombstone: needs credentials that
     /// can delete).
     Undelete {
@@ -434,6 +437,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dump(args) => browse::dump(&ctx, args).await,
         Command::Diff(args) => browse::diff(&ctx, args).await,
         Command::Stats(args) => browse::stats(&ctx, args).await,
+        Command::Mount(args) => mount::mount(&ctx, args).await,
         Command::Undelete { recovery_point } => retention::undelete(&ctx, &recovery_point).await,
         Command::Restore(args) => ops::restore(&ctx, args).await,
         Command::Copy(args) => copy::copy(&ctx, args).await,

@@ -114,8 +114,11 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "info",
         _ => "debug",
     };
+    // fuser (`mount`) warns of every FUSE operation left to the kernel's default and of an
+    // unmount it finds already done: noise for a user, shown from -vv on.
+    let fuser = if verbose >= 2 { "" } else { ",fuser=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RBACKUP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{fuser}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -78,8 +78,9 @@ mod workdir;
 
 pub use backup::{BackupOptions, CACHE_PERCENT, Cancel, MAX_RECOVERY_POINTS, MAX_SOURCE_BYTES};
 pub use browse::{
-    Change, DiffEntry, DiffReport, DiffSummary, Entry, FileReader, FindHit, FindOptions,
-    FindReport, Listing, MachineSummary, PointStats, StatsReport,
+    Browser, Change, DiffEntry, DiffReport, DiffSummary, DirListing, Entry, FileReader, FindHit,
+    FindOptions, FindReport, Listing, MAX_READ, MachineSummary, PointStats, RandomFile,
+    StatsReport,
 };
 pub use classify::{LinkMode, SkipRule};
 pub use copy::{CopyOptions, CopyReport};

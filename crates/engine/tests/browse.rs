@@ -570,3 +570,143 @@ async fn machine_summaries_need_no_keys_and_count_each_machines_points() {
             .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())
     }));
 }
+
+/// The node at `path` (absolute, a file) of recovery point `tree`, found through the
+/// [`rbackup_engine::Browser`]'s listings as a file-system view finds it.
+async fn browse_to(
+    b: &rbackup_engine::Browser,
+    tree: rbackup_engine::crypto::BlobId,
+    path: &Path,
+) -> Node {
+    let (mut tree, mut at, mut ancestors) = (tree, PathBuf::from("/"), Vec::new());
+    let names: Vec<_> = path.components().skip(1).collect();
+    for (i, c) in names.iter().enumerate() {
+        let l = b.list(&at, &tree).await.unwrap();
+        assert!(l.refused.is_empty(), "{:?}", l.refused);
+        let name = c.as_os_str().as_encoded_bytes();
+        let node = l
+            .entries
+            .into_iter()
+            .find(|n| n.name.as_slice() == name)
+            .unwrap();
+        at = at.join(c);
+        if i + 1 == names.len() {
+            return node;
+        }
+        ancestors.push(tree);
+        tree = b.subtree(&at, &node, &ancestors).unwrap();
+    }
+    unreachable!("{} names a file", path.display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_reads_any_offset_fetching_only_the_blobs_that_cover_it() {
+    let e = env().await;
+    let src = e.dir("src");
+    let big = noise(6 << 20, 11);
+    write(&src, "big.bin", &big);
+    write(&src, "empty", b"");
+    e.backup(&[&src], None).await;
+    let (_, rp) = e.repo.find_recovery_point("latest").await.unwrap();
+    let cache = 3 << 20;
+    let b = e.repo.browser(cache).await.unwrap();
+    let node = browse_to(&b, rp.tree, &src.join("big.bin")).await;
+    let f = b.open(&src.join("big.bin"), &node).unwrap();
+    assert_eq!(f.size(), big.len() as u64);
+    assert!(
+        f.blobs() > 2,
+        "6 MiB of noise is several blobs, not {}",
+        f.blobs()
+    );
+
+    // The last bytes of the file come from its last blob alone.
+    let at = big.len() as u64 - 1000;
+    let tail = b.read_at(&f, at, 4000).await.unwrap();
+    assert_eq!(
+        tail,
+        &big[big.len() - 1000..],
+        "a read is cut at the end of the file"
+    );
+    assert_eq!(
+        b.blobs_fetched(),
+        1,
+        "only the blob covering the offset is fetched"
+    );
+    // Read again: from the cache.
+    b.read_at(&f, at + 10, 10).await.unwrap();
+    assert_eq!(b.blobs_fetched(), 1);
+    assert!(
+        b.read_at(&f, big.len() as u64, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Every piece at every offset is the file's, and the cache stays within its bound.
+    let mut back = Vec::new();
+    let step = 200_000;
+    for off in (0..big.len()).step_by(step) {
+        back.extend(b.read_at(&f, off as u64, step).await.unwrap());
+        assert!(b.cached_bytes() <= cache);
+    }
+    assert!(back == big, "the bytes read back differ");
+    for off in [0usize, 1, 65_535, 1 << 20, (3 << 20) + 7, big.len() - 1] {
+        let piece = b.read_at(&f, off as u64, 300_000).await.unwrap();
+        assert_eq!(piece, &big[off..(off + 300_000).min(big.len())], "at {off}");
+    }
+
+    let empty = browse_to(&b, rp.tree, &src.join("empty")).await;
+    let f = b.open(&src.join("empty"), &empty).unwrap();
+    assert!(b.read_at(&f, 0, 10).await.unwrap().is_empty());
+    let top = b.list(Path::new("/"), &rp.tree).await.unwrap();
+    let err = b.open(Path::new("/tmp"), &top.entries[0]).unwrap_err();
+    assert!(matches!(err, EngineError::NotAFile { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_refuses_crafted_names_and_a_tree_that_contains_itself() {
+    let e = env().await;
+    let inner = Tree {
+        nodes: vec![
+            node(b"..", NodeKind::File, None),
+            node(b"fine", NodeKind::File, None),
+        ],
+    };
+    let inner_id = e.repo.crafted_tree_id(&inner);
+    let root = Tree {
+        nodes: vec![
+            node(b"a/b", NodeKind::File, None),
+            node(b"d", NodeKind::Dir, Some(inner_id)),
+        ],
+    };
+    let root_id = e.repo.crafted_tree_id(&root);
+    e.repo
+        .store_crafted_recovery_point(&[], &[inner, root], root_id)
+        .await
+        .unwrap();
+    let b = e.repo.browser(1 << 20).await.unwrap();
+    let top = b.list(Path::new("/"), &root_id).await.unwrap();
+    assert_eq!(top.entries.len(), 1);
+    assert_eq!(top.entries[0].name.as_slice(), b"d");
+    assert!(top.refused[0].contains("refused name"), "{:?}", top.refused);
+    let d = b
+        .subtree(Path::new("/d"), &top.entries[0], &[root_id])
+        .unwrap();
+    let l = b.list(Path::new("/d"), &d).await.unwrap();
+    assert_eq!(l.entries.len(), 1);
+    assert_eq!(l.refused.len(), 1);
+    // A directory whose tree is one above it is not entered.
+    let err = b
+        .subtree(Path::new("/d"), &top.entries[0], &[root_id, inner_id])
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EngineError::Corrupt {
+                reason: CorruptReason::TreeContainsItself,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -1,7 +1,9 @@
 //! Browsing recovery points without restoring them: list a directory ([`Repository::ls`]),
 //! search every recovery point for a name or path ([`Repository::find`]), read one file's
 //! bytes ([`Repository::open_file`]), compare two points ([`Repository::diff`]) and count what
-//! each holds alone ([`Repository::stats`]).
+//! each holds alone ([`Repository::stats`]), and, for a reader that stays open (a file-system
+//! view), list any directory and read any file at any offset through a [`Browser`]
+//! ([`Repository::browser`]).
 //!
 //! Everything here only reads. Trees are untrusted as in a restore: names that are not plain
 //! names are refused (and reported), a tree that contains itself or nests deeper than the
@@ -14,6 +16,7 @@ mod diff;
 mod dump;
 mod machines;
 mod stats;
+mod view;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,7 @@ pub use diff::{Change, DiffEntry, DiffReport, DiffSummary};
 pub use dump::FileReader;
 pub use machines::MachineSummary;
 pub use stats::{PointStats, StatsReport};
+pub use view::{Browser, DirListing, MAX_READ, RandomFile};
 
 use crate::backup::excludes;
 use crate::error::{CorruptReason, EngineError, Result};

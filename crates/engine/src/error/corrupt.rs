@@ -141,6 +141,24 @@ pub enum CorruptReason {
         /// The vault id/machine id it should have.
         expected: String,
     },
+    /// A blob whose content is not as long as the index records (the index is what a
+    /// random-access read places it by).
+    #[error("its content is {found} bytes, the index records {recorded}")]
+    LengthMismatch {
+        /// The length the index records.
+        recorded: u64,
+        /// The length read.
+        found: u64,
+    },
+    /// A directory whose tree is also the tree of one of the directories above it.
+    #[error("the directory's tree contains itself")]
+    TreeContainsItself,
+    /// A directory nested deeper than a restore goes.
+    #[error("nested deeper than {max} levels")]
+    NestedTooDeep {
+        /// The deepest level entered.
+        max: usize,
+    },
     /// A blob whose recorded plain length is over what any blob may be.
     #[error("a recorded length of {len} bytes, over the limit of {max} bytes for a blob")]
     BlobTooLarge {
