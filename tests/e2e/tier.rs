@@ -576,4 +576,22 @@ fn a_scheduled_run_backs_up_into_the_tier_and_copies() {
     let (_, st) = a.json(&["status"]);
     assert_eq!(st["last_backup"]["recovery_point"], id, "{st}");
     assert_eq!(st["last_backup"]["job"], "home", "{st}");
+    // The job's policy is published in the vault, where an admin host finds it.
+    let admin = second_agent(&a);
+    let pass = a.pass_file();
+    let id = a.machine_id();
+    let out = admin.run(&[
+        "forget",
+        "--machine",
+        &id,
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("published") && text(&out).contains("job home"),
+        "{}",
+        text(&out)
+    );
 }

@@ -250,7 +250,20 @@ async fn backup(
         }
         let report = repo.backup(opts).await?;
         let tier = match cloud {
-            Some(c) => Some(crate::tier::after_backup(ctx, cfg, &repo, c).await),
+            Some(c) => {
+                let out = crate::tier::after_backup(ctx, cfg, &repo, c).await;
+                // The policies are for the admin host, which works on the vault.
+                if out.copy.is_some() {
+                    match crate::setup::open_with_config(cfg).await {
+                        Ok(vault) => crate::retention::publish_policies(ctx, cfg, &vault).await,
+                        Err(e) => ctx.notice(&format!(
+                            "warning: cannot publish the jobs' retention policies: {}",
+                            crate::advice::render(&e)
+                        )),
+                    }
+                }
+                Some(out)
+            }
             None => {
                 crate::retention::publish_policies(ctx, cfg, &repo).await;
                 None
