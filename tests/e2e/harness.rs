@@ -376,11 +376,14 @@ pub fn checksums(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     out
 }
 
-/// `plain` (an agent's command) run `offset` from now (`+15d`, `+6m`) under faketime (`-m`:
-/// the multi-threaded libfaketime; the monotonic clock stays real).
-pub fn under_faketime(plain: std::process::Command, offset: &str) -> std::process::Command {
+/// `plain` (an agent's command) run by faketime with the clock `time` gives: a date
+/// (`["2026-03-02 09:00:00"]`) or an offset from now (`["-f", "+15d"]`). `-m`: the
+/// multi-threaded libfaketime (rbackup runs tokio); the monotonic clock stays real, so timers
+/// and progress behave.
+pub fn under_faketime(plain: std::process::Command, time: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new("faketime");
-    c.args(["-m", "--exclude-monotonic", "-f", offset])
+    c.args(["-m", "--exclude-monotonic"])
+        .args(time)
         .arg(plain.get_program())
         .args(plain.get_args())
         .env_clear();

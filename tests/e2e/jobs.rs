@@ -16,19 +16,7 @@ const TZ: &str = "Europe/Berlin";
 
 /// The agent's command, run by `faketime` starting at local time `when` (`2026-03-02 09:00:00`).
 fn cmd_at(a: &Agent, when: &str) -> Command {
-    let plain = a.cmd();
-    let mut c = Command::new("faketime");
-    // -m: the multi-threaded libfaketime (rbackup runs tokio); the monotonic clock stays real
-    // so timers and progress behave.
-    c.args(["-m", "--exclude-monotonic", when])
-        .arg(plain.get_program())
-        .args(plain.get_args())
-        .env_clear();
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
+    let mut c = under_faketime(a.cmd(), &[when]);
     c.env("TZ", TZ);
     c
 }

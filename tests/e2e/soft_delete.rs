@@ -17,7 +17,7 @@ use crate::harness::*;
 
 /// The agent's command run `offset` from now (`+15d`, `+6m`) under faketime.
 fn later(a: &Agent, offset: &str) -> Command {
-    under_faketime(a.cmd(), offset)
+    under_faketime(a.cmd(), &["-f", offset])
 }
 
 fn run_later(a: &Agent, offset: &str, args: &[&str]) -> Output {

@@ -466,7 +466,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     a.backup(&src);
 
     // Ten days on, no cloud: the backup goes to the local tier, with a warning.
-    let out = under_faketime(offline(&a, &dead), "+10d")
+    let out = under_faketime(offline(&a, &dead), &["-f", "+10d"])
         .args(["--json", "backup", src.to_str().unwrap()])
         .output()
         .unwrap();
@@ -474,7 +474,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     assert!(text(&out).contains("cannot be reached"), "{}", text(&out));
 
     // Sixteen days on: backups stop, saying so; status says so; restores go on.
-    let out = under_faketime(offline(&a, &dead), "+16d")
+    let out = under_faketime(offline(&a, &dead), &["-f", "+16d"])
         .args(["backup", src.to_str().unwrap()])
         .output()
         .unwrap();
@@ -484,7 +484,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
         e.contains("backups have stopped") && e.contains("Restores from the local tier"),
         "{e}"
     );
-    let out = under_faketime(offline(&a, &dead), "+16d")
+    let out = under_faketime(offline(&a, &dead), &["-f", "+16d"])
         .args(["--json", "status"])
         .output()
         .unwrap();
@@ -500,7 +500,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
         "{st}"
     );
     let target = a.p("t");
-    let out = under_faketime(offline(&a, &dead), "+16d")
+    let out = under_faketime(offline(&a, &dead), &["-f", "+16d"])
         .args([
             "--json",
             "restore",
@@ -515,7 +515,7 @@ fn fifteen_days_without_the_cloud_stop_backups_and_restores_go_on() {
     assert_same_tree(&src, &target);
 
     // The cloud back: backups start again, and what waited is copied.
-    let out = under_faketime(a.cmd(), "+16d")
+    let out = under_faketime(a.cmd(), &["-f", "+16d"])
         .args(["--json", "backup", src.to_str().unwrap()])
         .output()
         .unwrap();

@@ -46,7 +46,7 @@ pub async fn copy(ctx: &Ctx, args: CopyArgs) -> Result<u8> {
                 ));
             };
             let local = tier::open_tier(&cfg, t).await?;
-            let vault = match tier::reach_cloud(ctx, &cfg).await {
+            let vault = match tier::reach_cloud(ctx, &cfg).await.0 {
                 Cloud::Reached(v) => v,
                 Cloud::Unreached(e) => {
                     let err = anyhow!(
@@ -111,7 +111,8 @@ async fn open_dest(
     let creds = read_credentials(creds_file)?;
     if canonical_url(&creds.vault)? != url {
         bail!(
-            "{} holds credentials for {}, not for {url}",
+            "{} holds credentials for {}, not for {url}: pass that vault's own (its owner \
+             issues them with `rbackup vault credentials {url} --out FILE`)",
             creds_file.display(),
             creds.vault
         );

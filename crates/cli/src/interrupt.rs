@@ -34,14 +34,11 @@ pub fn stop_on_signals(ctx: &Ctx) -> Cancel {
     CANCEL
         .get_or_init(|| {
             let cancel = Cancel::default();
-            match (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) {
-                (Ok(int), Ok(term)) => {
-                    tokio::spawn(watch(int, term, cancel.clone(), quiet));
+            match FirstSignal::install() {
+                Ok(signals) => {
+                    tokio::spawn(watch(signals, cancel.clone(), quiet));
                 }
-                (Err(e), _) | (_, Err(e)) => {
+                Err(e) => {
                     tracing::warn!("cannot handle Ctrl-C; it will stop the backup at once: {e}")
                 }
             }
@@ -50,17 +47,18 @@ pub fn stop_on_signals(ctx: &Ctx) -> Cancel {
         .clone()
 }
 
-async fn watch(
-    mut int: tokio::signal::unix::Signal,
-    mut term: tokio::signal::unix::Signal,
-    cancel: Cancel,
-    quiet: bool,
-) {
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    if !quiet && RESTORING.load(Ordering::Relaxed) {
+/// The first signal asks the run to stop cleanly; a second quits at once (see
+/// [`FirstSignal::recv`]).
+async fn watch(signals: FirstSignal, cancel: Cancel, quiet: bool) {
+    // A restore's handle is asked for after RESTORING is set, and the watch starts then.
+    let restoring = RESTORING.load(Ordering::Relaxed);
+    let on_second = if restoring {
+        "quit at once; the next restore removes the staging folder left behind"
+    } else {
+        "quit at once; the next backup reuses every pack that was fully uploaded"
+    };
+    signals.recv(on_second).await;
+    if !quiet && restoring {
         eprintln!(
             "\nrbackup: stopping: finishing the file being placed and removing the staging \
              folder (press Ctrl-C again to quit at once)"
@@ -72,25 +70,12 @@ async fn watch(
         );
     }
     cancel.cancel();
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    if RESTORING.load(Ordering::Relaxed) {
-        eprintln!(
-            "\nrbackup: quit at once; the next restore removes the staging folder left behind"
-        );
-    } else {
-        eprintln!(
-            "\nrbackup: quit at once; the next backup reuses every pack that was fully uploaded"
-        );
-    }
-    std::process::exit(EXIT_INTERRUPTED);
 }
 
-/// Ctrl-C and SIGTERM for a command that stops by itself on the first one (`mount` unmounts
-/// and exits 0): installed before the command starts its work, so that a signal then is not
-/// the default one that kills the process at once.
+/// Ctrl-C and SIGTERM handled by the command: the first is waited for (a backup then stops
+/// cleanly, `mount` unmounts and exits 0), a second exits at once with 130. Installed before
+/// the command starts its work, so that a signal then is not the default one that kills the
+/// process at once.
 #[derive(Debug)]
 pub struct FirstSignal {
     int: tokio::signal::unix::Signal,

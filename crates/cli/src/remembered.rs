@@ -103,14 +103,16 @@ pub fn load(ctx: &Ctx, cfg: &AgentConfig) -> Remembered {
     }
 }
 
-/// Loads, changes and stores the record; a failure to store is reported, not fatal.
-pub fn update(ctx: &Ctx, cfg: &AgentConfig, change: impl FnOnce(&mut Remembered)) {
+/// Loads, changes and stores the record, and returns it; a failure to store is reported, not
+/// fatal.
+pub fn update(ctx: &Ctx, cfg: &AgentConfig, change: impl FnOnce(&mut Remembered)) -> Remembered {
     let mut m = load(ctx, cfg);
     change(&mut m);
     let result = path(cfg).and_then(|p| write_atomic(&p, &serde_json::to_vec_pretty(&m)?, 0o600));
     if let Err(e) = result {
         ctx.notice(&format!("warning: cannot store the agent's status: {e:#}"));
     }
+    m
 }
 
 /// Records a copy's outcome.

@@ -6,27 +6,26 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::config::AgentConfig;
-use crate::remembered::{self, CopyRecord};
+use crate::remembered::CopyRecord;
 use crate::tier::{self, Cloud};
 use crate::ui::{Ctx, local_rfc3339};
 
 pub async fn status(ctx: &Ctx) -> Result<u8> {
     let cfg = AgentConfig::load_required(&ctx.config_path)?;
-    let cloud = tier::reach_cloud(ctx, &cfg).await;
-    let mem = remembered::load(ctx, &cfg);
+    let (cloud, mem) = tier::reach_cloud(ctx, &cfg).await;
     let (reachable, error) = match &cloud {
         Cloud::Reached(_) => (true, None),
         Cloud::Unreached(e) => (false, Some(e.clone())),
     };
-    // Not reached now: the state the vault was last seen in.
+    // Not reached now: the state the vault was last seen in; never seen: unknown.
     let state = mem.cloud_state.as_ref();
-    let vault_state = match (&cloud, state) {
-        (_, Some(r)) => r.state.as_str(),
-        (Cloud::Reached(_), None) => "active",
-        (Cloud::Unreached(_), None) if mem.cloud_last_reached.is_some() => "active",
-        (Cloud::Unreached(_), None) => "unknown",
-    };
-    let stopped = tier::stopped_reason(&cfg, &mem);
+    let seen = reachable || mem.cloud_last_reached.is_some();
+    let vault_state = state.map_or(if seen { "active" } else { "unknown" }, |r| {
+        r.state.as_str()
+    });
+    let stopped = tier::may_back_up(&cfg, &mem)
+        .err()
+        .map(|e| crate::advice::render(&e));
     let last_backup = last_backup(&cfg);
     let local = local_tier(&cfg).await;
     let doc = json!({
@@ -42,14 +41,14 @@ pub async fn status(ctx: &Ctx) -> Result<u8> {
             "days_since_reached": mem.days_since_reached(),
         },
         "backups_stopped": stopped.is_some(),
-        "backups_stopped_reason": stopped,
+        "backups_stopped_reason": &stopped,
         "last_backup": last_backup,
         "last_copy": mem.last_successful_copy,
         "last_copy_attempt": mem.last_copy,
         "local_tier": local,
     });
     ctx.output(&doc, || human(&doc, &mem.last_copy))?;
-    Ok(if doc["backups_stopped"] == true {
+    Ok(if stopped.is_some() {
         crate::EXIT_WARNINGS
     } else {
         0

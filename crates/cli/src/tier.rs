@@ -13,15 +13,13 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use rbackup_engine::crypto::{KdfParams, Passphrase};
 use rbackup_engine::store::StoreOptions;
-use rbackup_engine::{
-    Actor, CopyOptions, CopyReport, Id, PruneOptions, Repository, Vault, VaultState,
-};
+use rbackup_engine::{Actor, CopyOptions, CopyReport, Id, PruneOptions, Repository, Vault};
 
 use crate::config::{AgentConfig, LocalTier};
-use crate::remembered::{self, CopyRecord};
+use crate::remembered::{self, CopyRecord, Remembered};
 use crate::setup::{canonical_url, open_machine_in, open_with_config};
 use crate::ui::Ctx;
 
@@ -52,39 +50,31 @@ pub async fn probe(cfg: &AgentConfig) -> rbackup_engine::Result<Vault> {
     Vault::open(store, &cfg.vault).await
 }
 
-/// Probes the cloud vault and remembers what it found: when it was reached and its state.
-pub async fn reach_cloud(ctx: &Ctx, cfg: &AgentConfig) -> Cloud {
+/// Probes the cloud vault and remembers what it found (when it was reached, its state);
+/// returns it with the record as it now stands.
+pub async fn reach_cloud(ctx: &Ctx, cfg: &AgentConfig) -> (Cloud, Remembered) {
     match probe(cfg).await {
         Ok(vault) => {
-            remembered::update(ctx, cfg, |m| {
+            let mem = remembered::update(ctx, cfg, |m| {
                 m.cloud_last_reached = Some(jiff::Timestamp::now().to_string());
                 m.cloud_state = vault.state_record().cloned();
             });
-            Cloud::Reached(Box::new(vault))
+            (Cloud::Reached(Box::new(vault)), mem)
         }
-        Err(e) => Cloud::Unreached(crate::advice::render(&anyhow::Error::from(e))),
+        Err(e) => {
+            let why = crate::advice::render(&anyhow::Error::from(e));
+            (Cloud::Unreached(why), remembered::load(ctx, cfg))
+        }
     }
 }
 
-/// Why backups are stopped now, if they are: the cloud vault read-only (as last seen), or not
-/// reached for more than [`CLOUD_GRACE_DAYS`].
-pub fn stopped_reason(cfg: &AgentConfig, m: &remembered::Remembered) -> Option<String> {
-    if let Some(r) = m
-        .cloud_state
-        .as_ref()
-        .filter(|r| r.state == VaultState::ReadOnly)
-    {
-        return Some(format!(
-            "the vault {} is read-only (set by {} at {}): it takes no new recovery points; restores \
-             go on. Its owner can make it active again with `rbackup vault set-state URL active`",
-            cfg.vault,
-            r.set_by,
-            crate::ui::local_rfc3339(&r.set_at)
-        ));
-    }
-    let days = m.days_since_reached()?;
-    (cfg.local_tier.is_some() && days > CLOUD_GRACE_DAYS).then(|| {
-        format!(
+/// Whether a backup may run now, by what the agent knows of the cloud vault: refused when it
+/// is read-only (as last seen: the engine's own refusal), or, with a local tier, when it has
+/// not been reached for more than [`CLOUD_GRACE_DAYS`].
+pub fn may_back_up(cfg: &AgentConfig, m: &Remembered) -> Result<()> {
+    rbackup_engine::refuse_if_read_only(&cfg.vault, m.cloud_state.as_ref(), "take backups into")?;
+    match m.days_since_reached() {
+        Some(days) if cfg.local_tier.is_some() && days > CLOUD_GRACE_DAYS => bail!(
             "backups have stopped: the cloud vault {} has not been reached for {days:.0} days \
              (since {}; backups stop after {CLOUD_GRACE_DAYS:.0}). Restores from the local tier \
              and from the cloud still work. Check the network, proxy and credentials, then run \
@@ -93,20 +83,19 @@ pub fn stopped_reason(cfg: &AgentConfig, m: &remembered::Remembered) -> Option<S
             m.cloud_last_reached
                 .as_deref()
                 .map_or_else(|| "-".into(), crate::ui::local_rfc3339),
-        )
-    })
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Where a backup goes: the local tier when the machine has one (after probing the cloud:
-/// read-only or too long unreached refuses), else the vault itself.
+/// see [`may_back_up`]), else the vault itself.
 pub async fn backup_repo(ctx: &Ctx, cfg: &AgentConfig) -> Result<(Repository, Option<Cloud>)> {
     let Some(tier) = &cfg.local_tier else {
         return Ok((open_with_config(cfg).await?, None));
     };
-    let cloud = reach_cloud(ctx, cfg).await;
-    if let Some(why) = stopped_reason(cfg, &remembered::load(ctx, cfg)) {
-        return Err(anyhow!(why));
-    }
+    let (cloud, mem) = reach_cloud(ctx, cfg).await;
+    may_back_up(cfg, &mem)?;
     if let Cloud::Unreached(e) = &cloud {
         ctx.notice(&format!(
             "warning: the cloud vault {} cannot be reached ({e}); backing up to the local tier \

@@ -113,7 +113,9 @@ pub use snapshot::RecoveryPoint;
 pub use tombstone::{Actor, DeletedPoint, RecoveryPointListing};
 pub use unlock::SkippedKeyFile;
 pub use vault::{Registration, Vault};
-pub use vault_state::{MAX_SET_BY, StateRecord, VAULT_NAME_LEN, VaultState, check_vault_name};
+pub use vault_state::{
+    MAX_SET_BY, StateRecord, VAULT_NAME_LEN, VaultState, check_vault_name, refuse_if_read_only,
+};
 
 /// Time sources for [`Vault::with_clock`]: the system clock (the default) and a manual clock
 /// for tests.

@@ -193,12 +193,8 @@ impl Repository {
 
     /// Refuses `operation` (a write of new recovery points) in a read-only vault.
     pub(crate) fn refuse_if_read_only(&self, operation: &'static str) -> Result<()> {
-        match self.vault_state.as_deref() {
-            Some(r) if r.state == VaultState::ReadOnly => {
-                Err(crate::vault_state::refuse(&self.vault_url, r, operation))
-            }
-            _ => Ok(()),
-        }
+        let record = self.vault_state.as_deref();
+        crate::vault_state::refuse_if_read_only(&self.vault_url, record, operation)
     }
 
     /// The machine id.

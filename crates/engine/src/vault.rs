@@ -212,17 +212,6 @@ impl Vault {
         self.meta.state.as_ref()
     }
 
-    /// Refuses `operation` (words such as "take backups into") with
-    /// [`EngineError::VaultReadOnly`] when this handle read the vault as read-only.
-    pub fn refuse_if_read_only(&self, operation: &'static str) -> Result<()> {
-        match self.state_record() {
-            Some(r) if r.state == VaultState::ReadOnly => {
-                Err(crate::vault_state::refuse(&self.url, r, operation))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Sets the vault's state, recording `set_by` (cut to [`MAX_SET_BY`](crate::MAX_SET_BY)
     /// bytes) and the time. Read-only stops backups and copies into the vault from the next
     /// time a machine opens it; restores and checks go on. Returns the record it replaced.

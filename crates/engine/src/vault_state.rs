@@ -86,14 +86,23 @@ impl StateRecord {
     }
 }
 
-/// The refusal of a write into a read-only vault: `operation` (`back up`, `copy recovery
-/// points into`) with the record that made it read-only.
-pub(crate) fn refuse(url: &str, record: &StateRecord, operation: &'static str) -> EngineError {
-    EngineError::VaultReadOnly {
-        url: url.into(),
-        operation,
-        set_by: record.set_by.clone(),
-        set_at: record.set_at.clone(),
+/// Refuses `operation` (words such as `take backups into`) on the vault at `url` with
+/// [`EngineError::VaultReadOnly`] when `record` — its state as last read — is read-only.
+/// For embedders that remember a vault's state while it cannot be reached; a repository
+/// checks the state it opened with itself.
+pub fn refuse_if_read_only(
+    url: &str,
+    record: Option<&StateRecord>,
+    operation: &'static str,
+) -> Result<()> {
+    match record {
+        Some(r) if r.state == VaultState::ReadOnly => Err(EngineError::VaultReadOnly {
+            url: url.into(),
+            operation,
+            set_by: r.set_by.clone(),
+            set_at: r.set_at.clone(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -117,13 +117,16 @@ impl Fs {
         }
     }
 
+    /// The folder name of recovery point `point`, as logs name it.
+    fn point_name(&self, point: usize) -> String {
+        self.points
+            .get(point)
+            .map_or_else(String::new, |p| p.name.to_string_lossy().into_owned())
+    }
+
     /// `<point folder><path>` of an inode, as logs name it.
     fn shown(&self, inode: &Inode) -> String {
-        let point = self
-            .points
-            .get(inode.point)
-            .map_or_else(String::new, |p| p.name.to_string_lossy().into_owned());
-        format!("{point}{}", inode.path.display())
+        format!("{}{}", self.point_name(inode.point), inode.path.display())
     }
 
     fn attr(&self, ino: u64, inode: &Inode) -> FileAttr {
@@ -150,11 +153,7 @@ impl Fs {
                 point_time,
             ),
             Kind::Node(n) => {
-                let kind = match n.kind {
-                    NodeKind::File => FileType::RegularFile,
-                    NodeKind::Dir => FileType::Directory,
-                    NodeKind::Symlink => FileType::Symlink,
-                };
+                let kind = file_type(&inode.kind);
                 let size = match n.kind {
                     NodeKind::File => n.size,
                     NodeKind::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
@@ -214,10 +213,7 @@ impl Fs {
                 tracing::error!("{shown}: cannot list the folder: {e}");
                 Errno::EIO
             })?;
-        let point_name = self
-            .points
-            .get(point)
-            .map_or_else(String::new, |p| p.name.to_string_lossy().into_owned());
+        let point_name = self.point_name(point);
         for r in &listing.refused {
             tracing::error!("{point_name}{r}");
         }
@@ -275,6 +271,19 @@ impl Fs {
         };
         lock(&self.files).insert(fh, open);
         Ok(fh)
+    }
+}
+
+/// What the kernel is told an inode is.
+fn file_type(kind: &Kind) -> FileType {
+    match kind {
+        Kind::Root | Kind::Point { .. } => FileType::Directory,
+        Kind::Latest { .. } => FileType::Symlink,
+        Kind::Node(n) => match n.kind {
+            NodeKind::File => FileType::RegularFile,
+            NodeKind::Dir => FileType::Directory,
+            NodeKind::Symlink => FileType::Symlink,
+        },
     }
 }
 
@@ -443,7 +452,7 @@ impl Filesystem for Fs {
         for (name, child) in dir.children.iter().flatten() {
             let kind = t
                 .get(*child)
-                .map_or(FileType::RegularFile, |c| self.attr(*child, c).kind);
+                .map_or(FileType::RegularFile, |c| file_type(&c.kind));
             entries.push((*child, kind, name.as_os_str()));
         }
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);

@@ -1,14 +1,10 @@
 //! One file's bytes, read blob by blob: what `dump` streams to its output.
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
 
-use rbackup_crypto::BlobId;
-
+use super::view::{Browser, RandomFile};
 use super::{Entry, Walker, held};
-use crate::error::{CorruptReason, EngineError, Result};
-use crate::index::Index;
+use crate::error::{EngineError, Result};
 use crate::repo::Repository;
 use crate::tree::NodeKind;
 
@@ -18,17 +14,13 @@ const ZEROS: u64 = 1 << 20;
 
 /// A file of a recovery point, read in pieces: each content blob once it has been decrypted
 /// and checked against its id (as a restore checks it), and the holes of a sparse file as
-/// zeros. Memory is one blob at a time, whatever the file's size.
+/// zeros. Memory is one blob at a time, whatever the file's size. The blobs are placed as a
+/// [`Browser`] places them for reads at any offset; this reads them in order, uncached.
 #[derive(Debug)]
 pub struct FileReader {
-    repo: Repository,
-    index: Arc<Index>,
+    browser: Browser,
+    file: RandomFile,
     entry: Entry,
-    blobs: VecDeque<BlobId>,
-    /// Data segments `(offset, length)` still to fill, the current one first.
-    segments: VecDeque<(u64, u64)>,
-    /// Bytes of the current segment already handed out.
-    used: u64,
     /// Bytes of the file handed out.
     pos: u64,
 }
@@ -42,63 +34,15 @@ impl FileReader {
     /// The next piece of the file, `None` at its end. An error (a blob missing, damaged or
     /// longer than the file) ends the read: what was handed out before it was sound.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
-        let size = self.entry.size;
-        loop {
-            let Some(&(start, len)) = self.segments.front() else {
-                // After the last segment: the rest of the file is a hole, and no blob is left.
-                if let Some(id) = self.blobs.front() {
-                    return Err(past_size(id));
-                }
-                return Ok(self.zeros(size));
-            };
-            if self.pos < start {
-                return Ok(self.zeros(start.min(size)));
-            }
-            if self.pos != start + self.used {
-                let reason = CorruptReason::SegmentsOutOfOrder;
-                return Err(EngineError::corrupt(
-                    self.entry.path.display().to_string(),
-                    reason,
-                ));
-            }
-            if self.used >= len {
-                self.segments.pop_front();
-                self.used = 0;
-                continue;
-            }
-            let Some(id) = self.blobs.pop_front() else {
-                // Content shorter than the file: the rest reads as zeros, as a restore
-                // (which sizes the file first) leaves it.
-                self.segments.clear();
-                continue;
-            };
-            let data = self.repo.read_blob(&self.index, &id).await?;
-            let n = data.len() as u64;
-            if n > len - self.used || self.pos + n > size {
-                return Err(past_size(&id));
-            }
-            self.used += n;
-            self.pos += n;
-            return Ok(Some(data));
+        if self.pos >= self.file.size() {
+            return Ok(None);
         }
+        let end = self.file.piece_end(self.pos, ZEROS);
+        let len = usize::try_from(end - self.pos).unwrap_or(usize::MAX);
+        let piece = self.browser.read_at(&self.file, self.pos, len).await?;
+        self.pos += piece.len() as u64;
+        Ok(Some(piece))
     }
-
-    /// Zeros up to `end`, at most [`ZEROS`] of them; `None` when already there.
-    fn zeros(&mut self, end: u64) -> Option<Vec<u8>> {
-        let n = end.saturating_sub(self.pos).min(ZEROS);
-        if n == 0 {
-            return None;
-        }
-        self.pos += n;
-        Some(vec![0; n as usize])
-    }
-}
-
-fn past_size(id: &BlobId) -> EngineError {
-    EngineError::corrupt(
-        format!("file content blob {id}"),
-        CorruptReason::ContentPastSize,
-    )
 }
 
 impl Repository {
@@ -107,7 +51,7 @@ impl Repository {
     /// Anything but a regular file is refused with [`EngineError::NotAFile`].
     pub async fn open_file(&self, spec: &str, path: &Path) -> Result<FileReader> {
         let (_, rp) = self.find_recovery_point_holding(spec, &held(path)).await?;
-        let index = Arc::new(self.load_index().await?);
+        let index = self.load_index().await?;
         let node = Walker::new(self, &index, &rp).lookup(path).await?;
         let kind = node.as_ref().map_or(NodeKind::Dir, |n| n.kind);
         let Some(node) = node.filter(|n| n.kind == NodeKind::File) else {
@@ -116,19 +60,12 @@ impl Repository {
                 kind: kind_name(kind),
             });
         };
-        // Ordinary files are one segment from 0; sparse files list theirs.
-        let segments = if node.class.as_deref() == Some("sparse") {
-            node.segments.iter().copied().collect()
-        } else {
-            VecDeque::from([(0, node.size)])
-        };
+        let browser = self.browser_over(index, 0);
+        let file = browser.open(path, &node)?;
         Ok(FileReader {
-            repo: self.clone(),
-            index,
+            browser,
+            file,
             entry: Entry::new(path.into(), &node),
-            blobs: node.content.into_iter().collect(),
-            segments,
-            used: 0,
             pos: 0,
         })
     }

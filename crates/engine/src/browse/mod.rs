@@ -237,10 +237,7 @@ impl<'a> Walker<'a> {
     }
 
     fn refuse(&mut self, dir: &Path, name: &[u8], why: &str) {
-        let dir = dir.display().to_string();
-        let name = String::from_utf8_lossy(name);
-        let at = format!("{}/{name:?}", dir.trim_end_matches('/'));
-        self.refused.push(format!("{at}: {why}"));
+        self.refused.push(refusal(dir, name, why));
     }
 
     /// Whether the directory `node` at `path`, below the trees `ancestors`, may be entered;
@@ -249,21 +246,14 @@ impl<'a> Walker<'a> {
         let Some(sub) = node.subtree else {
             return false;
         };
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        if ancestors.contains(&sub) {
-            self.refuse(
-                dir,
-                &node.name,
-                "refused: the directory's tree contains itself",
-            );
-            return false;
+        match enter_refusal(&sub, ancestors) {
+            None => true,
+            Some(reason) => {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                self.refuse(dir, &node.name, &format!("refused: {reason}"));
+                false
+            }
         }
-        if ancestors.len() >= MAX_DEPTH {
-            let why = format!("refused: nested deeper than {MAX_DEPTH} levels");
-            self.refuse(dir, &node.name, &why);
-            return false;
-        }
-        true
     }
 
     /// The node at `path` (absolute; `None` for `/`, which has no node), or
@@ -328,6 +318,25 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// How a refused entry `name` of the directory `dir` is reported: `/dir/"name": why`.
+fn refusal(dir: &Path, name: &[u8], why: &str) -> String {
+    let dir = dir.display().to_string();
+    let name = String::from_utf8_lossy(name);
+    format!("{}/{name:?}: {why}", dir.trim_end_matches('/'))
+}
+
+/// Why the directory whose tree is `sub`, below the trees `ancestors`, must not be entered:
+/// it contains itself, or it is nested deeper than a restore goes.
+fn enter_refusal(sub: &BlobId, ancestors: &[BlobId]) -> Option<CorruptReason> {
+    if ancestors.contains(sub) {
+        Some(CorruptReason::TreeContainsItself)
+    } else if ancestors.len() >= MAX_DEPTH {
+        Some(CorruptReason::NestedTooDeep { max: MAX_DEPTH })
+    } else {
+        None
     }
 }
 

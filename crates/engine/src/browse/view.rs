@@ -19,7 +19,6 @@ use tokio::sync::Semaphore;
 use crate::error::{CorruptReason, EngineError, Result};
 use crate::index::Index;
 use crate::repo::Repository;
-use crate::restore::plan::MAX_DEPTH;
 use crate::tree::{MAX_SYMLINK_TARGET, Node, NodeKind};
 
 /// The most one [`Browser::read_at`] hands out; a longer request gets this much (a short
@@ -126,6 +125,19 @@ impl RandomFile {
     pub fn blobs(&self) -> usize {
         self.extents.len()
     }
+
+    /// Where the piece of the file that starts at `pos` ends: the end of the blob that covers
+    /// `pos`, or, in a hole, the next blob's start but at most `hole` bytes on; never past the
+    /// file's size. What a sequential reader reads next, one blob at a time.
+    pub(crate) fn piece_end(&self, pos: u64, hole: u64) -> u64 {
+        let i = self.extents.partition_point(|e| e.end() <= pos);
+        let end = match self.extents.get(i) {
+            Some(e) if e.start <= pos => e.end(),
+            Some(e) => e.start.min(pos.saturating_add(hole)),
+            None => pos.saturating_add(hole),
+        };
+        end.min(self.size)
+    }
 }
 
 /// Decrypted blobs, least recently used first out, at most `max` bytes of them.
@@ -176,8 +188,12 @@ impl Repository {
     /// Opens this repository for browsing: loads the index once and keeps at most
     /// `cache_bytes` of decrypted blobs for [`Browser::read_at`].
     pub async fn browser(&self, cache_bytes: usize) -> Result<Browser> {
-        let index = self.load_index().await?;
-        Ok(Browser {
+        Ok(self.browser_over(self.load_index().await?, cache_bytes))
+    }
+
+    /// A [`Browser`] over an index already loaded.
+    pub(crate) fn browser_over(&self, index: Index, cache_bytes: usize) -> Browser {
+        Browser {
             inner: Arc::new(Inner {
                 repo: self.clone(),
                 index,
@@ -189,7 +205,7 @@ impl Repository {
                 fetches: Semaphore::new(FETCHES),
                 fetched: AtomicU64::new(0),
             }),
-        })
+        }
     }
 }
 
@@ -234,12 +250,7 @@ impl Browser {
             };
             match why {
                 None => out.entries.push(node),
-                Some(why) => {
-                    let name = String::from_utf8_lossy(&node.name);
-                    let at = dir.display().to_string();
-                    let at = at.trim_end_matches('/');
-                    out.refused.push(format!("{at}/{name:?}: {why}"));
-                }
+                Some(why) => out.refused.push(super::refusal(dir, &node.name, &why)),
             }
         }
         Ok(out)
@@ -254,17 +265,10 @@ impl Browser {
             (NodeKind::Dir, Some(t)) => t,
             _ => return Err(EngineError::corrupt(what(), CorruptReason::NotATree)),
         };
-        if ancestors.contains(&sub) {
-            return Err(EngineError::corrupt(
-                what(),
-                CorruptReason::TreeContainsItself,
-            ));
+        match super::enter_refusal(&sub, ancestors) {
+            Some(reason) => Err(EngineError::corrupt(what(), reason)),
+            None => Ok(sub),
         }
-        if ancestors.len() >= MAX_DEPTH {
-            let reason = CorruptReason::NestedTooDeep { max: MAX_DEPTH };
-            return Err(EngineError::corrupt(what(), reason));
-        }
-        Ok(sub)
     }
 
     /// Opens the file `node` (at `path`, which names it in errors) for [`Browser::read_at`]:
